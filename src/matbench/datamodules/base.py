@@ -1,0 +1,116 @@
+"""The base class of every matbench datamodule."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import lightning as L
+import torch.distributed as dist
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+from torch.utils.data import DataLoader, Dataset
+from torch.utils.data._utils.collate import default_collate
+
+
+def list_collate(samples: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    """Collate dict samples into a dict of lists (for samples of different sizes)."""
+    return {key: [sample[key] for sample in samples] for key in samples[0]}
+
+
+class BaseDataModule(L.LightningDataModule):
+    """Splits, loaders and the distributed sampling rules shared by all datamodules.
+
+    Subclasses declare their own explicit, typed ``__init__`` arguments (never ``**kwargs``),
+    pass ``batch_size``/``num_workers`` here, and set ``train_dataset``, ``val_dataset``,
+    ``test_dataset`` and ``predict_dataset`` in :meth:`setup`.
+
+    Validation, test and predict loaders use an *unpadded* distributed sampler, so under DDP
+    every sample is seen exactly once (Lightning's default sampler repeats samples to even out
+    the ranks, which would bias every metric).
+
+    Args:
+        batch_size: Samples per batch.
+        num_workers: Loader worker processes.
+        eval_batch_size: Samples per batch for validation/test/predict (default: ``batch_size``).
+    """
+
+    #: Name of the split that ``test_dataset`` holds; recorded in the results JSON.
+    test_split: str = "test"
+    #: Collate function of every loader.
+    collate_fn: Callable[[list[Any]], Any] = staticmethod(default_collate)
+
+    def __init__(
+        self, batch_size: int = 8, num_workers: int = 0, eval_batch_size: int | None = None
+    ) -> None:
+        super().__init__()
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.train_dataset: Dataset | None = None
+        self.val_dataset: Dataset | None = None
+        self.test_dataset: Dataset | None = None
+        self.predict_dataset: Dataset | None = None
+
+    # -- loaders -----------------------------------------------------------------------------
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self._require("train"), train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self._require("val"), train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self._require("test"), train=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader(self._require("predict"), train=False)
+
+    def _require(self, stage: str) -> Dataset:
+        dataset = getattr(self, f"{stage}_dataset")
+        if dataset is None:
+            raise RuntimeError(
+                f"{type(self).__name__} has no {stage} dataset: setup() did not create one"
+            )
+        return dataset
+
+    def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
+        sampler = None
+        if not train and dist.is_available() and dist.is_initialized():
+            sampler = UnrepeatedDistributedSampler(
+                dataset,
+                num_replicas=dist.get_world_size(),
+                rank=dist.get_rank(),
+                shuffle=False,
+            )
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size if train else self.eval_batch_size,
+            shuffle=train and sampler is None,
+            sampler=sampler,
+            num_workers=self.num_workers,
+            collate_fn=self.collate_fn,
+            persistent_workers=self.num_workers > 0,
+            drop_last=False,
+        )
+
+    def describe(self) -> dict[str, Any]:
+        """What the results JSON records about the data: class, arguments and test split."""
+        return {
+            "datamodule": type(self).__name__,
+            "root": str(self.hparams.get("root", "")),
+            "split": self.test_split,
+            "hparams": {k: _plain(v) for k, v in self.hparams.items()},
+        }
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return str(value)

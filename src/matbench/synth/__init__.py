@@ -1,0 +1,1 @@
+"""Procedural training data (MatSeg pattern infusion)."""

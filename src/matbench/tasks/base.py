@@ -1,0 +1,151 @@
+"""The base class of every matbench task."""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from torch import Tensor, nn
+from torchmetrics import Metric
+
+
+class BaseTask(L.LightningModule, ABC):
+    """Template for tasks: ``configure_models``, ``configure_losses``, ``configure_metrics``.
+
+    Every ``__init__`` argument of a subclass is a primitive, string or Literal, saved as a
+    hyperparameter, so that checkpoints reload and ``--print_config`` shows the whole task.
+
+    Evaluation metrics are built by :meth:`build_metric` (one instance per stage and per
+    dataloader, created at the start of the epoch on every rank, so that a rank that received
+    no sample still takes part in the metric's sync), updated by the subclass through
+    :meth:`eval_metric`, and computed, logged and kept in :attr:`results` at epoch end.
+
+    Args:
+        ignore: Constructor arguments not to save as hyperparameters.
+    """
+
+    #: Logged key that checkpoints monitor, and its direction.
+    monitor: str = "val/loss"
+    mode: str = "min"
+
+    def __init__(self, ignore: Sequence[str] | str | None = None) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=ignore)
+        self.configure_models()
+        self.configure_losses()
+        self.configure_metrics()
+        self._eval_metrics = nn.ModuleDict()
+        #: Per stage, one dict of computed metrics per dataloader (the latest epoch's).
+        self.results: dict[str, list[dict[str, Any]]] = {}
+
+    # -- template hooks ----------------------------------------------------------------------
+    @abstractmethod
+    def configure_models(self) -> None:
+        """Create the plain ``nn.Module`` models of the task."""
+
+    def configure_losses(self) -> None:
+        """Create the loss functions of the task."""
+
+    def configure_metrics(self) -> None:
+        """Prepare anything :meth:`build_metric` needs."""
+
+    def build_metric(self, stage: str) -> Metric | None:
+        """A fresh evaluation metric for ``stage`` (``val`` or ``test``); None for none."""
+        return None
+
+    def configure_optimizers(self) -> Any:
+        params = [p for p in self.parameters() if p.requires_grad]
+        if not params:
+            raise ValueError(f"{type(self).__name__} has no trainable parameters")
+        lr = float(self.hparams.get("lr", 1e-4))
+        optimizer = torch.optim.AdamW(
+            params, lr=lr, weight_decay=float(self.hparams.get("weight_decay", 0.01))
+        )
+        return optimizer
+
+    def configure_callbacks(self) -> list[L.Callback]:
+        return [ModelCheckpoint(monitor=self.monitor, mode=self.mode, save_last=True)]
+
+    @property
+    def model_name(self) -> str:
+        """Short model name for results tables (the ``model`` hyperparameter when there is one)."""
+        for key in ("model", "backbone", "encoder"):
+            if key in self.hparams:
+                return str(self.hparams[key])
+        return type(self).__name__
+
+    # -- evaluation metrics ------------------------------------------------------------------
+    def eval_metric(self, stage: str, dataloader_idx: int = 0) -> Metric:
+        """The metric of ``stage`` for dataloader ``dataloader_idx``."""
+        return self._eval_metrics[f"{stage}_{dataloader_idx}"]
+
+    def _num_dataloaders(self, stage: str) -> int:
+        loaders = getattr(self.trainer, f"{stage}_dataloaders", None)
+        if loaders is None:
+            return 1
+        return len(loaders) if isinstance(loaders, (list, tuple)) else 1
+
+    def _start_eval(self, stage: str) -> None:
+        for idx in range(self._num_dataloaders(stage)):
+            metric = self.build_metric(stage)
+            if metric is not None:
+                self._eval_metrics[f"{stage}_{idx}"] = metric.to(self.device)
+
+    def _end_eval(self, stage: str) -> None:
+        results = []
+        n = self._num_dataloaders(stage)
+        for idx in range(n):
+            key = f"{stage}_{idx}"
+            if key not in self._eval_metrics:
+                continue
+            metric = self._eval_metrics[key]
+            values = _to_python(metric.compute())
+            metric.reset()
+            results.append(values)
+            prefix = stage if n == 1 else f"{stage}/{self.dataloader_name(stage, idx)}"
+            scalars = {
+                f"{prefix}/{k}": float(v)
+                for k, v in values.items()
+                if isinstance(v, (int, float)) and not isinstance(v, bool)
+            }
+            # Values are already reduced over all ranks by the metric itself.
+            self.log_dict(scalars, sync_dist=False, add_dataloader_idx=False)
+        self.results[stage] = results
+
+    def dataloader_name(self, stage: str, idx: int) -> str:
+        """Name used in logged keys when a stage has several dataloaders."""
+        names = getattr(self.trainer.datamodule, "dataloader_names", None)
+        if names is not None and idx < len(names):
+            return str(names[idx])
+        return f"dataloader_{idx}"
+
+    def on_validation_epoch_start(self) -> None:
+        self._start_eval("val")
+
+    def on_validation_epoch_end(self) -> None:
+        self._end_eval("val")
+
+    def on_test_epoch_start(self) -> None:
+        self._start_eval("test")
+
+    def on_test_epoch_end(self) -> None:
+        self._end_eval("test")
+
+
+def _to_python(value: Any) -> Any:
+    """Tensors → floats/lists, recursively, NaN kept as float('nan')."""
+    if isinstance(value, Tensor):
+        value = value.detach().cpu()
+        return value.item() if value.ndim == 0 else value.tolist()
+    if isinstance(value, dict):
+        return {str(k): _to_python(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_to_python(v) for v in value]
+    if isinstance(value, float) and math.isnan(value):
+        return float("nan")
+    return value
