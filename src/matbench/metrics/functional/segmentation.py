@@ -1,0 +1,147 @@
+"""Dense segmentation metrics with the DMS benchmark semantics.
+
+One confusion matrix (rows = ground truth, columns = prediction) over every pixel whose ground
+truth is not ``ignore_index``. From it: pixel accuracy; per-class accuracy and IoU; mean class
+accuracy and mIoU averaged **only over classes that have ground-truth pixels** (classes without
+ground-truth pixels get NaN per-class values and do not enter the means).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from matbench.metrics.functional._checks import (
+    as_tensor,
+    check_finite,
+    check_integer,
+    check_labels,
+    check_num_classes,
+)
+
+
+def check_ignore_index(ignore_index: int | None) -> None:
+    """Raise unless ``ignore_index`` is None or an integer."""
+    if ignore_index is not None and (
+        isinstance(ignore_index, bool) or not isinstance(ignore_index, int)
+    ):
+        raise ValueError(f"ignore_index must be an integer or None, got {ignore_index!r}")
+
+
+def segmentation_confusion(
+    preds: Any, target: Any, num_classes: int, ignore_index: int | None = 255
+) -> Tensor:
+    """The (C, C) int64 confusion matrix of one batch (rows = target, columns = prediction).
+
+    Args:
+        preds: (B, H, W) integer class ids in [0, C) (every pixel), or (B, C, H, W) scores whose
+            argmax over the class dimension is the prediction.
+        target: (B, H, W) integer class ids in [0, C), or ``ignore_index``.
+        num_classes: C.
+        ignore_index: Target value of pixels that are not evaluated (None: none).
+
+    Raises:
+        ValueError: On shape mismatches, non-integer targets, NaN/inf scores or ids out of range.
+    """
+    preds = as_tensor(preds, "preds")
+    target = as_tensor(target, "target")
+    if target.ndim != 3:
+        raise ValueError(f"target must have shape (B, H, W), got shape {tuple(target.shape)}")
+    check_integer(target, "target")
+    if preds.ndim == 4:
+        if preds.shape[1] != num_classes:
+            raise ValueError(
+                f"preds given as scores (B, C, H, W) must have C = num_classes = {num_classes} "
+                f"channels, got shape {tuple(preds.shape)}"
+            )
+        if not preds.is_floating_point():
+            raise ValueError(f"preds given as (B, C, H, W) scores must be float, got {preds.dtype}")
+        check_finite(preds, "preds")
+        preds = preds.argmax(1)
+    elif preds.ndim == 3:
+        check_integer(preds, "preds")
+    else:
+        raise ValueError(
+            "preds must be class ids (B, H, W) or scores (B, C, H, W), "
+            f"got shape {tuple(preds.shape)}"
+        )
+    if preds.shape != target.shape:
+        raise ValueError(
+            f"preds {tuple(preds.shape)} and target {tuple(target.shape)} must have the same "
+            "(B, H, W) shape"
+        )
+    c = num_classes
+    p = preds.reshape(-1)
+    t = target.reshape(-1)
+    if p.numel() == 0:
+        return torch.zeros(c, c, dtype=torch.long, device=p.device)
+    low, high = torch.aminmax(p)
+    if low < 0 or high >= c:
+        check_labels(p, "preds", c)
+    # Ignored pixels go to bin 0 and are taken out of it afterwards: cheaper than selecting
+    # the valid pixels. With preds in [0, C), idx is in [0, C*C) iff every kept target is.
+    work = torch.int32 if c * c < 2**31 else torch.int64
+    if work == torch.int32 and t.dtype == torch.int64:
+        t_low, t_high = torch.aminmax(t)  # values outside int32 would wrap around
+        if t_low < -(2**31) or t_high >= 2**31:
+            check_labels(t[t != ignore_index] if ignore_index is not None else t, "target", c)
+    idx = t.to(work) * c + p.to(work)
+    ignored = None
+    if ignore_index is not None:
+        ignored = t == ignore_index
+        idx.masked_fill_(ignored, 0)
+    low, high = torch.aminmax(idx)
+    if low < 0 or high >= c * c:
+        kept = t if ignored is None else t[~ignored]
+        check_labels(kept, f"target (pixels other than ignore_index={ignore_index})", c)
+    counts = torch.bincount(idx, minlength=c * c).long()
+    if ignored is not None:
+        counts[0] -= ignored.sum()
+    return counts.reshape(c, c)
+
+
+def segmentation_from_confusion(confusion: Tensor) -> dict[str, Any]:
+    """Pixel accuracy, mean class accuracy, mIoU, per-class IoU from a confusion matrix."""
+    confusion = confusion.long().cpu()
+    support = confusion.sum(1)
+    predicted = confusion.sum(0)
+    correct = confusion.diagonal()
+    total = int(support.sum())
+    present = support > 0
+    class_acc = correct.double() / support.clamp_min(1)
+    iou = correct.double() / (support + predicted - correct).clamp_min(1)
+    iou = torch.where(present, iou, math.nan)
+    any_present = bool(present.any())
+    return {
+        "pixel_accuracy": float(correct.sum()) / total if total else math.nan,
+        "mean_class_accuracy": float(class_acc[present].mean()) if any_present else math.nan,
+        "miou": float(iou[present].mean()) if any_present else math.nan,
+        "per_class_iou": iou.tolist(),
+        "confusion_matrix": confusion.tolist(),
+    }
+
+
+def segmentation_metrics(
+    preds: Tensor, target: Tensor, num_classes: int, ignore_index: int | None = 255
+) -> dict[str, Any]:
+    """DMS-style segmentation metrics of one batch (see the module docstring).
+
+    Args:
+        preds: (B, H, W) class ids or (B, C, H, W) scores.
+        target: (B, H, W) class ids or ``ignore_index``.
+        num_classes: C.
+        ignore_index: Target value of pixels that are not evaluated.
+
+    Returns:
+        ``pixel_accuracy``, ``mean_class_accuracy``, ``miou`` (floats, NaN when no pixel is
+        evaluated), ``per_class_iou`` (list, NaN for classes without ground-truth pixels) and
+        ``confusion_matrix`` (list of lists, rows = target).
+    """
+    check_num_classes(num_classes)
+    check_ignore_index(ignore_index)
+    return segmentation_from_confusion(
+        segmentation_confusion(preds, target, num_classes, ignore_index)
+    )
