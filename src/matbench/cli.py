@@ -16,7 +16,9 @@ from matbench.tasks.base import BaseTask
 
 #: Subcommands that are not Lightning runs: name -> ("module:function", one-line help).
 #: Each function takes the remaining argv and returns an exit code.
-TOOL_COMMANDS: dict[str, tuple[str, str]] = {}
+TOOL_COMMANDS: dict[str, tuple[str, str]] = {
+    "synth": ("matbench.synth.cli:main", "MatSeg scenes or benchmark by pattern infusion"),
+}
 
 
 class MatbenchCLI(LightningCLI):

@@ -1,1 +1,53 @@
-"""Procedural training data (MatSeg pattern infusion)."""
+"""Procedural training data (MatSeg pattern infusion).
+
+Soft maps from natural images (:mod:`~matbench.synth.maps`), textures cut from natural images
+by cell-histogram region growing (:mod:`~matbench.synth.textures`), scenes that blend textures
+by the maps (:mod:`~matbench.synth.scene`), point annotation in the benchmark's terms
+(:mod:`~matbench.synth.benchmark`), and writers for the MatSeg layouts
+(:mod:`~matbench.synth.writer`). Command line: ``matbench synth matseg2d --out DIR --n N``.
+"""
+
+from matbench.synth.benchmark import Annotation, annotate
+from matbench.synth.maps import CHANNELS, fuzzy_threshold, image_channel, soft_map
+from matbench.synth.scene import (
+    Scene,
+    SceneConfig,
+    TextureNotFoundError,
+    generate_scene,
+    make_scene,
+    scene_seed,
+)
+from matbench.synth.sources import NaturalImages, load_images
+from matbench.synth.textures import extract_texture, find_texture, js_distance
+from matbench.synth.writer import (
+    BenchmarkRecord,
+    NotEnoughImagesError,
+    SceneRecord,
+    write_benchmark,
+    write_scenes,
+)
+
+__all__ = [
+    "CHANNELS",
+    "Annotation",
+    "BenchmarkRecord",
+    "NaturalImages",
+    "NotEnoughImagesError",
+    "Scene",
+    "SceneConfig",
+    "SceneRecord",
+    "TextureNotFoundError",
+    "annotate",
+    "extract_texture",
+    "find_texture",
+    "fuzzy_threshold",
+    "generate_scene",
+    "image_channel",
+    "js_distance",
+    "load_images",
+    "make_scene",
+    "scene_seed",
+    "soft_map",
+    "write_benchmark",
+    "write_scenes",
+]

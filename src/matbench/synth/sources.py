@@ -1,0 +1,149 @@
+"""Natural images for pattern infusion: scikit-image's bundled photographs or a user folder."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from matbench.datasets.errors import DatasetFormatError, DatasetNotFoundError
+
+#: Photographs and real textures shipped inside the scikit-image wheel (no download needed).
+#: Synthetic drawings (chessboard, logo, text, page, horse, phantom, colour chart) are left out.
+SKIMAGE_PHOTOS: tuple[str, ...] = (
+    "astronaut.png",
+    "brick.png",
+    "camera.png",
+    "cell.png",
+    "chelsea.png",
+    "coffee.png",
+    "coins.png",
+    "grass.png",
+    "gravel.png",
+    "hubble_deep_field.jpg",
+    "ihc.png",
+    "moon.png",
+    "motorcycle_left.png",
+    "retina.jpg",
+    "rocket.jpg",
+)
+
+#: File endings read from an image folder (case-insensitive).
+IMAGE_EXTENSIONS: frozenset[str] = frozenset(
+    {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+)
+
+#: Longest side images are reduced to on loading (bounds memory and time per scene).
+MAX_SIDE = 1024
+#: Shortest side an image must have to be usable.
+MIN_SIDE = 32
+
+
+@dataclass(frozen=True)
+class NaturalImages:
+    """A fixed, ordered set of RGB images that maps and textures are drawn from.
+
+    Args:
+        names: Where each image came from (file path), same order as ``images``.
+        images: ``uint8`` arrays of shape (H, W, 3).
+    """
+
+    names: tuple[str, ...]
+    images: tuple[np.ndarray, ...]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def pick(self, rng: np.random.Generator) -> np.ndarray:
+        """One image, chosen uniformly with ``rng``."""
+        return self.images[int(rng.integers(len(self.images)))]
+
+
+def skimage_data_dir() -> Path:
+    """The folder holding scikit-image's bundled sample images."""
+    import skimage.data
+
+    return Path(skimage.data.__file__).resolve().parent
+
+
+def _read_rgb(path: Path) -> np.ndarray:
+    try:
+        with Image.open(path) as im:
+            im = ImageOps.exif_transpose(im)
+            if im.mode in ("RGBA", "LA", "P"):
+                im = im.convert("RGBA")
+                background = Image.new("RGBA", im.size, (255, 255, 255, 255))
+                im = Image.alpha_composite(background, im)
+            im = im.convert("RGB")
+            if max(im.size) > MAX_SIDE:
+                scale = MAX_SIDE / max(im.size)
+                size = (max(1, round(im.width * scale)), max(1, round(im.height * scale)))
+                im = im.resize(size, Image.Resampling.BILINEAR)
+            array = np.asarray(im, dtype=np.uint8).copy()
+    except (UnidentifiedImageError, OSError, ValueError) as err:
+        raise DatasetFormatError(path, f"cannot be read as an image ({err})") from err
+    if min(array.shape[:2]) < MIN_SIDE:
+        raise DatasetFormatError(
+            path,
+            f"image is {array.shape[1]}x{array.shape[0]} px; at least {MIN_SIDE} px per side needed",
+        )
+    return array
+
+
+def list_image_files(folder: str | Path) -> list[Path]:
+    """The image files directly inside ``folder``, sorted by name.
+
+    Raises:
+        DatasetNotFoundError: If the folder does not exist or holds no image file.
+    """
+    folder = Path(folder)
+    expected = [f"*{ext}" for ext in sorted(IMAGE_EXTENSIONS)]
+    if not folder.is_dir():
+        raise DatasetNotFoundError(
+            "synth images", folder, expected, "The folder does not exist (--images DIR)."
+        )
+    files = sorted(
+        p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+    )
+    if not files:
+        raise DatasetNotFoundError(
+            "synth images", folder, expected, "The folder holds no image file (--images DIR)."
+        )
+    return files
+
+
+def load_images(images_dir: str | Path | None = None) -> NaturalImages:
+    """Load the natural images that scenes are made from.
+
+    Args:
+        images_dir: A folder of photographs; ``None`` uses scikit-image's bundled photographs
+            and textures (``astronaut``, ``coffee``, ``brick``, ``grass``, ``gravel``, ...).
+
+    Raises:
+        DatasetNotFoundError: If the folder is missing or empty (or, for ``None``, if the
+            scikit-image install holds none of its sample photographs).
+        DatasetFormatError: If a file cannot be decoded or is too small; names the file.
+    """
+    if images_dir is None:
+        root = skimage_data_dir()
+        files = [root / name for name in SKIMAGE_PHOTOS if (root / name).is_file()]
+        if not files:
+            raise DatasetNotFoundError(
+                "synth images",
+                root,
+                SKIMAGE_PHOTOS,
+                "This scikit-image install has no bundled sample photographs; pass --images DIR.",
+            )
+    else:
+        files = list_image_files(images_dir)
+    arrays = tuple(_read_rgb(path) for path in files)
+    return NaturalImages(names=tuple(str(p) for p in files), images=arrays)
+
+
+@functools.lru_cache(maxsize=4)
+def cached_images(images_dir: str | None) -> NaturalImages:
+    """:func:`load_images`, loaded once per process (worker processes reuse it)."""
+    return load_images(images_dir)
