@@ -1,0 +1,147 @@
+"""LVIS-materials datamodule: object crops with material captions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+
+from matbench.datamodules.base import BaseDataModule
+from matbench.datasets.lvis_materials import LVISMaterials
+from matbench.transforms import ObjectCrop
+
+
+class _ObjectTransform:
+    """Object crop, optional whole-image context, optional horizontal flip (training)."""
+
+    def __init__(self, crop: ObjectCrop, context_size: int | None, flip: bool) -> None:
+        self.crop = crop
+        self.context_size = context_size
+        self.flip = flip
+
+    def __call__(self, sample: dict[str, Any]) -> dict[str, Any]:
+        context = sample["image"]
+        sample = self.crop(sample)
+        flip = self.flip and bool(torch.rand(()) < 0.5)
+        if flip:
+            sample["image"] = sample["image"].flip(-1)
+            sample["mask"] = sample["mask"].flip(-1)
+        if self.context_size is not None:
+            size = (self.context_size, self.context_size)
+            context = F.interpolate(context[None], size=size, mode="bilinear", antialias=True)[0]
+            sample["context"] = context.flip(-1) if flip else context
+        sample.pop("box", None)
+        return sample
+
+
+class LVISMaterialsDataModule(BaseDataModule):
+    """LVIS objects cropped around their masks, captioned with their material.
+
+    Paths are relative to ``root`` (see :mod:`matbench.datasets.lvis_materials` for the
+    layout). Each annotation file needs its materials sidecar (``<stem>_materials.json``
+    beside it unless given). LVIS has no public test annotations: ``test`` defaults to the
+    validation file.
+
+    Samples: ``image`` (3, S, S) object crop (padded to >= ``crop_min_size`` px per side,
+    resized, blurred outside the mask), ``mask``, ``caption``, ``label``, ``key`` (the
+    annotation id), ``index``, and ``context`` (the whole image at ``context_size``) when
+    ``context_size`` is set (for late fusion).
+
+    Args:
+        root: Folder holding ``coco/`` and ``lvis/``.
+        train_annotations: Training annotation JSON.
+        val_annotations: Validation annotation JSON.
+        test_annotations: Test annotation JSON (default: the validation file).
+        predict_annotations: Annotation JSON to embed with ``predict`` (default: test).
+        train_sidecar: Sidecar of the training file (default ``<stem>_materials.json``).
+        val_sidecar: Sidecar of the validation file.
+        test_sidecar: Sidecar of the test file.
+        predict_sidecar: Sidecar of the predict file.
+        images: Images root (with ``train2017/``, ``val2017/``).
+        image_size: Side of the object crop given to the model.
+        crop_min_size: Smallest side of the crop in original pixels (the talk's 50 px).
+        crop_blur_sigma: Blur outside the mask, in output pixels; 0 = off.
+        crop_context: Extra margin around the box, as a fraction of its side.
+        crop_square: Square crops (keep the aspect ratio).
+        context_size: Also return the whole image at this size (late fusion); None = no.
+        caption: ``"material"`` (the material names) or ``"sidecar"`` (the free text).
+        template: Caption template such as ``"an object made of {}"``; None = name alone.
+        flip: Random horizontal flips of training samples.
+        batch_size: Samples per batch.
+        num_workers: Loader worker processes.
+        eval_batch_size: Samples per batch for evaluation.
+    """
+
+    test_split = "val"
+
+    def __init__(
+        self,
+        root: str = "data/lvis_materials",
+        train_annotations: str = "lvis/lvis_v1_train.json",
+        val_annotations: str = "lvis/lvis_v1_val.json",
+        test_annotations: str | None = None,
+        predict_annotations: str | None = None,
+        train_sidecar: str | None = None,
+        val_sidecar: str | None = None,
+        test_sidecar: str | None = None,
+        predict_sidecar: str | None = None,
+        images: str = "coco",
+        image_size: int = 224,
+        crop_min_size: int = 50,
+        crop_blur_sigma: float = 4.0,
+        crop_context: float = 0.0,
+        crop_square: bool = True,
+        context_size: int | None = None,
+        caption: Literal["material", "sidecar"] = "material",
+        template: str | None = None,
+        flip: bool = True,
+        batch_size: int = 64,
+        num_workers: int = 0,
+        eval_batch_size: int | None = None,
+    ) -> None:
+        super().__init__(batch_size, num_workers, eval_batch_size)
+        self.save_hyperparameters()
+        self.root = Path(root)
+        self.class_names: list[str] = []
+
+    def _dataset(self, split: str, train: bool) -> LVISMaterials:
+        hp = self.hparams
+        annotations = hp[f"{split}_annotations"]
+        sidecar = hp[f"{split}_sidecar"]
+        if split in ("test", "predict") and annotations is None:
+            fallback = "val" if split == "test" else "test"
+            if split == "predict" and hp.test_annotations is None:
+                fallback = "val"
+            annotations, sidecar = hp[f"{fallback}_annotations"], hp[f"{fallback}_sidecar"]
+        crop = ObjectCrop(
+            size=hp.image_size,
+            min_size=hp.crop_min_size,
+            blur_sigma=hp.crop_blur_sigma,
+            context=hp.crop_context,
+            square=hp.crop_square,
+        )
+        return LVISMaterials(
+            self.root / annotations,
+            self.root / hp.images,
+            sidecar=self.root / sidecar if sidecar else "auto",
+            caption=hp.caption,
+            template=hp.template,
+            transforms=_ObjectTransform(crop, hp.context_size, flip=train and hp.flip),
+        )
+
+    def setup(self, stage: str) -> None:
+        if stage == "fit":
+            self.train_dataset = self._dataset("train", train=True)
+            self.val_dataset = self._dataset("val", train=False)
+            self.class_names = self.train_dataset.materials
+        elif stage == "validate":
+            self.val_dataset = self._dataset("val", train=False)
+            self.class_names = self.val_dataset.materials
+        elif stage == "test":
+            self.test_dataset = self._dataset("test", train=False)
+            self.class_names = self.test_dataset.materials
+        elif stage == "predict":
+            self.predict_dataset = self._dataset("predict", train=False)
+            self.class_names = self.predict_dataset.materials

@@ -1,0 +1,312 @@
+"""LVIS-materials: LVIS objects (COCO images, polygon masks) with material labels.
+
+Layout (LVIS reuses the COCO 2017 images)::
+
+    <root>/coco/{train2017,val2017}/<12-digit id>.jpg
+    <root>/lvis/lvis_v1_{train,val}.json              LVIS annotation JSON (v1 or v0.5)
+    <root>/lvis/lvis_v1_{train,val}_materials.json    materials sidecar (matbench's own)
+
+Image paths: v1 image records have no ``file_name``; the path is the tail of ``coco_url``
+(``val2017/000000266409.jpg``). v0.5 records carry ``file_name`` (``COCO_val2014_<id>.jpg``)
+and also ``coco_url``. The reader tries, under the images root, the ``coco_url`` tail, then
+``file_name``, then ``file_name`` without its ``COCO_<split>_`` prefix in ``train2017`` and
+``val2017``. Polygons are decoded with pycocotools (``frPyObjects`` → ``merge`` → ``decode``).
+
+The sidecar (see :mod:`matbench.materials.sidecar`) says which materials each object is made
+of; only objects it lists are samples. Without a sidecar, every object is a sample and its
+caption is its LVIS category name (useful to inspect the data, not to train materials).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from matbench.datasets.errors import DatasetFormatError, DatasetNotFoundError
+from matbench.materials.sidecar import MaterialLabel, read_sidecar
+
+Sample = dict[str, Any]
+_COCO_PREFIX = re.compile(r"^COCO_[a-z]+\d{4}_")
+
+
+def sidecar_path(annotation_file: str | Path) -> Path:
+    """The default sidecar of an annotation file: ``<stem>_materials.json`` beside it."""
+    path = Path(annotation_file)
+    return path.with_name(f"{path.stem}_materials.json")
+
+
+def image_candidates(record: dict[str, Any]) -> list[str]:
+    """Relative paths under the images root where an LVIS image record's file may be."""
+    out: list[str] = []
+    url = record.get("coco_url")
+    if isinstance(url, str) and url:
+        parts = url.rstrip("/").split("/")
+        out.append("/".join(parts[-2:]))
+    name = record.get("file_name")
+    if isinstance(name, str) and name:
+        out.append(name)
+        stripped = _COCO_PREFIX.sub("", Path(name).name)
+        out += [f"train2017/{stripped}", f"val2017/{stripped}"]
+    return list(dict.fromkeys(out))
+
+
+def decode_polygons(polygons: list[list[float]], height: int, width: int) -> np.ndarray:
+    """LVIS polygons (absolute pixels) → (height, width) bool mask, via pycocotools."""
+    from pycocotools import mask as mask_utils
+
+    rles = mask_utils.frPyObjects(polygons, height, width)
+    return mask_utils.decode(mask_utils.merge(rles)).astype(bool)
+
+
+def load_image(path: Path) -> Tensor:
+    """RGB float tensor (3, H, W) in [0, 1], EXIF orientation applied."""
+    try:
+        with Image.open(path) as img:
+            img = ImageOps.exif_transpose(img).convert("RGB")
+            array = np.asarray(img, dtype=np.uint8).copy()
+    except OSError as err:
+        raise DatasetFormatError(path, f"cannot decode the image ({err})") from err
+    return torch.from_numpy(array).permute(2, 0, 1).float().div_(255.0)
+
+
+class LVISMaterials(Dataset):
+    """Objects of an LVIS annotation file, each with its material caption.
+
+    A sample holds ``image`` (3, H, W) and ``mask`` (H, W, bool) of the whole COCO image, the
+    object ``box`` (x0, y0, x1, y1), ``caption`` (str), ``label`` (index of the object's first
+    material in :attr:`materials`), ``key`` (the annotation id as a string) and ``index``;
+    ``transforms`` (e.g. :class:`matbench.transforms.ObjectCrop`) then turns it into an object
+    crop.
+
+    Args:
+        annotation_file: LVIS v1 or v0.5 annotation JSON.
+        image_root: Folder holding ``train2017/`` and ``val2017/``.
+        sidecar: Materials sidecar; ``"auto"`` for :func:`sidecar_path`, None for none.
+        caption: ``"material"``: the material names (joined by " and "); ``"sidecar"``: the
+            sidecar's free-text caption when it has one, else the material names.
+        template: Format string for the material caption, e.g. ``"an object made of {}"``;
+            None = the material name alone (the talk's finding).
+        transforms: Callable applied to each sample dict.
+        check_images: Check in ``__init__`` that every image file exists.
+    """
+
+    def __init__(
+        self,
+        annotation_file: str | Path,
+        image_root: str | Path,
+        sidecar: str | Path | None = "auto",
+        caption: str = "material",
+        template: str | None = None,
+        transforms: Callable[[Sample], Sample] | None = None,
+        check_images: bool = True,
+    ) -> None:
+        if caption not in ("material", "sidecar"):
+            raise ValueError(f"caption must be 'material' or 'sidecar', got '{caption}'")
+        if template is not None and "{}" not in template:
+            raise ValueError(f"template '{template}' has no '{{}}' for the material")
+        self.annotation_file = Path(annotation_file)
+        self.image_root = Path(image_root)
+        self.caption_mode = caption
+        self.template = template
+        self.transforms = transforms
+        if not self.annotation_file.is_file():
+            raise DatasetNotFoundError(
+                type(self).__name__,
+                self.annotation_file.parent,
+                [self.annotation_file.name],
+                "Download the LVIS annotations from https://www.lvisdataset.org/dataset",
+            )
+        if not self.image_root.is_dir():
+            raise DatasetNotFoundError(
+                type(self).__name__,
+                self.image_root,
+                ["train2017/", "val2017/"],
+                "Download the COCO 2017 images from https://cocodataset.org",
+            )
+        data = self._read_annotations()
+        labels: dict[int, MaterialLabel] | None = None
+        if sidecar == "auto":
+            sidecar = sidecar_path(self.annotation_file)
+        if sidecar is not None:
+            if not Path(sidecar).is_file():
+                raise DatasetNotFoundError(
+                    type(self).__name__,
+                    Path(sidecar).parent,
+                    [Path(sidecar).name],
+                    "Write it with: matbench materials build --lvis "
+                    f"{self.annotation_file} --out {sidecar}",
+                )
+            labels = read_sidecar(sidecar)
+        self.sidecar = Path(sidecar) if sidecar is not None else None
+        self._index(data, labels)
+
+    # -- index -------------------------------------------------------------------------------
+    def _read_annotations(self) -> dict[str, Any]:
+        path = self.annotation_file
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise DatasetFormatError(path, f"not valid JSON ({err})") from err
+        if not isinstance(data, dict):
+            raise DatasetFormatError(
+                path, "not an LVIS annotation file (top level is not an object)"
+            )
+        for key in ("images", "annotations", "categories"):
+            if not isinstance(data.get(key), list):
+                raise DatasetFormatError(path, f"not an LVIS annotation file (no '{key}' list)")
+        return data
+
+    def _index(self, data: dict[str, Any], labels: dict[int, MaterialLabel] | None) -> None:
+        path = self.annotation_file
+        images: dict[int, dict[str, Any]] = {}
+        for record in data["images"]:
+            try:
+                image_id = int(record["id"])
+                height, width = int(record["height"]), int(record["width"])
+            except (KeyError, TypeError, ValueError) as err:
+                raise DatasetFormatError(
+                    path, f"image record without id/height/width: {err}"
+                ) from err
+            if not image_candidates(record):
+                raise DatasetFormatError(
+                    path, f"image {image_id} has neither coco_url nor file_name"
+                )
+            images[image_id] = {"record": record, "height": height, "width": width, "path": None}
+        self.category_names = {int(c["id"]): str(c["name"]) for c in data["categories"]}
+        if labels is not None:
+            vocabulary = sorted({m for label in labels.values() for m in label.materials})
+        else:
+            vocabulary = sorted(set(self.category_names.values()))
+        #: The material names (or category names without a sidecar); ``label`` indexes them.
+        self.materials: list[str] = vocabulary
+        lookup = {name: i for i, name in enumerate(vocabulary)}
+        self.objects: list[dict[str, Any]] = []
+        self.num_degenerate = 0
+        for ann in data["annotations"]:
+            try:
+                ann_id, image_id = int(ann["id"]), int(ann["image_id"])
+                category = int(ann["category_id"])
+                segmentation = ann["segmentation"]
+                bbox = [float(v) for v in ann["bbox"]]
+            except (KeyError, TypeError, ValueError) as err:
+                raise DatasetFormatError(
+                    path, f"annotation {ann.get('id')}: missing field {err}"
+                ) from err
+            if image_id not in images:
+                raise DatasetFormatError(path, f"annotation {ann_id}: unknown image_id {image_id}")
+            if labels is not None:
+                label = labels.get(ann_id)
+                if label is None:
+                    continue
+                materials, text = label.materials, label.caption
+            else:
+                materials, text = [self.category_names.get(category, str(category))], None
+            if not isinstance(segmentation, list):
+                raise DatasetFormatError(
+                    path, f"annotation {ann_id}: segmentation is not a list of polygons (RLE?)"
+                )
+            polygons = [
+                [float(v) for v in poly]
+                for poly in segmentation
+                if isinstance(poly, list) and len(poly) >= 6 and len(poly) % 2 == 0
+            ]
+            if not polygons:
+                self.num_degenerate += 1
+                continue
+            self.objects.append(
+                {
+                    "id": ann_id,
+                    "image_id": image_id,
+                    "polygons": polygons,
+                    "bbox": bbox,
+                    "materials": materials,
+                    "text": text,
+                    "label": lookup[materials[0]],
+                }
+            )
+        self.objects.sort(key=lambda o: o["id"])
+        if labels is not None:
+            file_ids = {int(a["id"]) for a in data["annotations"]}
+            missing = sorted(set(labels) - file_ids)
+            if missing:
+                raise DatasetFormatError(
+                    self.sidecar or path,
+                    f"{len(missing)} sidecar annotation ids are not in {path.name}, e.g. "
+                    f"{missing[:5]}: is the sidecar for another annotation file?",
+                )
+        used = {o["image_id"] for o in self.objects}
+        missing_files = []
+        for image_id in sorted(used):
+            info = images[image_id]
+            candidates = image_candidates(info["record"])
+            found = next((c for c in candidates if (self.image_root / c).is_file()), None)
+            if found is None:
+                missing_files.append(str(self.image_root / candidates[0]))
+            info["path"] = found or candidates[0]
+        if missing_files:
+            raise DatasetNotFoundError(
+                type(self).__name__,
+                self.image_root,
+                missing_files[:5],
+                f"{len(missing_files)} image file(s) of {path.name} are missing under the "
+                "images root (expected <images root>/<train2017|val2017>/<id>.jpg)",
+            )
+        self.images = images
+
+    # -- samples -----------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.objects)
+
+    def caption(self, obj: dict[str, Any]) -> str:
+        """The caption of one object (see the ``caption`` and ``template`` arguments)."""
+        if self.caption_mode == "sidecar" and obj["text"]:
+            return obj["text"]
+        text = " and ".join(obj["materials"])
+        return self.template.format(text) if self.template else text
+
+    def __getitem__(self, index: int) -> Sample:
+        obj = self.objects[index]
+        info = self.images[obj["image_id"]]
+        path = self.image_root / info["path"]
+        image = load_image(path)
+        height, width = info["height"], info["width"]
+        if tuple(image.shape[-2:]) != (height, width):
+            raise DatasetFormatError(
+                path,
+                f"image is {image.shape[-1]}x{image.shape[-2]} but {self.annotation_file.name} "
+                f"records {width}x{height}",
+            )
+        try:
+            mask = decode_polygons(obj["polygons"], height, width)
+        except Exception as err:  # noqa: BLE001 - pycocotools raises bare exceptions
+            raise DatasetFormatError(
+                self.annotation_file, f"annotation {obj['id']}: cannot decode polygons ({err})"
+            ) from err
+        x, y, w, h = obj["bbox"]
+        box = (
+            int(x),
+            int(y),
+            max(int(x) + 1, int(np.ceil(x + w))),
+            max(int(y) + 1, int(np.ceil(y + h))),
+        )
+        sample: Sample = {
+            "image": image,
+            "mask": torch.from_numpy(mask),
+            "box": torch.tensor(box, dtype=torch.int64),
+            "caption": self.caption(obj),
+            "label": torch.tensor(obj["label"], dtype=torch.int64),
+            "key": str(obj["id"]),
+            "index": index,
+        }
+        if self.transforms is not None:
+            sample = self.transforms(sample)
+        return sample
