@@ -1,5 +1,14 @@
 """Datamodules: splits, transforms and loaders, one per dataset."""
 
 from matbench.datamodules.base import BaseDataModule, list_collate
+from matbench.datamodules.dms import DMSDataModule
+from matbench.datamodules.fmd import FMDDataModule
+from matbench.datamodules.folder import MaterialFolderDataModule
 
-__all__ = ["BaseDataModule", "list_collate"]
+__all__ = [
+    "BaseDataModule",
+    "DMSDataModule",
+    "FMDDataModule",
+    "MaterialFolderDataModule",
+    "list_collate",
+]

@@ -1,5 +1,8 @@
 """Datasets: an on-disk layout read into dict samples (no Lightning here)."""
 
+from matbench.datasets.dms import DMS
 from matbench.datasets.errors import DatasetFormatError, DatasetNotFoundError
+from matbench.datasets.fmd import FMD
+from matbench.datasets.folder import MaterialFolder
 
-__all__ = ["DatasetFormatError", "DatasetNotFoundError"]
+__all__ = ["DMS", "DatasetFormatError", "DatasetNotFoundError", "FMD", "MaterialFolder"]

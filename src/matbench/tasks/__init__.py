@@ -1,5 +1,6 @@
 """Lightning tasks: one per model family, each dataset-agnostic."""
 
 from matbench.tasks.base import BaseTask
+from matbench.tasks.two_stream import TwoStreamTask
 
-__all__ = ["BaseTask"]
+__all__ = ["BaseTask", "TwoStreamTask"]

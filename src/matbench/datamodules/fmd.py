@@ -1,0 +1,85 @@
+"""Datamodule for the Flickr Material Database."""
+
+from __future__ import annotations
+
+from matbench.datamodules.folder import MaterialFolderDataModule, RandomHorizontalFlip
+from matbench.datasets.fmd import FMD, FMD_CLASSES
+
+
+class FMDDataModule(MaterialFolderDataModule):
+    """FMD with a seeded per-class split (50/50 train/test by default), written to the run's
+    log directory as ``fmd_split.json`` (reuse it with ``split_file``).
+
+    Args:
+        root: Folder holding ``image/`` and ``mask/`` (the FMD zip's content).
+        batch_size: Samples per training batch.
+        num_workers: Loader worker processes.
+        eval_batch_size: Samples per evaluation batch (default: ``batch_size``).
+        image_size: Square input size (image and mask are resized to it).
+        train_fraction: Fraction of each class used for training; the rest is the test set.
+        val_fraction: Fraction of each class's training part held out for validation
+            (0 = validate on the test split).
+        seed: Seed of the split.
+        split_file: A split JSON written by an earlier run, used instead of the seeded split.
+        object_crop: Crop around the mask first (see :func:`matbench.transforms.crop_object`).
+        crop_min_size: Smallest side of the object crop in original pixels.
+        crop_blur_sigma: Blur outside the mask after the crop; 0 = none.
+        descriptions: JSON sidecar ``{key: description}``; None = the class-agnostic fallback.
+        augment: Random horizontal flips of training samples (turns the training feature
+            cache off).
+    """
+
+    split_name = "fmd_split"
+
+    def __init__(
+        self,
+        root: str,
+        batch_size: int = 8,
+        num_workers: int = 0,
+        eval_batch_size: int | None = None,
+        image_size: int = 224,
+        train_fraction: float = 0.5,
+        val_fraction: float = 0.1,
+        seed: int = 0,
+        split_file: str | None = None,
+        object_crop: bool = False,
+        crop_min_size: int = 50,
+        crop_blur_sigma: float = 0.0,
+        descriptions: str | None = None,
+        augment: bool = False,
+    ) -> None:
+        super().__init__(
+            root,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            eval_batch_size=eval_batch_size,
+            image_size=image_size,
+            train_fraction=train_fraction,
+            val_fraction=val_fraction,
+            seed=seed,
+            split_file=split_file,
+            object_crop=object_crop,
+            crop_min_size=crop_min_size,
+            crop_blur_sigma=crop_blur_sigma,
+            descriptions=descriptions,
+            augment=augment,
+        )
+
+    @property
+    def class_names(self) -> list[str]:
+        """The 10 FMD classes in id order."""
+        return list(FMD_CLASSES)
+
+    def _dataset(self, keys: list[str] | None, split: str, train: bool = False) -> FMD:
+        h = self.hparams
+        return FMD(
+            self.root,
+            keys=keys,
+            image_size=h.image_size,
+            object_crop=h.object_crop,
+            crop_min_size=h.crop_min_size,
+            crop_blur_sigma=h.crop_blur_sigma,
+            descriptions=h.descriptions,
+            transforms=RandomHorizontalFlip() if (train and self.augment) else None,
+            split=split,
+        )

@@ -1,0 +1,183 @@
+"""Datamodule for a :class:`matbench.datasets.folder.MaterialFolder` (a user's own photos)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from matbench.cache import feature_collate
+from matbench.datamodules.base import BaseDataModule
+from matbench.datasets.folder import MaterialFolder, split_per_class
+from matbench.results import atomic_write_text
+
+
+class RandomHorizontalFlip:
+    """Flip ``image`` and ``mask`` of a sample left-right with probability ``p``."""
+
+    def __init__(self, p: float = 0.5) -> None:
+        self.p = p
+
+    def __call__(self, sample: dict[str, Any]) -> dict[str, Any]:
+        if "image" in sample and torch.rand(()) < self.p:
+            sample["image"] = sample["image"].flip(-1)
+            if "mask" in sample:
+                sample["mask"] = sample["mask"].flip(-1)
+        return sample
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(p={self.p})"
+
+
+def read_split_file(path: str | Path) -> dict[str, list[str]]:
+    """Read a split file written by a datamodule (``{"splits": {"train": [...], ...}}``)."""
+    from matbench.datasets.errors import DatasetFormatError
+
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"split file '{path}' does not exist")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise DatasetFormatError(path, f"not valid JSON ({err})") from err
+    splits = data.get("splits", data) if isinstance(data, dict) else None
+    if not isinstance(splits, dict) or not all(
+        isinstance(splits.get(k), list) for k in ("train", "test")
+    ):
+        raise DatasetFormatError(
+            path, "expected {'splits': {'train': [...], 'val': [...], 'test': [...]}}"
+        )
+    return {k: [str(v) for v in splits.get(k, [])] for k in ("train", "val", "test")}
+
+
+class MaterialFolderDataModule(BaseDataModule):
+    """A seeded per-class train/val/test split of a :class:`MaterialFolder`.
+
+    The split (see :func:`matbench.datasets.folder.split_per_class`) is written as
+    ``<split_name>.json`` into the run's log directory (``trainer.log_dir``), with the settings
+    that made it; pass that file as ``split_file`` to reuse it exactly.
+
+    Args:
+        root: Folder holding ``image/<class>/`` (and optionally ``mask/<class>/``).
+        batch_size: Samples per training batch.
+        num_workers: Loader worker processes.
+        eval_batch_size: Samples per evaluation batch (default: ``batch_size``).
+        image_size: Square input size (image and mask are resized to it).
+        train_fraction: Fraction of each class used for training (the rest is the test set).
+        val_fraction: Fraction of each class's training part held out for validation
+            (0 = validate on the test split, as FMD papers without a validation set do).
+        seed: Seed of the split.
+        split_file: A split JSON written by an earlier run, used instead of the seeded split.
+        object_crop: Crop around the mask first (see :func:`matbench.transforms.crop_object`).
+        crop_min_size: Smallest side of the object crop in original pixels.
+        crop_blur_sigma: Blur outside the mask after the crop; 0 = none.
+        descriptions: JSON sidecar ``{key: description}``; None = the class-agnostic fallback.
+        augment: Random horizontal flips of training samples (turns the training feature
+            cache off, since the input changes every epoch).
+    """
+
+    #: File name (without ``.json``) of the written split.
+    split_name = "material_folder_split"
+
+    def __init__(
+        self,
+        root: str,
+        batch_size: int = 8,
+        num_workers: int = 0,
+        eval_batch_size: int | None = None,
+        image_size: int = 224,
+        train_fraction: float = 0.5,
+        val_fraction: float = 0.1,
+        seed: int = 0,
+        split_file: str | None = None,
+        object_crop: bool = False,
+        crop_min_size: int = 50,
+        crop_blur_sigma: float = 0.0,
+        descriptions: str | None = None,
+        augment: bool = False,
+    ) -> None:
+        super().__init__(batch_size, num_workers, eval_batch_size)
+        self.save_hyperparameters()
+        self.root = root
+        self.augment = augment
+        self.splits: dict[str, list[str]] | None = None
+        self.split_path: Path | None = None
+
+    collate_fn = staticmethod(feature_collate)
+
+    # -- hooks for FMD ---------------------------------------------------------------------------
+    def _dataset(self, keys: list[str] | None, split: str, train: bool = False) -> MaterialFolder:
+        h = self.hparams
+        return MaterialFolder(
+            self.root,
+            keys=keys,
+            image_size=h.image_size,
+            object_crop=h.object_crop,
+            crop_min_size=h.crop_min_size,
+            crop_blur_sigma=h.crop_blur_sigma,
+            descriptions=h.descriptions,
+            transforms=RandomHorizontalFlip() if (train and self.augment) else None,
+            split=split,
+        )
+
+    @property
+    def class_names(self) -> list[str]:
+        """The class names, in id order."""
+        return list(self._dataset(None, "all").classes)
+
+    def make_splits(self) -> dict[str, list[str]]:
+        """The train/val/test keys: from ``split_file``, or the seeded per-class split."""
+        h = self.hparams
+        if h.split_file:
+            return read_split_file(h.split_file)
+        full = self._dataset(None, "all")
+        by_class: dict[str, list[str]] = {name: [] for name in full.classes}
+        for key, label, _, _ in full.samples:
+            by_class[full.classes[label]].append(key)
+        return split_per_class(by_class, h.train_fraction, h.val_fraction, h.seed)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits is None:
+            self.splits = self.make_splits()
+            self._write_split()
+        splits = self.splits
+        if stage in (None, "fit"):
+            self.train_dataset = self._dataset(splits["train"], "train", train=True)
+            if splits["val"]:
+                self.val_dataset = self._dataset(splits["val"], "val")
+        if stage in (None, "fit", "validate") and self.val_dataset is None:
+            # no validation keys (val_fraction=0): validate on the test split
+            self.val_dataset = self._dataset(splits["test"] or splits["val"], "test")
+        if stage in (None, "test"):
+            self.test_dataset = self._dataset(splits["test"], "test")
+        if stage in (None, "predict"):
+            self.predict_dataset = self._dataset(splits["test"], "test")
+
+    def _write_split(self) -> None:
+        trainer = getattr(self, "trainer", None)
+        if trainer is None or not trainer.is_global_zero or self.splits is None:
+            return
+        out_dir = Path(trainer.log_dir or trainer.default_root_dir)
+        h = self.hparams
+        record = {
+            "settings": {
+                "root": str(self.root),
+                "train_fraction": h.train_fraction,
+                "val_fraction": h.val_fraction,
+                "seed": h.seed,
+                "split_file": h.split_file,
+            },
+            "splits": self.splits,
+        }
+        self.split_path = out_dir / f"{self.split_name}.json"
+        atomic_write_text(self.split_path, json.dumps(record, indent=1) + "\n")
+
+    def describe(self) -> dict[str, Any]:
+        info = super().describe()
+        if self.split_path is not None:
+            info["split_file"] = str(self.split_path)
+        if self.splits is not None:
+            info["split_sizes"] = {k: len(v) for k, v in self.splits.items()}
+        return info

@@ -1,0 +1,352 @@
+"""Dense Material Segmentation (Upchurch & Niu, ECCV 2022), with the official DMS46 mapping.
+
+Layout::
+
+    DMS_v1/info.json.gz          gzip'd JSON list: image_path, label_path (relative), height, width…
+    DMS_v1/taxonomy.json         names[57], shortnames, colormaps, semantic_labels[52]
+    DMS_v1/labels/<split>/<stem>.png   single channel, values index taxonomy names (0 = No label)
+    DMS_v1/images/<split>/<stem>.jpg   (users fetch these from Open Images)
+
+Splits are ``train``, ``validation`` and ``test``. Label values are mapped to DMS46: the 46
+kept indices, sorted, become 0..45; every other value becomes 255 (ignore).
+
+Two modes:
+
+- ``dense``: ``image`` (3, H, W) and ``mask`` int64 (H, W), the DMS46 label map.
+- ``region``: one sample per (image, DMS46 class present in it), with ``mask`` bool (H, W) —
+  the pixels of that class — and ``label`` the class. A region is the *union* of the class's
+  pixels in the image, not a connected component: DMS labels carry no instance ids, and one
+  surface split by an occluder (a table behind a chair) is still one material region to
+  classify. Classes covering fewer than ``min_pixels`` pixels (at label resolution) are left
+  out. Finding the regions reads every label map of the split once, in ``__init__``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset
+
+from matbench.cache import cached_sample
+from matbench.datasets.errors import DatasetFormatError, DatasetNotFoundError
+from matbench.datasets.folder import (
+    Sample,
+    assign_descriptions,
+    file_digest,
+    read_image,
+    resize_sample,
+)
+
+DMS_SPLITS = ("train", "validation", "test")
+#: Taxonomy indices that are not materials: No label, I cannot tell, Not on list,
+#: Bad polygon, Multiple materials.
+DMS_NON_MATERIAL = (0, 22, 28, 54, 55)
+#: Material indices that DMS46 drops: Fiberglass wool, Liquid non-water, Pearl, Soap, Sponge,
+#: Styrofoam.
+DMS46_DROPPED = (14, 25, 31, 40, 42, 45)
+#: The 46 taxonomy indices of DMS46, sorted: index ``i`` of this tuple is train id ``i``.
+DMS46_INDICES = tuple(i for i in range(57) if i not in DMS_NON_MATERIAL and i not in DMS46_DROPPED)
+IGNORE_INDEX = 255
+
+
+def dms46_lut() -> np.ndarray:
+    """Lookup table (256,) uint8: taxonomy index → DMS46 train id, 255 for everything else."""
+    lut = np.full(256, IGNORE_INDEX, dtype=np.uint8)
+    lut[list(DMS46_INDICES)] = np.arange(len(DMS46_INDICES), dtype=np.uint8)
+    return lut
+
+
+def read_taxonomy(path: Path) -> dict[str, Any]:
+    """Read and check ``taxonomy.json`` (57 names, the 52 semantic labels)."""
+    try:
+        taxonomy = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise DatasetFormatError(path, f"cannot be read as JSON ({err})") from err
+    names = taxonomy.get("names") if isinstance(taxonomy, dict) else None
+    if not isinstance(names, list) or len(names) != 57:
+        raise DatasetFormatError(path, "expected 'names' to be a list of the 57 DMS names")
+    semantic = taxonomy.get("semantic_labels")
+    if semantic is not None:
+        expected = [i for i in range(57) if i not in DMS_NON_MATERIAL]
+        if sorted(semantic) != expected:
+            raise DatasetFormatError(
+                path,
+                "'semantic_labels' is not the 52 DMS material indices (every index except "
+                f"{list(DMS_NON_MATERIAL)})",
+            )
+    return taxonomy
+
+
+def dms46_class_names(root: str | Path) -> list[str]:
+    """The 46 DMS46 class names in train-id order, read from ``<root>/taxonomy.json``."""
+    path = Path(root).expanduser() / "taxonomy.json"
+    if not path.is_file():
+        raise DatasetNotFoundError("DMS", root, ["taxonomy.json"])
+    names = read_taxonomy(path)["names"]
+    return [str(names[i]) for i in DMS46_INDICES]
+
+
+def read_label(path: Path) -> np.ndarray:
+    """A DMS label map (H, W) uint8 of taxonomy indices; checks one channel and values ≤ 56."""
+    try:
+        with Image.open(path) as img:
+            if img.mode not in ("L", "P", "I", "I;16"):
+                raise DatasetFormatError(
+                    path, f"label map must be single-channel, got PIL mode '{img.mode}'"
+                )
+            array = np.asarray(img)
+    except (UnidentifiedImageError, OSError) as err:
+        raise DatasetFormatError(path, f"cannot be decoded as a PNG label map ({err})") from err
+    if array.ndim != 2:
+        raise DatasetFormatError(path, f"label map must be (H, W), got shape {array.shape}")
+    if array.size and int(array.max()) > 56:
+        raise DatasetFormatError(
+            path, f"label value {int(array.max())} is not a DMS taxonomy index (0-56)"
+        )
+    return array.astype(np.uint8)
+
+
+def _image_size(path: Path) -> tuple[int, int]:
+    """(width, height) of an image without decoding it, EXIF orientation applied."""
+    try:
+        with Image.open(path) as img:
+            width, height = img.size
+            orientation = img.getexif().get(0x0112, 1)
+    except (UnidentifiedImageError, OSError) as err:
+        raise DatasetFormatError(path, f"cannot be opened as an image ({err})") from err
+    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+
+
+class DMS(Dataset):
+    """DMS images and DMS46 labels, as dense label maps or as material regions.
+
+    Samples (dense): ``image``, ``mask`` int64 (H, W) with DMS46 ids and 255, ``key``
+    (``<split>/<stem>``), ``index``. Samples (region): ``image``, ``mask`` bool (H, W),
+    ``label`` (DMS46 id), ``key`` (``<split>/<stem>#<id>``), ``index``, ``description``.
+
+    Args:
+        root: The ``DMS_v1`` folder.
+        split: ``train``, ``validation`` or ``test``.
+        mode: ``dense`` or ``region``.
+        min_pixels: Region mode: smallest region kept, in label pixels.
+        image_size: Resize image and mask to this square size; None keeps the original.
+        descriptions: Region mode: JSON sidecar ``{key: description}``; None = the fallback.
+        on_label_leak: ``"error"`` or ``"fallback"`` for descriptions naming their own class.
+        transforms: Optional callable applied to each sample dict last.
+    """
+
+    #: Set by a task to serve frozen features instead of decoding (see ``matbench.cache``).
+    feature_cache: Any = None
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str = "validation",
+        mode: Literal["dense", "region"] = "region",
+        min_pixels: int = 1024,
+        image_size: int | None = None,
+        descriptions: str | Path | None = None,
+        on_label_leak: str = "error",
+        transforms: Callable[[Sample], Sample] | None = None,
+    ) -> None:
+        if split not in DMS_SPLITS:
+            raise ValueError(f"split must be one of {DMS_SPLITS}, got '{split}'")
+        if mode not in ("dense", "region"):
+            raise ValueError(f"mode must be 'dense' or 'region', got '{mode}'")
+        if min_pixels < 1:
+            raise ValueError(f"min_pixels must be >= 1, got {min_pixels}")
+        self.root = Path(root).expanduser()
+        self.split = split
+        self.mode = mode
+        self.min_pixels = min_pixels
+        self.image_size = image_size
+        self.transforms = transforms
+        self._check_root()
+        self.taxonomy = read_taxonomy(self.root / "taxonomy.json")
+        self.classes = [str(self.taxonomy["names"][i]) for i in DMS46_INDICES]
+        self.lut = dms46_lut()
+        self.images = self._read_info()
+        #: Region mode: (image index, DMS46 id, pixel count) per sample.
+        self.regions: list[tuple[int, int, int]] = []
+        if mode == "dense":
+            self._check_sizes()
+        if mode == "region":
+            self.regions = self._find_regions()
+            self.descriptions = assign_descriptions(
+                [self._key(i) for i in range(len(self))],
+                [r[1] for r in self.regions],
+                self.classes,
+                descriptions,
+                on_label_leak,
+            )
+        else:
+            self.descriptions = []
+        self._settings = json.dumps(
+            {"mode": mode, "size": image_size, "min_pixels": min_pixels}, sort_keys=True
+        )
+
+    # -- index ---------------------------------------------------------------------------------
+    def _expected(self) -> list[str]:
+        return [
+            "info.json.gz",
+            "taxonomy.json",
+            f"labels/{self.split}/<stem>.png",
+            f"images/{self.split}/<stem>.jpg",
+        ]
+
+    def _check_root(self) -> None:
+        missing = [
+            name
+            for name in (
+                "info.json.gz",
+                "taxonomy.json",
+                f"labels/{self.split}",
+                f"images/{self.split}",
+            )
+            if not (self.root / name).exists()
+        ]
+        if missing:
+            raise DatasetNotFoundError(
+                "DMS",
+                self.root,
+                self._expected(),
+                f"missing: {', '.join(missing)}. The images come from Open Images: "
+                "create images/<split>/ with the DMS release's scripts",
+            )
+
+    def _read_info(self) -> list[tuple[str, Path, Path]]:
+        path = self.root / "info.json.gz"
+        try:
+            with gzip.open(path, "rt", encoding="utf-8") as f:
+                info = json.load(f)
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError, EOFError) as err:
+            raise DatasetFormatError(path, f"cannot be read as gzip'd JSON ({err})") from err
+        if not isinstance(info, list):
+            raise DatasetFormatError(path, "expected a JSON list with one dict per image")
+        rows = []
+        for i, entry in enumerate(info):
+            if (
+                not isinstance(entry, dict)
+                or "image_path" not in entry
+                or "label_path" not in entry
+            ):
+                raise DatasetFormatError(path, f"entry {i} has no image_path/label_path")
+            label_rel = str(entry["label_path"])
+            if Path(label_rel).parts[:2] != ("labels", self.split):
+                continue
+            image_rel = str(entry["image_path"])
+            rows.append((Path(label_rel).stem, self.root / image_rel, self.root / label_rel))
+        if not rows:
+            raise DatasetNotFoundError(
+                "DMS", self.root, self._expected(), f"info.json.gz lists no '{self.split}' image"
+            )
+        missing = [p for _, img, lab in rows for p in (img, lab) if not p.is_file()]
+        if missing:
+            raise DatasetNotFoundError(
+                "DMS",
+                self.root,
+                [str(p.relative_to(self.root)) for p in missing[:5]],
+                f"{len(missing)} files listed in info.json.gz are missing",
+            )
+        rows.sort(key=lambda r: r[0])
+        return rows
+
+    def _check_sizes(self) -> None:
+        """Image and label sizes agree (read from the file headers, nothing decoded)."""
+        for _, image_path, label_path in self.images:
+            image_wh, label_wh = _image_size(image_path), _image_size(label_path)
+            if image_wh != label_wh:
+                raise DatasetFormatError(
+                    label_path,
+                    f"label map is {label_wh[0]}x{label_wh[1]} (WxH) but its image "
+                    f"{image_path} is {image_wh[0]}x{image_wh[1]}",
+                )
+
+    def _find_regions(self) -> list[tuple[int, int, int]]:
+        regions = []
+        for i, (_, image_path, _) in enumerate(self.images):
+            label = self._mapped_label(i, check_image=image_path)
+            counts = np.bincount(label.ravel(), minlength=256)
+            for train_id in np.flatnonzero(counts[: len(DMS46_INDICES)] >= self.min_pixels):
+                regions.append((i, int(train_id), int(counts[train_id])))
+        return regions
+
+    def _mapped_label(self, image_index: int, check_image: Path | None = None) -> np.ndarray:
+        _, image_path, label_path = self.images[image_index]
+        label = read_label(label_path)
+        if check_image is not None:
+            width, height = _image_size(check_image)
+            if (height, width) != label.shape:
+                raise DatasetFormatError(
+                    label_path,
+                    f"label map is {label.shape[1]}x{label.shape[0]} (WxH) but its image "
+                    f"{image_path} is {width}x{height}",
+                )
+        return self.lut[label]
+
+    # -- samples -------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.regions) if self.mode == "region" else len(self.images)
+
+    @property
+    def labels(self) -> list[int]:
+        """Region mode: the class id of every sample."""
+        return [r[1] for r in self.regions]
+
+    def _key(self, index: int) -> str:
+        if self.mode == "region":
+            image_index, train_id, _ = self.regions[index]
+            return f"{self.split}/{self.images[image_index][0]}#{train_id}"
+        return f"{self.split}/{self.images[index][0]}"
+
+    def fingerprint(self, index: int) -> dict[str, str]:
+        """Feature-cache identity of sample ``index`` (see :mod:`matbench.cache`)."""
+        image_index = self.regions[index][0] if self.mode == "region" else index
+        _, image_path, label_path = self.images[image_index]
+        description = self.descriptions[index] if self.descriptions else ""
+        detail = hashlib.blake2b(
+            "|".join(
+                [file_digest(image_path), file_digest(label_path), self._settings, description]
+            ).encode(),
+            digest_size=16,
+        ).hexdigest()
+        return {"dataset": "DMS", "split": self.split, "key": self._key(index), "detail": detail}
+
+    def __getitem__(self, index: int) -> Sample:
+        meta: Sample = {"key": self._key(index), "index": index}
+        if self.mode == "region":
+            meta["label"] = torch.tensor(self.regions[index][1], dtype=torch.int64)
+            meta["description"] = self.descriptions[index]
+            cached = cached_sample(self, index, meta)
+            if cached is not None:
+                return cached
+        sample = self._load(index)
+        sample.update(meta)
+        if self.transforms is not None:
+            sample = self.transforms(sample)
+        return sample
+
+    def _load(self, index: int) -> Sample:
+        image_index = self.regions[index][0] if self.mode == "region" else index
+        _, image_path, label_path = self.images[image_index]
+        image = read_image(image_path)
+        label = self._mapped_label(image_index)
+        if tuple(image.shape[-2:]) != label.shape:
+            raise DatasetFormatError(
+                label_path,
+                f"label map is {label.shape[1]}x{label.shape[0]} (WxH) but its image "
+                f"{image_path} is {image.shape[2]}x{image.shape[1]}",
+            )
+        if self.mode == "region":
+            mask = torch.from_numpy(label == self.regions[index][1])
+        else:
+            mask = torch.from_numpy(label.astype(np.int64))
+        return resize_sample({"image": image, "mask": mask}, self.image_size)

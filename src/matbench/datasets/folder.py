@@ -1,0 +1,407 @@
+"""Material classification from folders: ``image/<class>/…`` with optional ``mask/<class>/…``.
+
+This is the shape of the Flickr Material Database, so a user's own photos sorted into one
+folder per material work the same way as FMD (:class:`matbench.datasets.fmd.FMD` is this
+class plus FMD's fixed class list and checks).
+
+Also here, shared by the material classification datasets:
+
+- appearance descriptions (:func:`load_descriptions`, :data:`FALLBACK_DESCRIPTION`): a sample's
+  ``description`` comes from an optional JSON sidecar ``{sample key: description}``; a sample
+  missing from it (or every sample, without a sidecar) gets the fixed, class-agnostic
+  :data:`FALLBACK_DESCRIPTION`. The fallback is a constant, so it cannot depend on the label;
+  a sidecar description that names the sample's own class is refused, since it would hand the
+  answer to the text stream.
+- a seeded per-class split (:func:`split_per_class`),
+- image and mask decoding (:func:`read_image`, :func:`read_mask`) and the sample resize
+  (:func:`resize_sample`),
+- the cheap per-sample fingerprint used by the feature cache (:meth:`MaterialFolder.fingerprint`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import re
+import warnings
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageOps, UnidentifiedImageError
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from matbench.cache import cached_sample
+from matbench.datasets.errors import DatasetFormatError, DatasetNotFoundError
+
+#: Image file extensions read by :class:`MaterialFolder` (lower case).
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+#: The description of a sample that has none in the sidecar. A constant: it can never
+#: depend on (nor leak) the sample's class.
+FALLBACK_DESCRIPTION = "a photo of a material surface"
+#: Default threshold (0-255) that turns a grey mask into a binary one.
+MASK_THRESHOLD = 127
+
+Sample = dict[str, Any]
+
+
+# -- decoding ----------------------------------------------------------------------------------
+def read_image(path: Path) -> Tensor:
+    """RGB float image (3, H, W) in [0, 1], EXIF orientation applied."""
+    try:
+        with Image.open(path) as img:
+            img = ImageOps.exif_transpose(img).convert("RGB")
+            array = np.asarray(img, dtype=np.uint8).copy()
+    except (UnidentifiedImageError, OSError) as err:
+        raise DatasetFormatError(path, f"cannot be decoded as an image ({err})") from err
+    return torch.from_numpy(array).permute(2, 0, 1).float().div_(255.0)
+
+
+def read_mask(path: Path, threshold: int = MASK_THRESHOLD) -> Tensor:
+    """Binary mask (H, W) bool: one channel (luminance), ``> threshold`` is the material."""
+    try:
+        with Image.open(path) as img:
+            img = ImageOps.exif_transpose(img).convert("L")
+            array = np.asarray(img, dtype=np.uint8)
+    except (UnidentifiedImageError, OSError) as err:
+        raise DatasetFormatError(path, f"cannot be decoded as a mask image ({err})") from err
+    return torch.from_numpy(array > threshold)
+
+
+def file_digest(path: Path) -> str:
+    """Short content hash of a file (part of the feature cache key)."""
+    return hashlib.blake2b(path.read_bytes(), digest_size=12).hexdigest()
+
+
+def resize_sample(sample: Sample, size: int | None) -> Sample:
+    """Resize ``image`` (bilinear, antialiased) and ``mask`` (nearest) to ``size`` × ``size``.
+
+    The aspect ratio is not kept on purpose: a crop could cut the material region away.
+    A dense int64 ``mask`` (label map) is resized by nearest neighbour too.
+    """
+    if size is None:
+        return sample
+    image = sample["image"]
+    if tuple(image.shape[-2:]) != (size, size):
+        image = F.interpolate(image[None], size=(size, size), mode="bilinear", antialias=True)
+        sample["image"] = image[0].clamp_(0.0, 1.0)
+    mask = sample.get("mask")
+    if mask is not None and tuple(mask.shape) != (size, size):
+        dtype = mask.dtype
+        mask = F.interpolate(mask[None, None].float(), size=(size, size), mode="nearest")[0, 0]
+        sample["mask"] = mask.to(dtype)
+    return sample
+
+
+# -- splits ------------------------------------------------------------------------------------
+def split_per_class(
+    keys_by_class: Mapping[str, Sequence[str]],
+    train_fraction: float = 0.5,
+    val_fraction: float = 0.0,
+    seed: int = 0,
+) -> dict[str, list[str]]:
+    """A seeded per-class split into ``train``, ``val`` and ``test`` key lists.
+
+    For every class the sorted keys are shuffled with ``random.Random(f"{seed}:{class}")``;
+    the first ``round(train_fraction * n)`` go to training (the rest to test), and
+    ``val_fraction`` of those training keys (at least one when the fraction is positive and
+    the class has two or more training keys) are held out for validation. The result only
+    depends on the key names, the fractions and the seed.
+    """
+    if not 0.0 < train_fraction < 1.0:
+        raise ValueError(f"train_fraction must be in (0, 1), got {train_fraction}")
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    split: dict[str, list[str]] = {"train": [], "val": [], "test": []}
+    for name in sorted(keys_by_class):
+        keys = sorted(keys_by_class[name])
+        random.Random(f"{seed}:{name}").shuffle(keys)
+        n_train = min(max(1, round(train_fraction * len(keys))), len(keys))
+        train, test = keys[:n_train], keys[n_train:]
+        n_val = 0
+        if val_fraction > 0 and len(train) >= 2:
+            n_val = min(max(1, round(val_fraction * len(train))), len(train) - 1)
+        split["val"] += sorted(train[:n_val])
+        split["train"] += sorted(train[n_val:])
+        split["test"] += sorted(test)
+    return split
+
+
+# -- descriptions ------------------------------------------------------------------------------
+def names_class(text: str, class_name: str) -> bool:
+    """True when ``text`` contains ``class_name`` (or one of its ``/``-separated parts, or its
+    first comma-separated word) as a whole word, ignoring case."""
+    text = text.lower()
+    parts = {p.strip() for p in re.split(r"[/,]", class_name.lower()) if len(p.strip()) > 2}
+    for part in parts:
+        # whole word, allowing a plural/adjective suffix ("metals", "metallic" is not matched)
+        if re.search(rf"\b{re.escape(part)}(s|es)?\b", text):
+            return True
+    return False
+
+
+def load_descriptions(path: str | Path) -> dict[str, str]:
+    """Read a description sidecar: a JSON object ``{sample key: description}``."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"description sidecar '{path}' does not exist")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise DatasetFormatError(path, f"not valid JSON ({err})") from err
+    if not isinstance(data, dict):
+        raise DatasetFormatError(path, "expected a JSON object {sample key: description}")
+    bad = [k for k, v in data.items() if not isinstance(v, str) or not v.strip()]
+    if bad:
+        raise DatasetFormatError(
+            path, f"{len(bad)} descriptions are not non-empty strings (e.g. key '{bad[0]}')"
+        )
+    return {str(k): v.strip() for k, v in data.items()}
+
+
+def assign_descriptions(
+    keys: Sequence[str],
+    labels: Sequence[int],
+    class_names: Sequence[str],
+    sidecar: str | Path | None,
+    on_label_leak: str = "error",
+) -> list[str]:
+    """One description per sample: the sidecar's, or :data:`FALLBACK_DESCRIPTION`.
+
+    A sidecar description that names the sample's own class (see :func:`names_class`) gives
+    the answer away. ``on_label_leak="error"`` (default) raises :class:`DatasetFormatError`
+    naming the sidecar and the first such key; ``"fallback"`` replaces those descriptions by
+    the fallback with a warning. The labels are used for this check only.
+    """
+    if on_label_leak not in ("error", "fallback"):
+        raise ValueError(f"on_label_leak must be 'error' or 'fallback', got '{on_label_leak}'")
+    if sidecar is None:
+        return [FALLBACK_DESCRIPTION] * len(keys)
+    table = load_descriptions(sidecar)
+    out = []
+    leaks = []
+    for key, label in zip(keys, labels, strict=True):
+        text = table.get(key)
+        if text is not None and names_class(text, class_names[label]):
+            leaks.append(key)
+            text = None
+        out.append(FALLBACK_DESCRIPTION if text is None else text)
+    if leaks:
+        msg = (
+            f"{len(leaks)} descriptions name their sample's own class (e.g. '{leaks[0]}': "
+            f"'{table[leaks[0]]}' for class '{class_names[labels[keys.index(leaks[0])]]}'), "
+            "which leaks the label to the text stream"
+        )
+        if on_label_leak == "error":
+            raise DatasetFormatError(Path(sidecar), msg)
+        warnings.warn(f"{sidecar}: {msg}; they were replaced by the fallback", stacklevel=2)
+    return out
+
+
+# -- the dataset -------------------------------------------------------------------------------
+class MaterialFolder(Dataset):
+    """Images sorted into ``image/<class>/``, with optional masks at ``mask/<class>/<same name>``.
+
+    Classes are the sub-folders of ``image/`` in alphabetical order (ids 0..C-1); only files
+    with an image extension are read, anything else (``Thumbs.db``, ``*.m``) is skipped. A mask
+    is any image file with the image's stem under ``mask/<class>/``, converted to one channel
+    and binarised (``> 127``); it must have the image's size. A sample without a mask gets an
+    all-True mask (the whole image is the material).
+
+    Samples: ``image`` float (3, H, W) in [0, 1], ``mask`` bool (H, W), ``label`` int64,
+    ``key`` (``<class>/<file name>``), ``index`` and ``description``. With a feature cache
+    attached, see :mod:`matbench.cache`.
+
+    Args:
+        root: Folder holding ``image/`` (and optionally ``mask/``).
+        keys: Only these sample keys (``<class>/<file name>``), e.g. one split; None = all.
+        classes: The class names (and order); None = the sub-folders of ``image/``, sorted.
+        extensions: Image file extensions to read (lower case, with the dot).
+        require_masks: Raise when an image has no mask.
+        image_size: Resize image and mask to this square size; None keeps the original size.
+        object_crop: Crop around the mask (padded so each side is at least ``crop_min_size``
+            pixels, see :func:`matbench.transforms.crop_object`) before resizing.
+        crop_min_size: Smallest side of the object crop, in original pixels.
+        crop_blur_sigma: Blur outside the mask after the crop (output pixels); 0 = none.
+        descriptions: JSON sidecar ``{key: description}``; None = the fallback for all.
+        on_label_leak: What to do with sidecar descriptions naming the sample's own class
+            (``"error"`` or ``"fallback"``), see :func:`assign_descriptions`.
+        transforms: Optional callable applied to each sample dict last.
+        split: Name of the split these keys form (part of the cache fingerprint).
+    """
+
+    #: Set by a task to serve frozen features instead of decoding (see ``matbench.cache``).
+    feature_cache: Any = None
+
+    def __init__(
+        self,
+        root: str | Path,
+        keys: Iterable[str] | None = None,
+        classes: Sequence[str] | None = None,
+        extensions: Sequence[str] = IMAGE_EXTENSIONS,
+        require_masks: bool = False,
+        image_size: int | None = None,
+        object_crop: bool = False,
+        crop_min_size: int = 50,
+        crop_blur_sigma: float = 0.0,
+        descriptions: str | Path | None = None,
+        on_label_leak: str = "error",
+        transforms: Callable[[Sample], Sample] | None = None,
+        split: str = "all",
+    ) -> None:
+        self.root = Path(root).expanduser()
+        self.extensions = tuple(e.lower() for e in extensions)
+        self.image_size = image_size
+        self.object_crop = object_crop
+        self.crop_min_size = crop_min_size
+        self.crop_blur_sigma = crop_blur_sigma
+        self.transforms = transforms
+        self.split = split
+        self._check_root()
+        self.classes = list(classes) if classes is not None else self._find_classes()
+        if not self.classes:
+            raise DatasetNotFoundError(
+                type(self).__name__, self.root, ["image/<class>/<image file>"], "no class folder"
+            )
+        index = self._scan()
+        if keys is not None:
+            wanted = list(keys)
+            known = {key for key, *_ in index}
+            missing = [k for k in wanted if k not in known]
+            if missing:
+                raise DatasetNotFoundError(
+                    type(self).__name__,
+                    self.root,
+                    [f"image/{k}" for k in missing[:5]],
+                    f"{len(missing)} requested samples are missing",
+                )
+            chosen = set(wanted)
+            index = [row for row in index if row[0] in chosen]
+        if require_masks:
+            no_mask = [key for key, _, _, mask in index if mask is None]
+            if no_mask:
+                raise DatasetNotFoundError(
+                    type(self).__name__,
+                    self.root,
+                    [
+                        f"mask/{Path(k).parent}/{Path(k).stem}.<image extension>"
+                        for k in no_mask[:5]
+                    ],
+                    f"{len(no_mask)} images have no mask",
+                )
+        self.samples: list[tuple[str, int, Path, Path | None]] = index
+        self.descriptions = assign_descriptions(
+            [s[0] for s in index], [s[1] for s in index], self.classes, descriptions, on_label_leak
+        )
+        self._settings = json.dumps(
+            {
+                "size": image_size,
+                "crop": [object_crop, crop_min_size, crop_blur_sigma] if object_crop else None,
+                "mask_threshold": MASK_THRESHOLD,
+                "transforms": repr(transforms) if transforms is not None else None,
+            },
+            sort_keys=True,
+        )
+
+    # -- index ---------------------------------------------------------------------------------
+    def _expected(self) -> list[str]:
+        return ["image/<class>/<image file>", "mask/<class>/<same name> (optional)"]
+
+    def _check_root(self) -> None:
+        if not (self.root / "image").is_dir():
+            raise DatasetNotFoundError(type(self).__name__, self.root, self._expected())
+
+    def _find_classes(self) -> list[str]:
+        return sorted(p.name for p in (self.root / "image").iterdir() if p.is_dir())
+
+    def _is_image(self, path: Path) -> bool:
+        return path.is_file() and path.suffix.lower() in self.extensions
+
+    def _scan(self) -> list[tuple[str, int, Path, Path | None]]:
+        index = []
+        for label, name in enumerate(self.classes):
+            folder = self.root / "image" / name
+            if not folder.is_dir():
+                raise DatasetNotFoundError(
+                    type(self).__name__, self.root, [f"image/{name}/"], "a class folder is missing"
+                )
+            masks: dict[str, Path] = {}
+            mask_folder = self.root / "mask" / name
+            if mask_folder.is_dir():
+                for path in sorted(mask_folder.iterdir()):
+                    if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS:
+                        masks.setdefault(path.stem, path)
+            for path in sorted(folder.iterdir()):
+                if self._is_image(path):
+                    index.append((f"{name}/{path.name}", label, path, masks.get(path.stem)))
+        return index
+
+    # -- samples -------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    @property
+    def labels(self) -> list[int]:
+        """The class id of every sample, in order."""
+        return [s[1] for s in self.samples]
+
+    def fingerprint(self, index: int) -> dict[str, str]:
+        """What identifies the input of sample ``index`` (the feature cache key's data part):
+        dataset, split, key, and a hash of the file contents, the preprocessing settings and
+        the description. Cheap: reads the files' bytes but decodes nothing."""
+        key, _, image_path, mask_path = self.samples[index]
+        content = [file_digest(image_path), file_digest(mask_path) if mask_path else "-"]
+        detail = hashlib.blake2b(
+            "|".join([*content, self._settings, self.descriptions[index]]).encode(),
+            digest_size=16,
+        ).hexdigest()
+        return {"dataset": type(self).__name__, "split": self.split, "key": key, "detail": detail}
+
+    def __getitem__(self, index: int) -> Sample:
+        key, label, _, _ = self.samples[index]
+        meta: Sample = {
+            "label": torch.tensor(label, dtype=torch.int64),
+            "key": key,
+            "index": index,
+            "description": self.descriptions[index],
+        }
+        cached = cached_sample(self, index, meta)
+        if cached is not None:
+            return cached
+        sample = self._load(index)
+        sample.update(meta)
+        if self.transforms is not None:
+            sample = self.transforms(sample)
+        return sample
+
+    def _load(self, index: int) -> Sample:
+        _, _, image_path, mask_path = self.samples[index]
+        image = read_image(image_path)
+        if mask_path is None:
+            mask = torch.ones(image.shape[-2:], dtype=torch.bool)
+        else:
+            mask = read_mask(mask_path)
+            if tuple(mask.shape) != tuple(image.shape[-2:]):
+                raise DatasetFormatError(
+                    mask_path,
+                    f"mask is {mask.shape[1]}x{mask.shape[0]} (WxH) but its image "
+                    f"{image_path} is {image.shape[2]}x{image.shape[1]}",
+                )
+        sample: Sample = {"image": image, "mask": mask}
+        if self.object_crop and bool(mask.any()):
+            from matbench.transforms import crop_object
+
+            image, mask, _ = crop_object(
+                image,
+                mask,
+                size=self.image_size,
+                min_size=self.crop_min_size,
+                blur_sigma=self.crop_blur_sigma,
+            )
+            sample = {"image": image, "mask": mask}
+        return resize_sample(sample, self.image_size)

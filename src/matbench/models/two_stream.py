@@ -1,0 +1,259 @@
+"""The two-stream material classifier: frozen DINOv2 patch features + description text → MLP.
+
+Vision stream: a timm ViT (DINOv2 by default). Its patch tokens (class and register tokens
+dropped) form a grid; the region mask is resized to that grid — a patch is inside when at
+least ``mask_threshold`` of its area is in the mask — and the patch features are max-pooled
+over the inside positions. When no patch is inside (a region smaller than a patch), the patch
+nearest to the mask's centroid is used; an entirely empty mask pools over all patches. With
+``null_mask`` the pooling always covers all patches (the paper's ablation).
+
+Text stream: a frozen sentence encoder (``matbench.models.text``) of the region's appearance
+description. The two vectors are concatenated and classified by an MLP.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from matbench.models.text import build_text_encoder
+from matbench.models.utils import Freezable
+from matbench.utils.weights import looks_like_path, sha256, weights_file
+
+Streams = Literal["both", "vision", "text"]
+
+
+def mask_to_grid(mask: Tensor, grid: tuple[int, int], threshold: float = 0.5) -> Tensor:
+    """The patches inside a mask: (B, H, W) bool → (B, h, w) bool.
+
+    A patch is inside when the fraction of its area covered by the mask is at least
+    ``threshold`` (``threshold=0`` means any overlap). A mask with no patch inside gets the
+    patch nearest to its centroid; an all-False mask gets every patch. Never empty.
+    """
+    mask = mask.to(torch.float32)
+    fraction = F.adaptive_avg_pool2d(mask[:, None], grid)[:, 0]
+    inside = fraction > 0 if threshold <= 0 else fraction >= threshold
+    empty = ~inside.flatten(1).any(1)
+    if bool(empty.any()):
+        height, width = mask.shape[-2:]
+        total = mask.sum((1, 2))
+        ys = torch.arange(height, dtype=torch.float32, device=mask.device)
+        xs = torch.arange(width, dtype=torch.float32, device=mask.device)
+        cy = (mask.sum(2) * ys).sum(1) / total.clamp_min(1)
+        cx = (mask.sum(1) * xs).sum(1) / total.clamp_min(1)
+        # pixel centre → patch index
+        gy = ((cy + 0.5) * grid[0] / height).floor().long().clamp(0, grid[0] - 1)
+        gx = ((cx + 0.5) * grid[1] / width).floor().long().clamp(0, grid[1] - 1)
+        inside = inside.clone()
+        for b in torch.nonzero(empty).flatten().tolist():
+            if total[b] > 0:
+                inside[b, gy[b], gx[b]] = True
+            else:
+                inside[b] = True
+    return inside
+
+
+def masked_max_pool(grid: Tensor, inside: Tensor) -> Tensor:
+    """Max over the positions of ``grid`` (B, D, h, w) where ``inside`` (B, h, w) is True."""
+    filled = grid.masked_fill(~inside[:, None], float("-inf"))
+    return filled.flatten(2).amax(2)
+
+
+class VisionStream(Freezable):
+    """A timm ViT returning its patch-token grid.
+
+    Args:
+        backbone: timm model name (e.g. ``vit_small_patch14_dinov2``, ``test_vit``).
+        weights: None = random init; ``"timm"`` = timm's pretrained weights for the name;
+            a local file path (``.pth``/``.safetensors``…, timm's key layout; the position
+            embedding is resampled by timm's own filter); any other string = a timm pretrained
+            tag (``vit_small_patch14_dinov2.<tag>``).
+        image_size: Input size the position embedding is built for; other sizes work too
+            (the embedding is interpolated).
+    """
+
+    def __init__(
+        self,
+        backbone: str = "vit_small_patch14_dinov2",
+        weights: str | None = None,
+        image_size: int = 224,
+    ) -> None:
+        super().__init__()
+        import timm
+
+        kwargs: dict = {"num_classes": 0, "img_size": image_size, "dynamic_img_size": True}
+        name = backbone
+        if weights is None:
+            pretrained = False
+        elif looks_like_path(weights):
+            pretrained = True
+            kwargs["pretrained_cfg_overlay"] = {"file": str(weights_file(weights))}
+        elif weights == "timm":
+            pretrained = True
+        else:
+            pretrained = True
+            name = f"{backbone}.{weights}"
+        self.vit = timm.create_model(name, pretrained=pretrained, **kwargs)
+        if not hasattr(self.vit, "patch_embed") or not hasattr(self.vit, "num_prefix_tokens"):
+            raise ValueError(f"'{backbone}' is not a timm ViT with patch tokens")
+        self.dim = int(self.vit.num_features)
+        self.patch_size = tuple(self.vit.patch_embed.patch_size)
+        cfg = self.vit.pretrained_cfg
+        self.register_buffer(
+            "mean",
+            torch.tensor(cfg.get("mean", (0.485, 0.456, 0.406))).view(1, 3, 1, 1),
+            persistent=False,
+        )
+        self.register_buffer(
+            "std",
+            torch.tensor(cfg.get("std", (0.229, 0.224, 0.225))).view(1, 3, 1, 1),
+            persistent=False,
+        )
+
+    def forward(self, image: Tensor) -> Tensor:
+        """(B, 3, H, W) in [0, 1] → patch grid (B, D, H / p, W / p)."""
+        height, width = image.shape[-2:]
+        grid = (height // self.patch_size[0], width // self.patch_size[1])
+        tokens = self.vit.forward_features((image - self.mean) / self.std)
+        patches = tokens[:, self.vit.num_prefix_tokens :]
+        if patches.shape[1] != grid[0] * grid[1]:
+            raise ValueError(
+                f"got {patches.shape[1]} patch tokens for a {grid[0]}x{grid[1]} grid "
+                f"(input {height}x{width}, patch {self.patch_size})"
+            )
+        return patches.transpose(1, 2).reshape(image.shape[0], self.dim, *grid)
+
+
+class TwoStreamModel(nn.Module):
+    """Frozen DINOv2 region features ⊕ frozen text features → MLP → material classes.
+
+    Args:
+        num_classes: Number of classes.
+        backbone: timm ViT name of the vision stream.
+        weights: Vision weights (see :class:`VisionStream`); None = random init.
+        image_size: Input size the vision stream is built for.
+        text_encoder: ``"minilm"``, ``"minilm-random"`` or ``"open_clip:<arch>"``.
+        text_weights: Text weights (see ``matbench.models.text.build_text_encoder``).
+        streams: ``"both"``, ``"vision"`` or ``"text"`` (the paper's ablation).
+        null_mask: Pool over all patches, ignoring the mask.
+        mask_threshold: Fraction of a patch's area in the mask for it to count as inside.
+        finetune: ``"head"`` (frozen streams) or ``"full"`` (the ViT is trained too).
+        hidden_dim: Width of the MLP's hidden layer.
+        dropout: Dropout before the MLP's last layer.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        backbone: str = "vit_small_patch14_dinov2",
+        weights: str | None = None,
+        image_size: int = 224,
+        text_encoder: str = "minilm",
+        text_weights: str | None = None,
+        streams: Streams = "both",
+        null_mask: bool = False,
+        mask_threshold: float = 0.5,
+        finetune: Literal["head", "full"] = "head",
+        hidden_dim: int = 512,
+        dropout: float = 0.1,
+    ) -> None:
+        super().__init__()
+        if streams not in ("both", "vision", "text"):
+            raise ValueError(f"streams must be 'both', 'vision' or 'text', got '{streams}'")
+        if finetune not in ("head", "full"):
+            raise ValueError(f"finetune must be 'head' or 'full', got '{finetune}'")
+        if num_classes < 2:
+            raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+        self.streams = streams
+        self.null_mask = null_mask
+        self.mask_threshold = mask_threshold
+        self.finetune = finetune
+        self._identity = {
+            "backbone": backbone,
+            "weights": weights,
+            "text_encoder": text_encoder,
+            "text_weights": text_weights,
+            "streams": streams,
+            "null_mask": null_mask,
+            "mask_threshold": mask_threshold,
+        }
+        self.vision: VisionStream | None = None
+        self.text: nn.Module | None = None
+        in_dim = 0
+        if streams in ("both", "vision"):
+            self.vision = VisionStream(backbone, weights, image_size)
+            self.vision.freeze(finetune == "head")
+            in_dim += self.vision.dim
+        if streams in ("both", "text"):
+            self.text = build_text_encoder(text_encoder, text_weights)
+            self.text.freeze()
+            in_dim += int(self.text.dim)
+        self.feature_dim = in_dim
+        self.head = nn.Sequential(
+            nn.Linear(in_dim, hidden_dim),
+            nn.GELU(),
+            nn.Dropout(dropout),
+            nn.Linear(hidden_dim, num_classes),
+        )
+
+    @property
+    def frozen(self) -> bool:
+        """True when both streams are frozen (their features can be cached)."""
+        return self.vision is None or bool(self.vision.frozen)
+
+    def vision_features(self, image: Tensor, mask: Tensor | None) -> Tensor:
+        """(B, 3, H, W), (B, H, W) → (B, D) mask-max-pooled patch features."""
+        assert self.vision is not None
+        grid = self.vision(image)
+        if self.null_mask or mask is None:
+            return grid.flatten(2).amax(2)
+        if mask.dtype != torch.bool:
+            raise ValueError(f"mask must be bool (B, H, W), got {mask.dtype}")
+        inside = mask_to_grid(mask, tuple(grid.shape[-2:]), self.mask_threshold)
+        return masked_max_pool(grid, inside)
+
+    def features(
+        self, image: Tensor | None, mask: Tensor | None, descriptions: list[str]
+    ) -> Tensor:
+        """The concatenated stream features (B, feature_dim); ``image`` may be None for a
+        text-only model."""
+        parts = []
+        if self.vision is not None:
+            if image is None:
+                raise ValueError("the vision stream needs an image")
+            parts.append(self.vision_features(image, mask))
+        if self.text is not None:
+            with torch.no_grad():
+                parts.append(
+                    self.text(list(descriptions)).to(parts[0].dtype if parts else torch.float32)
+                )
+        return torch.cat(parts, dim=1)
+
+    def classify(self, features: Tensor) -> Tensor:
+        """Stream features (B, feature_dim) → logits (B, num_classes)."""
+        return self.head(features)
+
+    def forward(self, image: Tensor | None, mask: Tensor | None, descriptions: list[str]) -> Tensor:
+        return self.classify(self.features(image, mask, descriptions))
+
+    def cache_id(self) -> str:
+        """Identity of the frozen streams for the feature cache: their settings, the weights
+        file hashes, and a hash of their parameter values (which also tells random inits apart)."""
+        digest = hashlib.sha256(repr(sorted(self._identity.items())).encode())
+        for key in ("weights", "text_weights"):
+            value = self._identity[key]
+            if value is not None and looks_like_path(str(value)):
+                digest.update(sha256(weights_file(str(value))).encode())
+        for stream in (self.vision, self.text):
+            if stream is None:
+                continue
+            for name, tensor in sorted(stream.state_dict().items()):
+                digest.update(name.encode())
+                digest.update(
+                    tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes()
+                )
+        return digest.hexdigest()

@@ -1,0 +1,327 @@
+"""Two-stream material classification (frozen DINOv2 + description text → MLP), with a
+feature cache so that, with frozen streams, later epochs only train the MLP."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+from torchmetrics import Metric
+
+from matbench.cache import FeatureCache
+from matbench.models.two_stream import TwoStreamModel
+from matbench.tasks.base import BaseTask
+
+
+class TwoStreamTask(BaseTask):
+    """Classify material regions from frozen ViT patch features pooled in the region's mask
+    and the frozen text embedding of the region's appearance description.
+
+    Batches hold ``image`` (B, 3, H, W), ``mask`` bool (B, H, W), ``label`` (B,) and
+    ``description`` (B strings); see :class:`matbench.models.two_stream.TwoStreamModel`.
+
+    Feature cache: when both streams are frozen (``finetune="head"``) and ``feature_cache`` is
+    not ``"off"``, each sample's stream features are computed once and reused (keyed by the
+    model's weights and settings and the sample's dataset, split, key, file contents,
+    preprocessing and description; see :mod:`matbench.cache`). It is attached to the
+    datamodule's datasets, so that a cached sample is not even decoded. It is not used for
+    the training set when the datamodule's ``augment`` is on (augmentation changes the input
+    each epoch), nor at all with ``finetune="full"``; a message says so.
+
+    Args:
+        num_classes: Number of material classes.
+        backbone: timm ViT of the vision stream (DINOv2 ViT-S/14 by default).
+        weights: Vision weights: None (random init), ``"timm"``, a timm tag or a local file.
+        image_size: Input size the ViT's position embedding is built for.
+        text_encoder: ``"minilm"`` (offline all-MiniLM-L6-v2), ``"minilm-random"`` or
+            ``"open_clip:<arch>"``.
+        text_weights: Text encoder weights (a MiniLM folder, or an open_clip tag/checkpoint).
+        streams: ``"both"``, ``"vision"`` or ``"text"``.
+        null_mask: Pool over all patches instead of the region's (ablation).
+        mask_threshold: Fraction of a patch inside the mask for it to be pooled.
+        finetune: ``"head"`` (frozen streams, MLP only) or ``"full"`` (the ViT is trained too).
+        hidden_dim: MLP hidden width.
+        dropout: MLP dropout.
+        lr: AdamW learning rate.
+        weight_decay: AdamW weight decay.
+        feature_cache: ``"memory"``, ``"disk"`` or ``"off"``.
+        cache_dir: Folder of the disk cache (default ``<trainer root>/feature_cache``).
+        top_k: k of the top-k accuracy.
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 10,
+        backbone: str = "vit_small_patch14_dinov2",
+        weights: str | None = None,
+        image_size: int = 224,
+        text_encoder: str = "minilm",
+        text_weights: str | None = None,
+        streams: Literal["both", "vision", "text"] = "both",
+        null_mask: bool = False,
+        mask_threshold: float = 0.5,
+        finetune: Literal["head", "full"] = "head",
+        hidden_dim: int = 512,
+        dropout: float = 0.1,
+        lr: float = 5e-5,
+        weight_decay: float = 0.01,
+        feature_cache: Literal["memory", "disk", "off"] = "memory",
+        cache_dir: str | None = None,
+        top_k: int = 5,
+    ) -> None:
+        super().__init__()
+        #: The feature cache (created at the first fit/validate/test/predict), or None.
+        self.cache: FeatureCache | None = None
+        #: Why the cache is not used, or not for every split (None when it is fully used).
+        self.cache_disabled_reason: str | None = None
+
+    # -- template hooks ------------------------------------------------------------------------
+    def configure_models(self) -> None:
+        h = self.hparams
+        if h.feature_cache not in ("memory", "disk", "off"):
+            raise ValueError(f"feature_cache must be memory, disk or off, got '{h.feature_cache}'")
+        self.model = TwoStreamModel(
+            num_classes=h.num_classes,
+            backbone=h.backbone,
+            weights=h.weights,
+            image_size=h.image_size,
+            text_encoder=h.text_encoder,
+            text_weights=h.text_weights,
+            streams=h.streams,
+            null_mask=h.null_mask,
+            mask_threshold=h.mask_threshold,
+            finetune=h.finetune,
+            hidden_dim=h.hidden_dim,
+            dropout=h.dropout,
+        )
+
+    def configure_losses(self) -> None:
+        self.criterion = nn.CrossEntropyLoss()
+
+    def build_metric(self, stage: str) -> Metric:
+        from matbench.metrics import ClassificationMetrics
+
+        return ClassificationMetrics(
+            self.hparams.num_classes, top_k=min(self.hparams.top_k, self.hparams.num_classes)
+        )
+
+    @property
+    def model_name(self) -> str:
+        h = self.hparams
+        name = f"two_stream[{h.streams}]:{h.backbone}+{h.text_encoder}"
+        return (
+            name + (":null_mask" if h.null_mask else "") + (":full" if h.finetune == "full" else "")
+        )
+
+    # -- feature cache -------------------------------------------------------------------------
+    def _setup_cache(self) -> None:
+        """Create the cache (once) and attach it to the datamodule's datasets."""
+        h = self.hparams
+        if h.feature_cache == "off":
+            self.cache_disabled_reason = "feature_cache is 'off'"
+            return
+        if not self.model.frozen:
+            if self.cache_disabled_reason is None:
+                self.cache_disabled_reason = "finetune='full' trains the backbone"
+                warnings.warn(
+                    "feature cache not used: finetune='full' trains the backbone", stacklevel=2
+                )
+            return
+        if self.cache is None:
+            directory = None
+            if h.feature_cache == "disk":
+                directory = Path(
+                    h.cache_dir or Path(self.trainer.default_root_dir) / "feature_cache"
+                )
+            self.cache = FeatureCache(self.model.cache_id(), directory=directory)
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is None:
+            self.cache_disabled_reason = "no datamodule: datasets cannot be fingerprinted"
+            return
+        augment = bool(getattr(datamodule, "augment", False))
+        for stage in ("train", "val", "test", "predict"):
+            dataset = getattr(datamodule, f"{stage}_dataset", None)
+            if dataset is None or not hasattr(dataset, "fingerprint"):
+                continue
+            if stage == "train" and augment:
+                if self.cache_disabled_reason is None:
+                    self.cache_disabled_reason = "training-time augmentation changes the input"
+                    warnings.warn(
+                        "feature cache not used for training: the datamodule's augmentation "
+                        "changes the input every epoch",
+                        stacklevel=2,
+                    )
+                dataset.feature_cache = None
+                continue
+            dataset.feature_cache = self.cache
+
+    def on_fit_start(self) -> None:
+        self._setup_cache()
+
+    def on_validation_start(self) -> None:
+        self._setup_cache()
+
+    def on_test_start(self) -> None:
+        self._setup_cache()
+
+    def on_predict_start(self) -> None:
+        self._setup_cache()
+
+    def stream_features(self, batch: dict[str, Any]) -> Tensor:
+        """The batch's stream features, from the cache where possible."""
+        descriptions = list(batch["description"])
+        if "cached" not in batch or self.cache is None:
+            return self.model.features(batch.get("image"), batch.get("mask"), descriptions)
+        cache = self.cache
+        cached: Tensor = batch["cached"]
+        n = cached.numel()
+        rows: list[Tensor | None] = [None] * n
+        if bool(cached.any()):
+            for pos, row in zip(
+                torch.nonzero(cached).flatten().tolist(), batch["features"], strict=True
+            ):
+                rows[pos] = row
+        fresh = torch.nonzero(~cached).flatten().tolist()
+        hits = int(cached.sum())
+        compute: list[int] = []  # indices into the image rows
+        for image_row, pos in enumerate(fresh):
+            found = cache.lookup(batch["fingerprint"][pos])
+            if found is None:
+                compute.append(image_row)
+            else:
+                rows[pos] = found.to(self.device)
+                hits += 1
+        cache.hits += hits
+        cache.misses += len(compute)
+        if compute:
+            sel = torch.tensor(compute, device=self.device)
+            with torch.no_grad():
+                new = self.model.features(
+                    batch["image"].index_select(0, sel),
+                    batch["mask"].index_select(0, sel),
+                    [descriptions[fresh[i]] for i in compute],
+                )
+            for i, feats in zip(compute, new, strict=True):
+                cache.put(batch["fingerprint"][fresh[i]], feats)
+                rows[fresh[i]] = feats
+        return torch.stack([r.to(self.device, torch.float32) for r in rows])
+
+    # -- steps ---------------------------------------------------------------------------------
+    def forward(self, batch: dict[str, Any]) -> Tensor:
+        return self.model.classify(self.stream_features(batch))
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        logits = self(batch)
+        loss = self.criterion(logits, batch["label"])
+        n = logits.shape[0]
+        self.log("train/loss", loss, batch_size=n, prog_bar=True)
+        acc = (logits.argmax(1) == batch["label"]).float().mean()
+        self.log("train/accuracy", acc, batch_size=n)
+        return loss
+
+    def _eval_step(self, stage: str, batch: dict[str, Any], dataloader_idx: int) -> Tensor:
+        logits = self(batch)
+        loss = self.criterion(logits, batch["label"])
+        self.log(f"{stage}/loss", loss, batch_size=logits.shape[0], add_dataloader_idx=False)
+        self.eval_metric(stage, dataloader_idx).update(logits, batch["label"])
+        return loss
+
+    def validation_step(
+        self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0
+    ) -> Tensor:
+        return self._eval_step("val", batch, dataloader_idx)
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> Tensor:
+        return self._eval_step("test", batch, dataloader_idx)
+
+    def predict_step(
+        self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0
+    ) -> dict[str, Any]:
+        logits = self(batch)
+        probs = logits.softmax(1)
+        return {
+            "key": list(batch["key"]),
+            "logits": logits,
+            "probs": probs,
+            "pred": probs.argmax(1),
+        }
+
+    # -- results -------------------------------------------------------------------------------
+    def on_train_epoch_end(self) -> None:
+        if self.cache is not None:
+            self.log_dict(
+                {"cache/hits": float(self.cache.hits), "cache/misses": float(self.cache.misses)}
+            )
+
+    def on_test_epoch_end(self) -> None:
+        super().on_test_epoch_end()
+        if not self.trainer.is_global_zero:
+            return
+        out_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir)
+        names = (
+            getattr(self.trainer.datamodule, "class_names", None)
+            if self.trainer.datamodule
+            else None
+        )
+        results = self.results.get("test", [])
+        for idx, metrics in enumerate(results):
+            matrix = metrics.get("confusion_matrix")
+            if matrix is None:
+                continue
+            suffix = "" if len(results) == 1 else f"_{self.dataloader_name('test', idx)}"
+            path = out_dir / f"confusion_matrix_test{suffix}.png"
+            save_confusion_matrix(matrix, path, names, title=f"{self.model_name} — test")
+            metrics["confusion_matrix_png"] = str(path)
+
+
+def save_confusion_matrix(
+    matrix: list[list[float]] | Tensor,
+    path: str | Path,
+    class_names: list[str] | None = None,
+    title: str = "",
+) -> Path:
+    """Save a confusion matrix (rows = target) as a PNG, rows normalised to recall."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    counts = torch.as_tensor(matrix, dtype=torch.float64)
+    recall = counts / counts.sum(1, keepdim=True).clamp_min(1)
+    n = counts.shape[0]
+    names = (
+        list(class_names)
+        if class_names is not None and len(class_names) == n
+        else [str(i) for i in range(n)]
+    )
+    side = max(4.0, 0.35 * n + 2)
+    fig, ax = plt.subplots(figsize=(side, side))
+    im = ax.imshow(recall.numpy(), cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(n), names, rotation=90, fontsize=7 if n > 15 else 9)
+    ax.set_yticks(range(n), names, fontsize=7 if n > 15 else 9)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    if n <= 15:
+        for i in range(n):
+            for j in range(n):
+                if counts[i, j] > 0:
+                    ax.text(
+                        j,
+                        i,
+                        f"{int(counts[i, j])}",
+                        ha="center",
+                        va="center",
+                        fontsize=8,
+                        color="white" if recall[i, j] > 0.5 else "black",
+                    )
+    ax.set_title(title, fontsize=9)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
