@@ -4,5 +4,14 @@ from matbench.datasets.dms import DMS
 from matbench.datasets.errors import DatasetFormatError, DatasetNotFoundError
 from matbench.datasets.fmd import FMD
 from matbench.datasets.folder import MaterialFolder
+from matbench.datasets.matseg import MatSegBenchmark, MatSegScenes
 
-__all__ = ["DMS", "DatasetFormatError", "DatasetNotFoundError", "FMD", "MaterialFolder"]
+__all__ = [
+    "DMS",
+    "DatasetFormatError",
+    "DatasetNotFoundError",
+    "FMD",
+    "MaterialFolder",
+    "MatSegBenchmark",
+    "MatSegScenes",
+]

@@ -1,6 +1,7 @@
 """Lightning tasks: one per model family, each dataset-agnostic."""
 
 from matbench.tasks.base import BaseTask
+from matbench.tasks.matseg import MatSegTask
 from matbench.tasks.two_stream import TwoStreamTask
 
-__all__ = ["BaseTask", "TwoStreamTask"]
+__all__ = ["BaseTask", "MatSegTask", "TwoStreamTask"]

@@ -1,0 +1,288 @@
+"""MatSeg datamodules: training scenes (soft masks) and the point-annotated benchmark."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sized
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch.utils.data import BatchSampler, DataLoader, RandomSampler, Sampler
+
+from matbench.datamodules.base import BaseDataModule, list_collate
+from matbench.datasets.errors import DatasetNotFoundError
+from matbench.datasets.matseg import FINISHED, MatSegBenchmark, MatSegScenes
+
+log = logging.getLogger(__name__)
+
+
+class MatSegAugment:
+    """Image-only augmentations of MatSeg training (albumentations): darkening/lightening,
+    Gaussian blur, full or partial decolouring and white noise.
+
+    Args:
+        p: Overall strength: every augmentation's probability is scaled by it (0 = none).
+    """
+
+    def __init__(self, p: float = 1.0) -> None:
+        import albumentations as A
+
+        self.compose = A.Compose(
+            [
+                A.RandomBrightnessContrast(
+                    brightness_limit=(-0.3, 0.3), contrast_limit=(-0.2, 0.2), p=0.5 * p
+                ),
+                A.GaussianBlur(blur_limit=(3, 5), sigma_limit=(0.2, 1.5), p=0.2 * p),
+                A.OneOf(
+                    [
+                        A.ToGray(p=1.0),
+                        A.ColorJitter(
+                            brightness=0, contrast=0, saturation=(0.1, 0.7), hue=0, p=1.0
+                        ),
+                    ],
+                    p=0.25 * p,
+                ),
+                A.GaussNoise(std_range=(0.01, 0.06), p=0.2 * p),
+            ]
+        )
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        return self.compose(image=image)["image"]
+
+
+def scenes_collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stack scene crops (all of one size) and pad the material dimension to the batch's largest,
+    with ``valid`` (B, M) marking real materials."""
+    sizes = {tuple(s["image"].shape[-2:]) for s in samples}
+    if len(sizes) != 1:
+        raise ValueError(f"scene crops of one batch must share a size, got {sorted(sizes)}")
+    height, width = sizes.pop()
+    num = max(1, max(s["fractions"].shape[0] for s in samples))
+    fractions = torch.zeros(len(samples), num, height, width)
+    valid = torch.zeros(len(samples), num, dtype=torch.bool)
+    for i, s in enumerate(samples):
+        m = s["fractions"].shape[0]
+        fractions[i, :m] = s["fractions"]
+        valid[i, :m] = True
+    return {
+        "image": torch.stack([s["image"] for s in samples]),
+        "fractions": fractions,
+        "valid": valid,
+        "roi": torch.stack([s["roi"] for s in samples]),
+        "key": [s["key"] for s in samples],
+        "index": torch.tensor([s["index"] for s in samples]),
+    }
+
+
+def matseg_collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """Benchmark samples (with ``points``) → lists; scene crops → :func:`scenes_collate`."""
+    if "points" in samples[0]:
+        return list_collate(samples)
+    return scenes_collate(samples)
+
+
+class SizedBatchSampler(BatchSampler):
+    """Batches of ``(index, (height, width))``: one random crop size per batch.
+
+    Args:
+        sampler: Index sampler.
+        batch_size: Samples per batch.
+        drop_last: Drop the last incomplete batch.
+        min_size: Smallest crop side.
+        max_size: Largest crop side.
+        multiple: Sizes are multiples of this (keeps the encoder stride happy; 1 = any).
+        seed: Seed of the size draws.
+    """
+
+    def __init__(
+        self,
+        sampler: Sampler[int] | Sized,
+        batch_size: int,
+        drop_last: bool = False,
+        min_size: int = 250,
+        max_size: int = 900,
+        multiple: int = 1,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(sampler, batch_size, drop_last)
+        if min_size < 1 or max_size < min_size:
+            raise ValueError(f"need 1 <= min_size <= max_size, got {min_size}, {max_size}")
+        self.min_size, self.max_size, self.multiple = min_size, max_size, max(1, multiple)
+        self.generator = np.random.default_rng(seed)
+
+    def _size(self) -> int:
+        size = int(self.generator.integers(self.min_size, self.max_size + 1))
+        return max(self.multiple, size // self.multiple * self.multiple)
+
+    def __iter__(self) -> Iterator[list[tuple[int, tuple[int, int]]]]:
+        for batch in super().__iter__():
+            size = (self._size(), self._size())
+            yield [(i, size) for i in batch]
+
+
+class MatSegDataModule(BaseDataModule):
+    """MatSeg training scenes for fit/validate; the point benchmark for test/predict.
+
+    Training samples are random crops resized to a side drawn per batch in
+    ``[min_size, max_size]`` (or exactly ``crop_size``), augmented; the material dimension is
+    padded per batch (``valid`` flags). Validation uses held-out scenes with fixed, seeded crops of
+    ``val_size`` and reports the loss. Test and predict read ``benchmark_root`` (when given; else
+    predict writes the validation scenes' descriptor maps).
+
+    Args:
+        root: Folder of scene folders (``<root>/<scene>/Finished.txt``…).
+        benchmark_root: MatSeg benchmark folder (``images/``, ``data/``) for test and predict.
+        crop_size: Fixed training crop side; None = draw in ``[min_size, max_size]`` per batch.
+        min_size: Smallest training crop side.
+        max_size: Largest training crop side.
+        val_size: Validation crop side.
+        val_fraction: Fraction of scenes held out for validation (at least one when there are
+            two scenes or more; with one scene, validation reuses it).
+        min_crop_fraction: Smallest crop window, as a fraction of the largest that fits.
+        augment: Apply the training augmentations.
+        on_error: ``raise`` on a bad scene file, or ``skip`` it with a logged warning.
+        benchmark_max_size: Longest side of benchmark images.
+        batch_size: Training crops per batch.
+        eval_batch_size: Samples per validation/test/predict batch.
+        num_workers: Loader worker processes.
+        seed: Seed of the split, crops and crop sizes.
+    """
+
+    test_split = "benchmark"
+
+    def __init__(
+        self,
+        root: str,
+        benchmark_root: str | None = None,
+        crop_size: int | None = None,
+        min_size: int = 250,
+        max_size: int = 900,
+        val_size: int = 256,
+        val_fraction: float = 0.1,
+        min_crop_fraction: float = 0.3,
+        augment: bool = True,
+        on_error: Literal["raise", "skip"] = "raise",
+        benchmark_max_size: int = 700,
+        batch_size: int = 4,
+        eval_batch_size: int | None = 1,
+        num_workers: int = 0,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(batch_size, num_workers, eval_batch_size)
+        self.save_hyperparameters()
+        if not 0 <= val_fraction < 1:
+            raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+        self.collate_fn = matseg_collate
+
+    def _split(self) -> tuple[list[str], list[str]]:
+        root = Path(self.hparams.root)
+        if not root.is_dir():
+            raise DatasetNotFoundError("MatSegScenes", root, [f"<scene>/{FINISHED}"])
+        names = sorted(p.name for p in root.iterdir() if (p / FINISHED).is_file())
+        if len(names) < 2:
+            return names, names
+        order = np.random.default_rng(self.hparams.seed).permutation(len(names))
+        n_val = min(len(names) - 1, max(1, round(len(names) * self.hparams.val_fraction)))
+        val = sorted(names[i] for i in order[:n_val])
+        train = sorted(names[i] for i in order[n_val:])
+        return train, val
+
+    def setup(self, stage: str | None = None) -> None:
+        hp = self.hparams
+        if stage in ("fit", "validate", None) or (stage == "predict" and not hp.benchmark_root):
+            train, val = self._split()
+            if not train:
+                raise DatasetNotFoundError(
+                    "MatSegScenes", hp.root, [f"<scene>/{FINISHED}", "<scene>/RGB__RGB.jpg"]
+                )
+            common = dict(
+                min_crop_fraction=hp.min_crop_fraction, on_error=hp.on_error, seed=hp.seed
+            )
+            if stage in ("fit", None):
+                self.train_dataset = MatSegScenes(
+                    hp.root,
+                    crop_size=hp.crop_size or hp.min_size,
+                    transform=MatSegAugment() if hp.augment else None,
+                    scenes=train,
+                    **common,
+                )
+            self.val_dataset = MatSegScenes(
+                hp.root, crop_size=hp.val_size, scenes=val, fixed_crops=True, **common
+            )
+            if stage == "predict":
+                self.predict_dataset = self.val_dataset
+        if stage in ("test", "predict", None) and hp.benchmark_root:
+            bench = MatSegBenchmark(hp.benchmark_root, max_size=hp.benchmark_max_size)
+            self.test_dataset = bench
+            self.predict_dataset = bench
+        if stage == "test" and not hp.benchmark_root:
+            raise ValueError(
+                "MatSegDataModule: `test` needs a benchmark; set --data.benchmark_root to a MatSeg "
+                "benchmark folder (images/, data/)"
+            )
+
+    def train_dataloader(self) -> DataLoader:
+        dataset = self._require("train")
+        hp = self.hparams
+        low, high = (hp.crop_size, hp.crop_size) if hp.crop_size else (hp.min_size, hp.max_size)
+        sampler = SizedBatchSampler(
+            RandomSampler(dataset),
+            self.batch_size,
+            drop_last=False,
+            min_size=low,
+            max_size=high,
+            seed=hp.seed,
+        )
+        return DataLoader(
+            dataset,
+            batch_sampler=sampler,
+            num_workers=self.num_workers,
+            collate_fn=self.collate_fn,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def describe(self) -> dict[str, Any]:
+        info = super().describe()
+        info["root"] = str(self.hparams.benchmark_root or self.hparams.root)
+        return info
+
+
+class MatSegBenchmarkDataModule(BaseDataModule):
+    """The MatSeg point benchmark alone, for ``test`` and ``predict`` (e.g. the baselines).
+
+    Args:
+        root: Benchmark folder with ``images/`` and ``data/``.
+        max_size: Longest image side after resizing.
+        batch_size: Images per batch (lists; images differ in size).
+        num_workers: Loader worker processes.
+    """
+
+    test_split = "benchmark"
+    collate_fn = staticmethod(list_collate)
+
+    def __init__(
+        self, root: str, max_size: int = 700, batch_size: int = 1, num_workers: int = 0
+    ) -> None:
+        super().__init__(batch_size, num_workers)
+        self.save_hyperparameters()
+
+    def setup(self, stage: str | None = None) -> None:
+        if stage in ("fit", "validate"):
+            raise ValueError(
+                "MatSegBenchmarkDataModule only serves test and predict; train with "
+                "MatSegDataModule on scenes"
+            )
+        self.test_dataset = MatSegBenchmark(self.hparams.root, max_size=self.hparams.max_size)
+        self.predict_dataset = self.test_dataset
+
+
+__all__ = [
+    "MatSegAugment",
+    "MatSegBenchmarkDataModule",
+    "MatSegDataModule",
+    "SizedBatchSampler",
+    "matseg_collate",
+    "scenes_collate",
+]

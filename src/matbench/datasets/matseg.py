@@ -1,0 +1,469 @@
+"""MatSeg: the point-annotated material-state benchmark and the soft-mask training scenes.
+
+Layouts are described in ``docs/formats.md`` (MatSeg sections):
+
+- :class:`MatSegBenchmark` reads ``<root>/images/<stem>.<ext>`` with ``data/<stem>/data.json``
+  points and an optional ``data/<stem>/group_relations.txt``.
+- :class:`MatSegScenes` reads ``<root>/<scene>/`` folders (``RGB__RGB.jpg`` and soft masks
+  ``mask0.png…`` or ``mask001.png…``) that hold ``Finished.txt``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from matbench.datasets.errors import DatasetFormatError, DatasetNotFoundError
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+#: Ground-truth weight of two points in the same group, in "[...]" and "(...)" relations.
+SAME_WEIGHT, SQUARE_WEIGHT, ROUND_WEIGHT = 1.0, 0.6, 0.3
+#: Soft-mask total (0–255 units) below which a pixel is outside the region of interest.
+ROI_MIN_TOTAL = 10.0
+SCENE_IMAGE = "RGB__RGB.jpg"
+FINISHED = "Finished.txt"
+_MASK_RE = re.compile(r"^mask(\d+)\.png$", re.IGNORECASE)
+_EXIF_ORIENTATION = 0x0112
+_SWAPS_AXES = {5, 6, 7, 8}
+
+
+# -- benchmark ---------------------------------------------------------------------------------
+def parse_points(path: Path) -> dict[str, np.ndarray]:
+    """Read ``data.json``: group id → (n, 3) int array of full-resolution ``x, y, r``."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise DatasetFormatError(path, f"cannot be read as JSON ({err})") from err
+    if not isinstance(data, dict) or not data:
+        raise DatasetFormatError(path, "expected a non-empty object of groups {id: {pt_im: ...}}")
+    groups: dict[str, np.ndarray] = {}
+    for gid, entry in data.items():
+        if not isinstance(entry, dict) or "pt_im" not in entry:
+            raise DatasetFormatError(path, f"group '{gid}' has no 'pt_im' list")
+        try:
+            pts = np.asarray(entry["pt_im"], dtype=np.float64)
+        except (TypeError, ValueError) as err:
+            raise DatasetFormatError(path, f"group '{gid}': 'pt_im' is not numeric") from err
+        if pts.size == 0:
+            continue
+        if pts.ndim != 2 or pts.shape[1] != 3 or not np.isfinite(pts).all():
+            raise DatasetFormatError(
+                path, f"group '{gid}': 'pt_im' must be a list of [x, y, r], got shape {pts.shape}"
+            )
+        if (pts[:, 2] < 0).any():
+            raise DatasetFormatError(path, f"group '{gid}': negative radius")
+        groups[str(gid).strip()] = np.rint(pts).astype(np.int64)
+    if not groups:
+        raise DatasetFormatError(path, "no group holds any point")
+    return groups
+
+
+def parse_relations(path: Path, group_ids: list[str]) -> dict[tuple[str, str], float]:
+    """Read ``group_relations.txt``: pair of distinct group ids → weight (0.6 or 0.3).
+
+    One relation per line: ``[a,b,...]`` (weight 0.6) or ``(a,b,...)`` (weight 0.3); every pair
+    on a line gets the weight; blank lines and spaces are ignored; a later line overrides an
+    earlier one. An unknown group id or a malformed line raises :class:`DatasetFormatError`
+    naming the file and the line.
+    """
+    known = set(group_ids)
+    pairs: dict[tuple[str, str], float] = {}
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise DatasetFormatError(path, f"cannot be read as text ({err})") from err
+    for lineno, raw in enumerate(lines, start=1):
+        line = raw.strip()
+        if not line:
+            continue
+        if line[0] == "[" and line[-1] == "]":
+            weight = SQUARE_WEIGHT
+        elif line[0] == "(" and line[-1] == ")":
+            weight = ROUND_WEIGHT
+        else:
+            raise DatasetFormatError(
+                path, f"line {lineno}: expected '[a,b,...]' or '(a,b,...)', got {raw!r}"
+            )
+        ids = [tok.strip() for tok in line[1:-1].split(",") if tok.strip()]
+        for gid in ids:
+            if gid not in known:
+                raise DatasetFormatError(
+                    path,
+                    f"line {lineno}: unknown group id '{gid}' (data.json has groups "
+                    f"{sorted(known)})",
+                )
+        for i, a in enumerate(ids):
+            for b in ids[i + 1 :]:
+                if a != b:
+                    pairs[(a, b)] = pairs[(b, a)] = weight
+    return pairs
+
+
+def oriented_size(path: Path) -> tuple[int, int]:
+    """``(width, height)`` of an image after its EXIF orientation, without decoding pixels."""
+    try:
+        with Image.open(path) as im:
+            width, height = im.size
+            orientation = im.getexif().get(_EXIF_ORIENTATION, 1)
+    except Exception as err:  # noqa: BLE001 - PIL raises many types for bad files
+        raise DatasetFormatError(path, f"cannot be opened as an image ({err})") from err
+    return (height, width) if orientation in _SWAPS_AXES else (width, height)
+
+
+def load_rgb(path: Path, max_side: int | None = None) -> Image.Image:
+    """Decode an image as RGB with EXIF orientation applied.
+
+    With ``max_side``, JPEG decoding may use a reduced scale that still keeps the longest side
+    at least ``max_side`` (the final resize is done by the caller).
+    """
+    try:
+        with Image.open(path) as im:
+            if max_side is not None and im.format == "JPEG":
+                im.draft("RGB", (max_side, max_side))
+            im = ImageOps.exif_transpose(im)
+            return im.convert("RGB")
+    except Exception as err:  # noqa: BLE001
+        raise DatasetFormatError(path, f"cannot be decoded as an image ({err})") from err
+
+
+def to_tensor(image: np.ndarray) -> Tensor:
+    """(H, W, 3) uint8 → (3, H, W) float32 in [0, 1]."""
+    if not image.flags.writeable:
+        image = image.copy()
+    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0)
+
+
+class MatSegBenchmark(Dataset):
+    """The MatSeg zero-shot material-state benchmark (point annotations).
+
+    Sample keys: ``image`` (3, H, W) float in [0, 1], resized (bilinear) so that the longest side
+    is at most ``max_size``; ``points`` (N, 3) int64 ``x, y, r`` scaled by the same factor and
+    rounded; ``groups`` (N,) int64 group index; ``weight`` (N, N) float32 ground-truth similarity
+    (1 same group, 0.6 ``[...]`` relation, 0.3 ``(...)`` relation, else 0); ``has_relations``
+    bool; ``key`` (the image stem); ``index``. Group indices follow the sorted group ids of the
+    image (numeric order when they are numbers); ``group_ids`` gives the original ids.
+
+    Args:
+        root: Folder with ``images/`` and ``data/``.
+        max_size: Longest image side after resizing (images are never enlarged); None = keep.
+    """
+
+    def __init__(self, root: str | Path, max_size: int | None = 700) -> None:
+        self.root = Path(root)
+        self.max_size = max_size
+        if max_size is not None and max_size < 1:
+            raise ValueError(f"max_size must be >= 1, got {max_size}")
+        images_dir = self.root / "images"
+        expected = ["images/<stem>.jpg", "data/<stem>/data.json"]
+        if not images_dir.is_dir():
+            raise DatasetNotFoundError(type(self).__name__, self.root, expected)
+        files = sorted(
+            p for p in images_dir.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+        )
+        if not files:
+            raise DatasetNotFoundError(type(self).__name__, self.root, expected)
+        self.records: list[dict[str, Any]] = []
+        stems: dict[str, Path] = {}
+        for image_path in files:
+            stem = image_path.stem
+            if stem in stems:
+                raise DatasetFormatError(
+                    image_path, f"two images share the stem '{stem}' (also {stems[stem].name})"
+                )
+            stems[stem] = image_path
+            self.records.append(self._index(image_path))
+
+    def _index(self, image_path: Path) -> dict[str, Any]:
+        stem = image_path.stem
+        json_path = self.root / "data" / stem / "data.json"
+        if not json_path.is_file():
+            raise DatasetFormatError(image_path, f"no point annotation file {json_path}")
+        groups = parse_points(json_path)
+        ids = sorted(groups, key=lambda g: (0, int(g), g) if g.lstrip("-").isdigit() else (1, 0, g))
+        width, height = oriented_size(image_path)
+        for gid in ids:
+            pts = groups[gid]
+            bad = (pts[:, 0] < 0) | (pts[:, 0] >= width) | (pts[:, 1] < 0) | (pts[:, 1] >= height)
+            if bad.any():
+                x, y, _ = pts[bad][0]
+                raise DatasetFormatError(
+                    json_path,
+                    f"group '{gid}': point ({x}, {y}) lies outside the {width}x{height} image "
+                    f"{image_path.name} (after EXIF orientation)",
+                )
+        points = np.concatenate([groups[g] for g in ids])
+        group_index = np.concatenate([np.full(len(groups[g]), i) for i, g in enumerate(ids)])
+        weight = (group_index[:, None] == group_index[None, :]).astype(np.float32)
+        rel_path = json_path.parent / "group_relations.txt"
+        has_relations = rel_path.is_file()
+        if has_relations:
+            for (a, b), value in parse_relations(rel_path, ids).items():
+                ia, ib = ids.index(a), ids.index(b)
+                weight[np.ix_(group_index == ia, group_index == ib)] = value
+        return {
+            "path": image_path,
+            "key": stem,
+            "size": (width, height),
+            "points": points,
+            "groups": group_index.astype(np.int64),
+            "group_ids": ids,
+            "weight": weight,
+            "has_relations": has_relations,
+        }
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def scale(self, index: int) -> tuple[float, tuple[int, int]]:
+        """Resize factor and resized ``(width, height)`` of sample ``index``."""
+        width, height = self.records[index]["size"]
+        longest = max(width, height)
+        if self.max_size is None or longest <= self.max_size:
+            return 1.0, (width, height)
+        factor = self.max_size / longest
+        return factor, (max(1, round(width * factor)), max(1, round(height * factor)))
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        rec = self.records[index]
+        factor, (width, height) = self.scale(index)
+        image = load_rgb(rec["path"], self.max_size if factor < 1 else None)
+        if image.size != (width, height):
+            image = image.resize((width, height), Image.BILINEAR)
+        points = np.rint(rec["points"] * factor).astype(np.int64)
+        points[:, 0] = points[:, 0].clip(0, width - 1)
+        points[:, 1] = points[:, 1].clip(0, height - 1)
+        return {
+            "image": to_tensor(np.asarray(image)),
+            "points": torch.from_numpy(points),
+            "groups": torch.from_numpy(rec["groups"]),
+            "weight": torch.from_numpy(rec["weight"]),
+            "has_relations": rec["has_relations"],
+            "key": rec["key"],
+            "index": index,
+        }
+
+
+# -- training scenes ---------------------------------------------------------------------------
+def scene_targets(masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Soft fractions and region of interest from stacked 0–255 masks (M, H, W).
+
+    Returns ``fractions`` (M', H, W) float32 — mask / total inside the region of interest, 0
+    outside — keeping only the materials whose fraction exceeds 0.5 somewhere, and ``roi``
+    (H, W) bool, where the total is at least :data:`ROI_MIN_TOTAL`.
+    """
+    masks = masks.astype(np.float32)
+    total = masks.sum(0)
+    roi = total >= ROI_MIN_TOTAL
+    fractions = np.where(roi, masks / np.maximum(total, 1e-6), 0.0).astype(np.float32)
+    keep = (fractions > 0.5).reshape(len(fractions), -1).any(1) if len(fractions) else []
+    return fractions[np.asarray(keep, dtype=bool)], roi
+
+
+def _mask_files(folder: Path) -> list[Path]:
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := _MASK_RE.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+class MatSegScenes(Dataset):
+    """MatSeg training scenes: an image and the soft masks of its materials.
+
+    Only scene folders one level under ``root`` that hold ``Finished.txt`` count. Masks are
+    ``mask0.png, mask1.png…`` (2D scenes) or ``mask001.png…`` (3D scenes), in numeric order.
+    Every scene is checked when the dataset is built (image and masks present and readable
+    headers, equal sizes), so that problems surface before a loader worker starts.
+
+    A sample is a random crop, resized to the requested size, of the image and its masks; the
+    size is given with the index as ``dataset[(index, (height, width))]`` (the datamodule's batch
+    sampler draws one size per batch), or is ``crop_size`` for a plain integer index. Keys:
+    ``image`` (3, h, w) float in [0, 1] (augmented when ``transform`` is set); ``fractions``
+    (M, h, w) float32 soft fractions of the materials that dominate somewhere in the crop;
+    ``roi`` (h, w) bool region of interest; ``key`` (scene folder name); ``index``.
+
+    Args:
+        root: Folder of scene folders.
+        crop_size: Output size for plain integer indices.
+        min_crop_fraction: Smallest crop side, as a fraction of the scene's shorter side.
+        transform: Image-only augmentation: a callable on an (H, W, 3) uint8 array.
+        on_error: ``"raise"`` a :class:`DatasetFormatError` naming the file, or ``"skip"``:
+            log it, count it and return another scene instead.
+        scenes: Restrict to these scene folder names (used for splits).
+        seed: Base seed of the random crops (each worker/epoch still differs).
+        fixed_crops: The crop of a sample depends only on ``seed`` and its index (validation).
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        crop_size: int = 256,
+        min_crop_fraction: float = 0.3,
+        transform: Callable[[np.ndarray], np.ndarray] | None = None,
+        on_error: Literal["raise", "skip"] = "raise",
+        scenes: list[str] | None = None,
+        seed: int | None = None,
+        fixed_crops: bool = False,
+    ) -> None:
+        if on_error not in ("raise", "skip"):
+            raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+        if not 0 < min_crop_fraction <= 1:
+            raise ValueError(f"min_crop_fraction must be in (0, 1], got {min_crop_fraction}")
+        self.root = Path(root)
+        self.crop_size = crop_size
+        self.min_crop_fraction = min_crop_fraction
+        self.transform = transform
+        self.on_error = on_error
+        self.seed = seed
+        self.fixed_crops = fixed_crops
+        self._rng: np.random.Generator | None = None
+        self._rng_owner: int | None = None
+        self.num_skipped = 0
+        expected = [f"<scene>/{FINISHED}", f"<scene>/{SCENE_IMAGE}", "<scene>/mask*.png"]
+        if not self.root.is_dir():
+            raise DatasetNotFoundError(type(self).__name__, self.root, expected)
+        folders = sorted(p for p in self.root.iterdir() if (p / FINISHED).is_file())
+        if scenes is not None:
+            wanted = set(scenes)
+            folders = [p for p in folders if p.name in wanted]
+        self.scenes: list[dict[str, Any]] = []
+        for folder in folders:
+            try:
+                self.scenes.append(self._index(folder))
+            except DatasetFormatError as err:
+                if on_error == "raise":
+                    raise
+                self.num_skipped += 1
+                log.warning(
+                    "MatSegScenes: skipping scene (%d skipped so far): %s", self.num_skipped, err
+                )
+        if not self.scenes:
+            raise DatasetNotFoundError(
+                type(self).__name__,
+                self.root,
+                expected,
+                "no finished scene with an image and masks"
+                + (f" among {scenes}" if scenes else ""),
+            )
+
+    @staticmethod
+    def _index(folder: Path) -> dict[str, Any]:
+        image_path = folder / SCENE_IMAGE
+        if not image_path.is_file():
+            raise DatasetFormatError(image_path, "missing scene image")
+        masks = _mask_files(folder)
+        if not masks:
+            raise DatasetFormatError(folder, "scene has no mask*.png file")
+        size = _header_size(image_path)
+        for mask in masks:
+            if _header_size(mask) != size:
+                raise DatasetFormatError(
+                    mask, f"size {_header_size(mask)} differs from the scene image's {size}"
+                )
+        return {"folder": folder, "image": image_path, "masks": masks, "size": size}
+
+    def __len__(self) -> int:
+        return len(self.scenes)
+
+    @property
+    def rng(self) -> np.random.Generator:
+        """The crop generator of this process: each loader worker gets its own stream."""
+        info = torch.utils.data.get_worker_info()
+        owner = -1 if info is None else info.id
+        if self._rng is None or self._rng_owner != owner:
+            seed = self.seed if info is None else info.seed
+            self._rng = np.random.default_rng(seed)
+            self._rng_owner = owner
+        return self._rng
+
+    def __getitem__(self, item: int | tuple[int, tuple[int, int]]) -> dict[str, Any]:
+        if isinstance(item, tuple):
+            index, out_size = item
+        else:
+            index, out_size = item, (self.crop_size, self.crop_size)
+        if self.on_error == "raise":
+            return self._load(index, out_size)
+        for attempt in range(len(self.scenes)):
+            current = (index + attempt) % len(self.scenes)
+            try:
+                return self._load(current, out_size)
+            except DatasetFormatError as err:
+                self.num_skipped += 1
+                log.warning(
+                    "MatSegScenes: skipping scene (%d skipped so far in this process): %s",
+                    self.num_skipped,
+                    err,
+                )
+        raise RuntimeError(f"MatSegScenes: every scene under {self.root} failed to load")
+
+    def _load(self, index: int, out_size: tuple[int, int]) -> dict[str, Any]:
+        scene = self.scenes[index]
+        image = np.asarray(load_rgb(scene["image"]))
+        masks = np.stack([_read_mask(p, image.shape[:2]) for p in scene["masks"]])
+        crop_h, crop_w = out_size
+        rng = np.random.default_rng([self.seed or 0, index]) if self.fixed_crops else self.rng
+        image, masks = self._random_crop(rng, image, masks, crop_h, crop_w)
+        fractions, roi = scene_targets(masks)
+        if self.transform is not None:
+            image = self.transform(image)
+        return {
+            "image": to_tensor(image),
+            "fractions": torch.from_numpy(np.ascontiguousarray(fractions)),
+            "roi": torch.from_numpy(roi),
+            "key": scene["folder"].name,
+            "index": index,
+        }
+
+    def _random_crop(
+        self, rng: np.random.Generator, image: np.ndarray, masks: np.ndarray, out_h: int, out_w: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """A random window with the output's aspect ratio, resized to (out_h, out_w)."""
+        import cv2
+
+        height, width = image.shape[:2]
+        # Largest window with the output aspect that fits, then a random fraction of it.
+        fit = min(height / out_h, width / out_w)
+        scale = fit * rng.uniform(self.min_crop_fraction, 1.0)
+        ch = max(1, min(height, round(out_h * scale)))
+        cw = max(1, min(width, round(out_w * scale)))
+        y0 = int(rng.integers(0, height - ch + 1))
+        x0 = int(rng.integers(0, width - cw + 1))
+        image = image[y0 : y0 + ch, x0 : x0 + cw]
+        masks = masks[:, y0 : y0 + ch, x0 : x0 + cw]
+        if (ch, cw) != (out_h, out_w):
+            interp = cv2.INTER_AREA if ch > out_h else cv2.INTER_LINEAR
+            image = cv2.resize(image, (out_w, out_h), interpolation=interp)
+            masks = np.stack(
+                [cv2.resize(m, (out_w, out_h), interpolation=interp) for m in masks]
+            ).reshape(len(masks), out_h, out_w)
+        return image, masks
+
+
+def _header_size(path: Path) -> tuple[int, int]:
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except Exception as err:  # noqa: BLE001
+        raise DatasetFormatError(path, f"cannot be opened as an image ({err})") from err
+
+
+def _read_mask(path: Path, shape: tuple[int, int]) -> np.ndarray:
+    try:
+        with Image.open(path) as im:
+            mask = np.asarray(im if im.mode == "L" else im.convert("L"))
+    except FileNotFoundError as err:
+        raise DatasetFormatError(path, "mask file is missing") from err
+    except Exception as err:  # noqa: BLE001
+        raise DatasetFormatError(path, f"cannot be decoded as a mask ({err})") from err
+    if mask.shape != shape:
+        raise DatasetFormatError(path, f"mask size {mask.shape} differs from the image's {shape}")
+    return mask

@@ -1,0 +1,184 @@
+"""MatSeg descriptor models: a U-Net with a pyramid-pooling block, and two baselines.
+
+Every model maps an image batch (B, 3, H, W) in [0, 1] to a per-pixel descriptor map
+(B, D, H, W) of unit vectors, at exactly the input's height and width.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from matbench.utils.weights import load_weights, looks_like_path
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+#: smp ``encoder_weights`` values that mean "the timm default pretrained tag" for ``tu-`` names.
+_DEFAULT_TAGS = {"imagenet", "true", "default", "timm"}
+
+
+class PyramidPooling(nn.Module):
+    """PSPNet's pyramid pooling: average-pool at several grid sizes, project, upsample, fuse.
+
+    Keeps the channel count, so it can sit between an encoder and its decoder. Group norm
+    (one group) instead of batch norm, so a 1×1 pooled map with a batch of one still trains.
+
+    Args:
+        channels: Channels in and out.
+        bins: Pooled grid sizes.
+    """
+
+    def __init__(self, channels: int, bins: tuple[int, ...] = (1, 2, 3, 6)) -> None:
+        super().__init__()
+        reduced = max(1, channels // len(bins))
+        self.bins = bins
+        self.branches = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(channels, reduced, 1, bias=False), nn.ReLU(inplace=True))
+            for _ in bins
+        )
+        self.fuse = nn.Sequential(
+            nn.Conv2d(channels + reduced * len(bins), channels, 3, padding=1, bias=False),
+            nn.GroupNorm(1, channels),
+            nn.ReLU(inplace=True),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        size = x.shape[-2:]
+        pooled = [
+            F.interpolate(
+                branch(F.adaptive_avg_pool2d(x, b)), size=size, mode="bilinear", align_corners=False
+            )
+            for b, branch in zip(self.bins, self.branches, strict=True)
+        ]
+        return self.fuse(torch.cat([x, *pooled], dim=1))
+
+
+class MatSegUNet(nn.Module):
+    """U-Net descriptor network (MatSeg appendix A): encoder, pyramid pooling, U-Net decoder,
+    a ``descriptor_dim`` head and per-pixel L2 normalisation.
+
+    The encoder is any segmentation_models_pytorch encoder, including every timm model as
+    ``tu-<timm name>`` (default a ConvNeXt). ImageNet normalisation happens inside. Inputs of any
+    size are padded (edge replication) to the encoder stride and the output is cropped back, so
+    the descriptor map has exactly the input's height and width.
+
+    Args:
+        encoder: smp encoder name, e.g. ``tu-convnext_atto`` or ``tu-convnext_base``.
+        encoder_weights: Pretrained weights: a hub name (smp's ``imagenet``; for ``tu-`` encoders
+            ``imagenet`` means timm's default tag and any other value a timm tag), a local file
+            path (a timm/smp encoder state dict), or None for random initialisation.
+        descriptor_dim: Channels of the descriptor map.
+        decoder_channels: Channels of the five decoder blocks.
+    """
+
+    def __init__(
+        self,
+        encoder: str = "tu-convnext_atto",
+        encoder_weights: str | None = None,
+        descriptor_dim: int = 128,
+        decoder_channels: tuple[int, ...] = (256, 128, 64, 32, 16),
+    ) -> None:
+        super().__init__()
+        from segmentation_models_pytorch.decoders.unet.decoder import UnetDecoder
+        from segmentation_models_pytorch.encoders import get_encoder
+
+        self.descriptor_dim = descriptor_dim
+        name, smp_weights, kwargs, local = encoder, encoder_weights, {}, None
+        if encoder_weights is not None and looks_like_path(encoder_weights):
+            local = encoder_weights
+            if encoder.startswith("tu-"):
+                # timm loads the file itself, with its own key filtering for features_only models.
+                smp_weights, kwargs = True, {"pretrained_cfg_overlay": {"file": encoder_weights}}
+                local = None
+            else:
+                smp_weights = None
+        elif encoder_weights is not None and encoder.startswith("tu-"):
+            if encoder_weights.lower() not in _DEFAULT_TAGS and "." not in encoder:
+                name = f"{encoder}.{encoder_weights}"
+            smp_weights = True
+        self.encoder = get_encoder(name, in_channels=3, depth=5, weights=smp_weights, **kwargs)
+        if local is not None:
+            load_weights(self.encoder, local)
+        channels = list(self.encoder.out_channels)
+        self.stride = 2 ** (len(channels) - 1)
+        self.ppm = PyramidPooling(channels[-1])
+        self.decoder = UnetDecoder(
+            encoder_channels=channels, decoder_channels=decoder_channels, n_blocks=5
+        )
+        self.head = nn.Conv2d(decoder_channels[-1], descriptor_dim, 1)
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, image: Tensor) -> Tensor:
+        """(B, 3, H, W) in [0, 1] → (B, D, H, W) unit descriptors."""
+        height, width = image.shape[-2:]
+        x = (image - self.mean) / self.std
+        pad_h = (-height) % self.stride
+        pad_w = (-width) % self.stride
+        if pad_h or pad_w:
+            x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
+        features = list(self.encoder(x))
+        features[-1] = self.ppm(features[-1])
+        out = self.head(self.decoder(features))
+        out = out[..., :height, :width]
+        return F.normalize(out, dim=1)
+
+
+class RGBDescriptor(nn.Module):
+    """Baseline: each pixel's descriptor is its unit RGB vector (black → the grey direction)."""
+
+    descriptor_dim = 3
+
+    def forward(self, image: Tensor) -> Tensor:
+        return F.normalize(image.clamp(min=0) + 1e-4, dim=1)
+
+
+class RandomDescriptor(nn.Module):
+    """Baseline: seeded random unit descriptors (the chance level).
+
+    The map is a fixed function of (seed, height, width): every pixel position of an image of a
+    given size always gets the same Gaussian-direction unit vector, whatever the image content.
+
+    Args:
+        descriptor_dim: Channels of the descriptor map.
+        seed: Seed of the random field.
+    """
+
+    def __init__(self, descriptor_dim: int = 128, seed: int = 0) -> None:
+        super().__init__()
+        self.descriptor_dim = descriptor_dim
+        self.seed = seed
+        self._cache: tuple[tuple[int, int], Tensor] | None = None
+
+    def field(self, height: int, width: int) -> Tensor:
+        """The (D, height, width) unit random field."""
+        generator = torch.Generator().manual_seed(self.seed)
+        noise = torch.randn(self.descriptor_dim, height, width, generator=generator)
+        return F.normalize(noise, dim=0)
+
+    def forward(self, image: Tensor) -> Tensor:
+        size = (image.shape[-2], image.shape[-1])
+        if self._cache is None or self._cache[0] != size:
+            # Benchmark images mostly share one size: keep the last field.
+            self._cache = (size, self.field(*size))
+        field = self._cache[1].to(image.device)
+        return field.unsqueeze(0).expand(image.shape[0], -1, -1, -1)
+
+
+def build_descriptor_model(
+    model: str,
+    encoder: str = "tu-convnext_atto",
+    encoder_weights: str | None = None,
+    descriptor_dim: int = 128,
+    seed: int = 0,
+) -> nn.Module:
+    """``unet`` (:class:`MatSegUNet`), ``rgb`` (:class:`RGBDescriptor`) or ``random``
+    (:class:`RandomDescriptor`)."""
+    if model == "unet":
+        return MatSegUNet(encoder, encoder_weights, descriptor_dim)
+    if model == "rgb":
+        return RGBDescriptor()
+    if model == "random":
+        return RandomDescriptor(descriptor_dim, seed)
+    raise ValueError(f"unknown MatSeg model {model!r}: expected 'unet', 'rgb' or 'random'")

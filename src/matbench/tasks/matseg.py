@@ -1,0 +1,254 @@
+"""MatSeg: class-agnostic material-state descriptors per pixel, trained on soft-mask scenes and
+evaluated on the point benchmark with the triplet metric."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.callbacks import BasePredictionWriter
+from torch import Tensor
+from torchmetrics import Metric
+
+from matbench.metrics import MatSegMetrics
+from matbench.models.matseg import build_descriptor_model
+from matbench.tasks.base import BaseTask
+
+
+def matseg_loss(
+    descriptors: Tensor,
+    fractions: Tensor,
+    valid: Tensor,
+    roi: Tensor,
+    temperature: float = 0.2,
+) -> Tensor:
+    """The MatSeg descriptor loss (``docs/formats.md``).
+
+    Per image and material, the mean descriptor over the pixels where the material's fraction
+    exceeds 0.5 (re-normalised); per pixel, the cosine similarity to every material's mean; a
+    softmax over materials at ``temperature``; the cross-entropy against the soft fractions
+    (renormalised over the kept materials), averaged over the region-of-interest pixels that
+    hold some kept material, then over the images that have such pixels.
+
+    Args:
+        descriptors: (B, D, H, W) unit descriptors.
+        fractions: (B, M, H, W) soft fractions (0 for padded materials).
+        valid: (B, M) bool, real (not padded) materials.
+        roi: (B, H, W) bool region of interest.
+        temperature: Softmax temperature.
+
+    Returns:
+        Scalar loss (0 with a gradient path when no image has a usable pixel).
+    """
+    b, d = descriptors.shape[:2]
+    desc = descriptors.reshape(b, d, -1)
+    frac = fractions.reshape(b, fractions.shape[1], -1) * roi.reshape(b, 1, -1)
+    dominant = (frac > 0.5).to(desc.dtype)
+    counts = dominant.sum(-1)  # (B, M)
+    present = valid & (counts > 0)
+    means = torch.einsum("bdp,bmp->bmd", desc, dominant) / counts.clamp(min=1).unsqueeze(-1)
+    means = F.normalize(means, dim=-1)
+    logits = torch.einsum("bmd,bdp->bmp", means, desc) / temperature
+    logits = logits.masked_fill(~present.unsqueeze(-1), float("-inf"))
+    log_prob = torch.log_softmax(logits, dim=1).masked_fill(~present.unsqueeze(-1), 0.0)
+    target = frac * present.unsqueeze(-1)
+    mass = target.sum(1)  # (B, P)
+    used = mass > 1e-6
+    target = target / mass.clamp(min=1e-6).unsqueeze(1)
+    per_pixel = -(target * log_prob).sum(1)  # (B, P)
+    n_used = used.sum(-1)
+    per_image = (per_pixel * used).sum(-1) / n_used.clamp(min=1)
+    has = n_used > 0
+    if not has.any():
+        return descriptors.sum() * 0.0
+    return per_image[has].mean()
+
+
+def point_descriptors(descriptors: Tensor, points: Tensor) -> Tensor:
+    """Point descriptors: sum of the unit pixel vectors in each disk, L2-normalised.
+
+    Args:
+        descriptors: (D, H, W) unit descriptor map.
+        points: (N, 3) integer ``x, y, r``; the disk is ``(u-x)² + (v-y)² <= r²``.
+
+    Returns:
+        (N, D) unit vectors.
+    """
+    _, height, width = descriptors.shape
+    out = []
+    for x, y, r in points.tolist():
+        y0, y1 = max(0, y - r), min(height, y + r + 1)
+        x0, x1 = max(0, x - r), min(width, x + r + 1)
+        vv = torch.arange(y0, y1, device=descriptors.device).view(-1, 1)
+        uu = torch.arange(x0, x1, device=descriptors.device).view(1, -1)
+        disk = ((uu - x) ** 2 + (vv - y) ** 2 <= r * r).to(descriptors.dtype)
+        out.append((descriptors[:, y0:y1, x0:x1] * disk).sum((1, 2)))
+    return F.normalize(torch.stack(out), dim=1)
+
+
+class MatSegPredictionWriter(BasePredictionWriter):
+    """Writes one ``<key>.npz`` per predicted sample into ``output_dir``.
+
+    Each file holds ``descriptors`` (D, H, W) float16 when the task writes maps, and
+    ``points``, ``groups``, ``point_descriptors`` (N, D) and ``similarity`` (N, N) for benchmark
+    samples.
+
+    Args:
+        output_dir: Folder of the ``.npz`` files (created).
+    """
+
+    def __init__(self, output_dir: str | Path) -> None:
+        super().__init__(write_interval="batch")
+        self.output_dir = Path(output_dir)
+
+    def write_on_batch_end(
+        self,
+        trainer: Any,
+        pl_module: Any,
+        prediction: list[dict[str, Any]],
+        batch_indices: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        for item in prediction:
+            key = str(item["key"]).replace("/", "_")
+            arrays = {k: v for k, v in item.items() if k != "key"}
+            np.savez_compressed(self.output_dir / f"{key}.npz", **arrays)
+
+
+class MatSegTask(BaseTask):
+    """Per-pixel material-state descriptors (MatSeg, Eppel et al., NeurIPS 2024).
+
+    Training (on :class:`~matbench.datamodules.matseg.MatSegDataModule` scenes) uses
+    :func:`matseg_loss`; validation reports the same loss on held-out scenes. Test follows the
+    published benchmark protocol: the descriptor map at the (resized) image size, unit per pixel,
+    point descriptors from disk sums, cosine similarity, and :class:`MatSegMetrics` ("all" and
+    "soft" triplet accuracy). Predict writes ``.npz`` files (see
+    :class:`MatSegPredictionWriter`).
+
+    ``model="rgb"`` and ``model="random"`` are baselines without weights: run ``matbench test``
+    with them directly, no checkpoint needed.
+
+    Args:
+        model: ``unet`` (:class:`~matbench.models.matseg.MatSegUNet`), ``rgb`` or ``random``.
+        encoder: smp encoder of the U-Net, e.g. ``tu-convnext_atto`` (any timm model as ``tu-``).
+        encoder_weights: Pretrained encoder weights: hub name, local file path, or None.
+        descriptor_dim: Descriptor channels (U-Net and random baseline).
+        temperature: Softmax temperature of the loss.
+        lr: AdamW learning rate.
+        weight_decay: AdamW weight decay.
+        seed: Seed of the random baseline.
+        predict_output: What predict writes: ``points`` (point descriptors and similarity, for
+            benchmark samples), ``map`` (descriptor maps, float16) or ``both``.
+        predict_dir: Folder of the predict ``.npz`` files.
+    """
+
+    def __init__(
+        self,
+        model: Literal["unet", "rgb", "random"] = "unet",
+        encoder: str = "tu-convnext_atto",
+        encoder_weights: str | None = None,
+        descriptor_dim: int = 128,
+        temperature: float = 0.2,
+        lr: float = 1e-4,
+        weight_decay: float = 0.01,
+        seed: int = 0,
+        predict_output: Literal["points", "map", "both"] = "points",
+        predict_dir: str = "predictions/matseg",
+    ) -> None:
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        super().__init__()
+
+    def configure_models(self) -> None:
+        hp = self.hparams
+        self.model = build_descriptor_model(
+            hp.model, hp.encoder, hp.encoder_weights, hp.descriptor_dim, hp.seed
+        )
+
+    def build_metric(self, stage: str) -> Metric | None:
+        return MatSegMetrics() if stage == "test" else None
+
+    def configure_callbacks(self) -> list[Any]:
+        callbacks = list(super().configure_callbacks())
+        callbacks.append(MatSegPredictionWriter(self.hparams.predict_dir))
+        return callbacks
+
+    def configure_optimizers(self) -> Any:
+        if self.hparams.model != "unet":
+            raise ValueError(
+                f"the '{self.hparams.model}' baseline has no weights to train: run `matbench test` "
+                "with it directly"
+            )
+        return super().configure_optimizers()
+
+    def forward(self, image: Tensor) -> Tensor:
+        """(B, 3, H, W) in [0, 1] → (B, D, H, W) unit descriptors."""
+        return self.model(image)
+
+    # -- training on scenes -----------------------------------------------------------------
+    def _scene_loss(self, batch: dict[str, Any]) -> Tensor:
+        descriptors = self(batch["image"])
+        return matseg_loss(
+            descriptors, batch["fractions"], batch["valid"], batch["roi"], self.hparams.temperature
+        )
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        loss = self._scene_loss(batch)
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch["image"].shape[0])
+        return loss
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        loss = self._scene_loss(batch)
+        self.log("val/loss", loss, prog_bar=True, batch_size=batch["image"].shape[0])
+
+    # -- benchmark ----------------------------------------------------------------------------
+    def descriptor_map(self, image: Tensor) -> Tensor:
+        """(3, H, W) image → (D, H, W) unit descriptors at the image's size."""
+        desc = self(image.unsqueeze(0))
+        if desc.shape[-2:] != image.shape[-2:]:
+            desc = F.interpolate(desc, size=image.shape[-2:], mode="bilinear", align_corners=False)
+        return F.normalize(desc[0], dim=0)
+
+    def point_similarity(self, image: Tensor, points: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Descriptor map, point descriptors and their (N, N) cosine similarity."""
+        desc = self.descriptor_map(image)
+        pts = point_descriptors(desc, points)
+        return desc, pts, pts @ pts.T
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
+        metric = self.eval_metric("test", dataloader_idx)
+        for i, image in enumerate(batch["image"]):
+            _, _, similarity = self.point_similarity(image, batch["points"][i])
+            metric.update(
+                similarity.float(),
+                batch["weight"][i].to(similarity.device),
+                batch["groups"][i].to(similarity.device),
+                bool(batch["has_relations"][i]),
+            )
+
+    def predict_step(
+        self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0
+    ) -> list[dict[str, Any]]:
+        mode = self.hparams.predict_output
+        images = batch["image"]
+        out = []
+        for i in range(len(images)):
+            item: dict[str, Any] = {"key": batch["key"][i]}
+            desc = self.descriptor_map(images[i])
+            if mode in ("map", "both") or "points" not in batch:
+                item["descriptors"] = desc.cpu().numpy().astype(np.float16)
+            if mode in ("points", "both") and "points" in batch:
+                points = batch["points"][i]
+                pts = point_descriptors(desc, points)
+                item["points"] = points.cpu().numpy()
+                item["groups"] = batch["groups"][i].cpu().numpy()
+                item["point_descriptors"] = pts.cpu().numpy()
+                item["similarity"] = (pts @ pts.T).cpu().numpy()
+            out.append(item)
+        return out
