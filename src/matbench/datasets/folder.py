@@ -137,7 +137,8 @@ def names_class(text: str, class_name: str) -> bool:
     """True when ``text`` contains ``class_name`` (or one of its ``/``-separated parts, or its
     first comma-separated word) as a whole word, ignoring case."""
     text = text.lower()
-    parts = {p.strip() for p in re.split(r"[/,]", class_name.lower()) if len(p.strip()) > 2}
+    head = class_name.lower().split(",")[0]
+    parts = {p.strip() for p in head.split("/") if len(p.strip()) > 2}
     for part in parts:
         # whole word, allowing a plural/adjective suffix ("metals", "metallic" is not matched)
         if re.search(rf"\b{re.escape(part)}(s|es)?\b", text):
