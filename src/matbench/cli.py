@@ -17,6 +17,8 @@ from matbench.tasks.base import BaseTask
 #: Subcommands that are not Lightning runs: name -> ("module:function", one-line help).
 #: Each function takes the remaining argv and returns an exit code.
 TOOL_COMMANDS: dict[str, tuple[str, str]] = {
+    "materials": ("matbench.materials.cli:main", "LVIS-materials sidecars, vocabulary and prior"),
+    "embed-text": ("matbench.prediction:embed_text_main", "text embeddings of material queries"),
     "synth": ("matbench.synth.cli:main", "MatSeg scenes or benchmark by pattern infusion"),
 }
 

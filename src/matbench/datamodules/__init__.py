@@ -4,12 +4,14 @@ from matbench.datamodules.base import BaseDataModule, list_collate
 from matbench.datamodules.dms import DMSDataModule
 from matbench.datamodules.fmd import FMDDataModule
 from matbench.datamodules.folder import MaterialFolderDataModule
+from matbench.datamodules.lvis_materials import LVISMaterialsDataModule
 from matbench.datamodules.matseg import MatSegBenchmarkDataModule, MatSegDataModule
 
 __all__ = [
     "BaseDataModule",
     "DMSDataModule",
     "FMDDataModule",
+    "LVISMaterialsDataModule",
     "MaterialFolderDataModule",
     "MatSegBenchmarkDataModule",
     "MatSegDataModule",

@@ -4,6 +4,7 @@ from matbench.datasets.dms import DMS
 from matbench.datasets.errors import DatasetFormatError, DatasetNotFoundError
 from matbench.datasets.fmd import FMD
 from matbench.datasets.folder import MaterialFolder
+from matbench.datasets.lvis_materials import LVISMaterials
 from matbench.datasets.matseg import MatSegBenchmark, MatSegScenes
 
 __all__ = [
@@ -11,6 +12,7 @@ __all__ = [
     "DatasetFormatError",
     "DatasetNotFoundError",
     "FMD",
+    "LVISMaterials",
     "MaterialFolder",
     "MatSegBenchmark",
     "MatSegScenes",

@@ -1,7 +1,8 @@
 """Lightning tasks: one per model family, each dataset-agnostic."""
 
 from matbench.tasks.base import BaseTask
+from matbench.tasks.clip import ClipMaterialTask, ZeroShotTask
 from matbench.tasks.matseg import MatSegTask
 from matbench.tasks.two_stream import TwoStreamTask
 
-__all__ = ["BaseTask", "MatSegTask", "TwoStreamTask"]
+__all__ = ["BaseTask", "ClipMaterialTask", "ZeroShotTask", "MatSegTask", "TwoStreamTask"]

@@ -1,0 +1,440 @@
+"""Material CLIP models: open_clip towers, the offline MiniLM text tower, late fusion,
+re-projection and the contrastive losses (CLIP, SigLIP) with cross-rank feature gathering.
+
+Plain ``nn.Module`` code (no Lightning): :class:`matbench.tasks.clip.ClipMaterialTask` wraps it.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from matbench.models.text import MINILM_NAME, MiniLMTextEncoder
+from matbench.models.utils import Freezable
+from matbench.utils.weights import load_weights, looks_like_path
+
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def resolve_model_name(model: str) -> str:
+    """An open_clip architecture name; a path to a JSON model config registers it first
+    (``configs/clip/tiny.json`` becomes the architecture ``tiny``)."""
+    import open_clip
+
+    if model.endswith(".json"):
+        path = Path(model).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"open_clip model config '{model}' does not exist")
+        open_clip.add_model_config(path)
+        return path.stem
+    return model
+
+
+def create_open_clip(model: str, pretrained: str | None) -> nn.Module:
+    """An open_clip model by architecture name (or JSON config path); ``pretrained`` a tag,
+    a local file or None."""
+    import open_clip
+
+    model = resolve_model_name(model)
+
+    if pretrained is not None and looks_like_path(pretrained):
+        if not Path(pretrained).expanduser().is_file():
+            raise FileNotFoundError(f"open_clip checkpoint '{pretrained}' does not exist")
+    if model not in open_clip.list_models():
+        raise ValueError(
+            f"unknown open_clip architecture '{model}' (see open_clip.list_models(), or register "
+            "a config with open_clip.add_model_config)"
+        )
+    return open_clip.create_model(model, pretrained=pretrained)
+
+
+class ImageTower(Freezable):
+    """The image tower of an open_clip model, taking images in [0, 1].
+
+    Normalises with the model's mean/std and resizes to its input size when needed.
+
+    Args:
+        visual: ``clip.visual`` of an open_clip model.
+    """
+
+    def __init__(self, visual: nn.Module) -> None:
+        super().__init__()
+        self.visual = visual
+        cfg = getattr(visual, "preprocess_cfg", None) or {}
+        self.register_buffer(
+            "mean", torch.tensor(cfg.get("mean", OPENAI_MEAN)).view(1, 3, 1, 1), persistent=False
+        )
+        self.register_buffer(
+            "std", torch.tensor(cfg.get("std", OPENAI_STD)).view(1, 3, 1, 1), persistent=False
+        )
+        size = getattr(visual, "image_size", 224)
+        self.image_size = tuple(size) if isinstance(size, (tuple, list)) else (int(size), int(size))
+        self.dim = int(getattr(visual, "output_dim", 0)) or int(
+            self.forward(torch.zeros(1, 3, *self.image_size)).shape[-1]
+        )
+
+    def forward(self, images: Tensor) -> Tensor:
+        if tuple(images.shape[-2:]) != self.image_size:
+            images = F.interpolate(images, size=self.image_size, mode="bilinear", antialias=True)
+        return self.visual((images - self.mean) / self.std)
+
+
+class OpenCLIPTextTower(Freezable):
+    """The text tower of an open_clip model (its image tower removed).
+
+    Args:
+        clip: An open_clip model; its ``visual`` is dropped.
+        model: Architecture name (for the tokenizer).
+    """
+
+    def __init__(self, clip: nn.Module, model: str) -> None:
+        super().__init__()
+        import open_clip
+
+        clip.visual = None
+        self.clip = clip
+        self.tokenizer = open_clip.get_tokenizer(model)
+
+    def forward(self, texts: list[str]) -> Tensor:
+        device = next(self.clip.parameters()).device
+        return self.clip.encode_text(self.tokenizer(list(texts)).to(device))
+
+
+class ProjectedMiniLM(nn.Module):
+    """Frozen offline MiniLM (384-d, hash-checked weights) + a learned linear projection.
+
+    Embeddings of the frozen encoder are cached per string (captions repeat a lot: there are
+    only ~160 material names), so only the projection costs anything in training.
+
+    Args:
+        dim: Output dimension (the image embedding size).
+        weights: ``"minilm"`` (packaged), a Hugging Face folder, or None (random, for tests).
+        cache_size: Most strings kept in the cache.
+    """
+
+    def __init__(
+        self, dim: int, weights: str | None = MINILM_NAME, cache_size: int = 65536
+    ) -> None:
+        super().__init__()
+        self.encoder = MiniLMTextEncoder(weights=weights).freeze()
+        self.proj = nn.Linear(self.encoder.dim, dim, bias=False)
+        nn.init.normal_(self.proj.weight, std=self.encoder.dim**-0.5)
+        self.cache_size = cache_size
+        self._cache: dict[str, Tensor] = {}
+
+    @torch.no_grad()
+    def base(self, texts: list[str]) -> Tensor:
+        """The frozen 384-d MiniLM embeddings (cached)."""
+        device = self.proj.weight.device
+        todo = list(dict.fromkeys(t for t in texts if t not in self._cache))
+        if todo:
+            out = self.encoder(todo).float().cpu()
+            if len(self._cache) + len(todo) > self.cache_size:
+                self._cache.clear()
+            self._cache.update(zip(todo, out, strict=True))
+        return torch.stack([self._cache[t] for t in texts]).to(device)
+
+    def forward(self, texts: list[str]) -> Tensor:
+        return self.proj(self.base(texts))
+
+
+class LateFusion(nn.Module):
+    """Late fusion of whole-image context into an object embedding (the talk's experiment).
+
+    Multi-head attention with the object's CLIP image embedding as the query and the tokens of a
+    timm backbone run on the whole image as keys and values, added residually:
+    ``out = obj + W_o · MHA(LN(obj), LN(ctx), LN(ctx))``. The output projection starts at zero,
+    so that the fused model starts as the object model.
+
+    Args:
+        dim: Object embedding size.
+        backbone: Any timm model name (CNNs give h·w tokens, ViTs their patch tokens).
+        pretrained: timm pretrained tag (True-like ``"timm"``), a local weights file, or None.
+        num_heads: Attention heads (``dim`` must be divisible by it).
+        lock_backbone: Freeze the context backbone.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        backbone: str = "resnet18",
+        pretrained: str | None = None,
+        num_heads: int = 8,
+        lock_backbone: bool = True,
+    ) -> None:
+        super().__init__()
+        import timm
+
+        if dim % num_heads:
+            raise ValueError(f"fusion: embedding size {dim} is not divisible by {num_heads} heads")
+        use_hub = pretrained is not None and not looks_like_path(pretrained)
+        net = timm.create_model(backbone, pretrained=use_hub, num_classes=0)
+        if pretrained is not None and not use_hub:
+            load_weights(net, pretrained)
+        self.backbone = _FrozenBackbone(net).freeze(lock_backbone)
+        cfg = net.pretrained_cfg or {}
+        self.register_buffer(
+            "mean",
+            torch.tensor(cfg.get("mean", (0.485, 0.456, 0.406))).view(1, 3, 1, 1),
+            persistent=False,
+        )
+        self.register_buffer(
+            "std",
+            torch.tensor(cfg.get("std", (0.229, 0.224, 0.225))).view(1, 3, 1, 1),
+            persistent=False,
+        )
+        self.context_proj = nn.Linear(net.num_features, dim)
+        self.norm_q = nn.LayerNorm(dim)
+        self.norm_kv = nn.LayerNorm(dim)
+        self.attn = nn.MultiheadAttention(dim, num_heads, batch_first=True)
+        nn.init.zeros_(self.attn.out_proj.weight)
+        nn.init.zeros_(self.attn.out_proj.bias)
+
+    def context_tokens(self, context: Tensor) -> Tensor:
+        """(B, N, dim) tokens of whole images in [0, 1]."""
+        features = self.backbone((context - self.mean) / self.std)
+        if features.ndim == 4:  # (B, C, h, w) -> (B, h*w, C)
+            features = features.flatten(2).transpose(1, 2)
+        return self.context_proj(features)
+
+    def forward(self, obj: Tensor, context: Tensor) -> Tensor:
+        tokens = self.norm_kv(self.context_tokens(context))
+        query = self.norm_q(obj).unsqueeze(1)
+        fused, _ = self.attn(query, tokens, tokens, need_weights=False)
+        return obj + fused.squeeze(1)
+
+
+class _FrozenBackbone(Freezable):
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net.forward_features(x)
+
+
+class ReProjection(nn.Module):
+    """A learned linear re-projection of frozen embeddings (FG-CLIP's finding: material is in
+    CLIP latents but not separable by cosine). Image and text get their own map, both
+    initialised to the identity (or a random orthogonal map when ``out_dim`` differs).
+
+    Args:
+        dim: Input embedding size.
+        out_dim: Output size (default ``dim``).
+    """
+
+    def __init__(self, dim: int, out_dim: int | None = None) -> None:
+        super().__init__()
+        out_dim = out_dim or dim
+        self.image = nn.Linear(dim, out_dim, bias=False)
+        self.text = nn.Linear(dim, out_dim, bias=False)
+        for layer in (self.image, self.text):
+            if out_dim == dim:
+                nn.init.eye_(layer.weight)
+            else:
+                nn.init.orthogonal_(layer.weight)
+
+    def forward(self, image: Tensor, text: Tensor) -> tuple[Tensor, Tensor]:
+        return self.image(image), self.text(text)
+
+
+class MaterialCLIP(nn.Module):
+    """Object image embedding and material text embedding in one space.
+
+    Args:
+        model: open_clip architecture name (e.g. ``ViT-B-32``, or a registered config).
+        pretrained: open_clip tag, local checkpoint, or None (random).
+        text_tower: ``"open_clip"`` (the model's own), ``"minilm"`` (offline MiniLM, frozen,
+            + learned projection), ``"minilm-random"`` (same, random weights: tests) or a
+            Hugging Face MiniLM folder.
+        lock_image: Freeze the image tower.
+        lock_text: Freeze the text tower (the MiniLM projection always trains).
+        fusion: Late fusion with whole-image features (needs ``context`` images).
+        fusion_backbone: timm backbone of the fusion.
+        fusion_pretrained: Its weights (timm tag/True-like string, local file, or None).
+        fusion_heads: Attention heads of the fusion.
+        lock_fusion_backbone: Freeze the fusion backbone.
+        reproject: Re-project frozen embeddings (both towers and the fusion are frozen).
+        reproject_dim: Re-projection output size (default: the embedding size).
+    """
+
+    def __init__(
+        self,
+        model: str = "ViT-B-32",
+        pretrained: str | None = None,
+        text_tower: str = "open_clip",
+        lock_image: bool = False,
+        lock_text: bool = False,
+        fusion: bool = False,
+        fusion_backbone: str = "resnet18",
+        fusion_pretrained: str | None = None,
+        fusion_heads: int = 8,
+        lock_fusion_backbone: bool = True,
+        reproject: bool = False,
+        reproject_dim: int | None = None,
+    ) -> None:
+        super().__init__()
+        model = resolve_model_name(model)
+        clip = create_open_clip(model, pretrained)
+        self.image = ImageTower(clip.visual)
+        self.dim = self.image.dim
+        if text_tower == "open_clip":
+            self.text: nn.Module = OpenCLIPTextTower(clip, model)
+        elif text_tower in (MINILM_NAME, f"{MINILM_NAME}-random") or Path(text_tower).is_dir():
+            weights = None if text_tower.endswith("-random") else text_tower
+            self.text = ProjectedMiniLM(self.dim, weights=weights)
+        else:
+            raise ValueError(
+                f"unknown text_tower '{text_tower}': use 'open_clip', 'minilm', "
+                "'minilm-random' or a MiniLM folder"
+            )
+        self.fusion = (
+            LateFusion(
+                self.dim, fusion_backbone, fusion_pretrained, fusion_heads, lock_fusion_backbone
+            )
+            if fusion
+            else None
+        )
+        self.reprojection = ReProjection(self.dim, reproject_dim) if reproject else None
+        if reproject:
+            lock_image = lock_text = True
+            if self.fusion is not None:
+                for p in self.fusion.parameters():
+                    p.requires_grad_(False)
+        self.image.freeze(lock_image)
+        if isinstance(self.text, ProjectedMiniLM):
+            if lock_text or reproject:
+                self.text.proj.requires_grad_(False)
+        else:
+            self.text.freeze(lock_text)
+        self.output_dim = reproject_dim or self.dim
+
+    def encode_image(
+        self, images: Tensor, context: Tensor | None = None, normalize: bool = True
+    ) -> Tensor:
+        """Object embeddings of (B, 3, H, W) crops in [0, 1] (and whole images for fusion)."""
+        features = self.image(images)
+        if self.fusion is not None:
+            if context is None:
+                raise ValueError(
+                    "late fusion needs whole-image 'context' samples: set the datamodule's "
+                    "context_size"
+                )
+            features = self.fusion(features, context)
+        if self.reprojection is not None:
+            features = self.reprojection.image(features)
+        return F.normalize(features, dim=-1) if normalize else features
+
+    def encode_text(self, texts: list[str], normalize: bool = True) -> Tensor:
+        """Embeddings of caption strings."""
+        features = self.text(list(texts))
+        if self.reprojection is not None:
+            features = self.reprojection.text(features)
+        return F.normalize(features, dim=-1) if normalize else features
+
+
+# -- losses ----------------------------------------------------------------------------------
+def gather_with_local_grad(x: Tensor) -> tuple[Tensor, int]:
+    """All ranks' rows of ``x`` concatenated (rank order) and the offset of this rank's rows.
+
+    The rows of this rank keep their autograd graph (open_clip's ``gather_with_grad=False``
+    scheme): a loss of the whole gathered batch, computed on every rank, then gives each rank
+    the exact gradient through its own features. Ranks may hold different row counts.
+    Outside a distributed run, returns ``(x, 0)``.
+    """
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return x, 0
+    world, rank = dist.get_world_size(), dist.get_rank()
+    size = torch.tensor([x.shape[0]], device=x.device)
+    sizes = [torch.zeros_like(size) for _ in range(world)]
+    dist.all_gather(sizes, size)
+    counts = [int(s) for s in sizes]
+    padded = x.new_zeros((max(counts), *x.shape[1:]))
+    padded[: x.shape[0]] = x.detach()
+    chunks = [torch.zeros_like(padded) for _ in range(world)]
+    dist.all_gather(chunks, padded)
+    parts = [chunk[:n] for chunk, n in zip(chunks, counts, strict=True)]
+    parts[rank] = x
+    return torch.cat(parts), sum(counts[:rank])
+
+
+class ContrastiveLoss(nn.Module):
+    """CLIP (symmetric InfoNCE) or SigLIP (pairwise sigmoid) loss with a temperature.
+
+    Under DDP the features of every rank are gathered (:func:`gather_with_local_grad`) and the
+    loss is that of the global batch, so samples are contrasted against the global batch and
+    every rank back-propagates the exact global loss through its own features (DDP then
+    averages, a constant 1/world-size factor).
+
+    Args:
+        kind: ``"clip"`` or ``"siglip"``.
+        temperature: Initial temperature (logit scale = 1 / temperature); default 0.07 for
+            CLIP and 0.1 for SigLIP.
+        learn_temperature: Learn the temperature (the talk: higher recall/MRR, lower MCS) or
+            keep it fixed.
+        bias: Initial SigLIP logit bias (learned with the temperature).
+        max_scale: Upper clamp of the logit scale.
+        gather: Gather features across ranks (when distributed).
+    """
+
+    def __init__(
+        self,
+        kind: str = "clip",
+        temperature: float | None = None,
+        learn_temperature: bool = True,
+        bias: float = -10.0,
+        max_scale: float = 100.0,
+        gather: bool = True,
+    ) -> None:
+        super().__init__()
+        if kind not in ("clip", "siglip"):
+            raise ValueError(f"loss must be 'clip' or 'siglip', got '{kind}'")
+        temperature = temperature if temperature is not None else (0.07 if kind == "clip" else 0.1)
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        self.kind = kind
+        self.max_scale = max_scale
+        self.gather = gather
+        self.logit_scale = nn.Parameter(
+            torch.tensor(math.log(1.0 / temperature)), requires_grad=learn_temperature
+        )
+        self.logit_bias = (
+            nn.Parameter(torch.tensor(float(bias)), requires_grad=learn_temperature)
+            if kind == "siglip"
+            else None
+        )
+
+    @property
+    def scale(self) -> Tensor:
+        return self.logit_scale.exp().clamp(max=self.max_scale)
+
+    @property
+    def temperature(self) -> float:
+        return float(1.0 / self.scale.detach())
+
+    def forward(self, image: Tensor, text: Tensor, gather: bool | None = None) -> Tensor:
+        """Loss of L2-normalised (B, D) image and text embeddings (row i matches row i)."""
+        if image.shape != text.shape:
+            raise ValueError(f"image {tuple(image.shape)} and text {tuple(text.shape)} differ")
+        gather = self.gather if gather is None else gather
+        if gather:
+            all_image, _ = gather_with_local_grad(image)
+            all_text, _ = gather_with_local_grad(text)
+        else:
+            all_image, all_text = image, text
+        # Every rank computes the loss of the global batch; only its own rows carry a graph,
+        # so its gradient is exactly that of the global loss through its own features.
+        n = all_image.shape[0]
+        targets = torch.arange(n, device=image.device)
+        logits = self.scale * all_image @ all_text.T
+        if self.kind == "clip":
+            return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets)) / 2
+        logits = logits + self.logit_bias
+        labels = 2 * torch.eye(n, device=image.device, dtype=logits.dtype) - 1
+        return -F.logsigmoid(labels * logits).sum() / n

@@ -1,0 +1,420 @@
+"""CLIP fine-tuning for open-vocabulary material embeddings, and zero-shot classification.
+
+Retrieval metrics (``val``/``test``) use both protocols of
+:class:`matbench.metrics.RetrievalMetrics`, each key prefixed by its protocol:
+
+- ``g<group_size>_*`` (``g64_mcs``, ``g64_mrr``, ``g64_recall@1/5/10``): samples in dataset
+  order are ranked within consecutive groups of ``group_size`` against the group's unique
+  captions (the talk's table uses groups of 64);
+- ``all_*``: every sample is ranked against the unique captions of the whole split.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torchmetrics import Metric, MetricCollection
+
+from matbench.metrics import ClassificationMetrics, RetrievalMetrics
+from matbench.models.clip import ContrastiveLoss, MaterialCLIP
+from matbench.tasks.base import BaseTask
+from matbench.transforms import crop_object
+
+
+class ClipMaterialTask(BaseTask):
+    """Contrastive fine-tuning of object-crop image embeddings against material captions.
+
+    Batches need ``image`` (B, 3, H, W) object crops in [0, 1], ``caption`` (B strings),
+    ``index`` (B,), and ``context`` whole images when ``fusion`` is on; ``predict`` also uses
+    ``key``.
+
+    Args:
+        model: open_clip architecture name, or a JSON model config path (registered first).
+        pretrained: open_clip pretrained tag, local checkpoint file, or None (random init).
+        text_tower: ``"open_clip"``, ``"minilm"`` (offline MiniLM, frozen, + a learned
+            projection to the image embedding size), ``"minilm-random"`` or a MiniLM folder.
+        lock_image: Freeze the image tower.
+        lock_text: Freeze the text tower (the MiniLM projection still trains unless set).
+        loss: ``"clip"`` (symmetric InfoNCE) or ``"siglip"`` (pairwise sigmoid).
+        temperature: Initial temperature (default 0.07 for CLIP, 0.1 for SigLIP).
+        learn_temperature: Learn the temperature, or keep it fixed.
+        fusion: Late fusion (MHA: object features query whole-image timm features).
+        fusion_backbone: timm model of the whole-image features.
+        fusion_pretrained: Its weights: a timm tag-like string (hub), a local file, or None.
+        fusion_heads: Attention heads of the fusion.
+        lock_fusion_backbone: Freeze the fusion backbone.
+        reproject: Train only a linear re-projection of the frozen embeddings.
+        reproject_dim: Output size of the re-projection (default: the embedding size).
+        group_size: Group size of the grouped retrieval protocol.
+        lr: AdamW learning rate.
+        weight_decay: AdamW weight decay.
+    """
+
+    monitor = "val/loss"
+    mode = "min"
+
+    def __init__(
+        self,
+        model: str = "ViT-B-32",
+        pretrained: str | None = None,
+        text_tower: str = "open_clip",
+        lock_image: bool = False,
+        lock_text: bool = False,
+        loss: Literal["clip", "siglip"] = "clip",
+        temperature: float | None = None,
+        learn_temperature: bool = True,
+        fusion: bool = False,
+        fusion_backbone: str = "resnet18",
+        fusion_pretrained: str | None = None,
+        fusion_heads: int = 8,
+        lock_fusion_backbone: bool = True,
+        reproject: bool = False,
+        reproject_dim: int | None = None,
+        group_size: int = 64,
+        lr: float = 1e-5,
+        weight_decay: float = 0.1,
+    ) -> None:
+        super().__init__()
+
+    # -- template hooks ----------------------------------------------------------------------
+    def configure_models(self) -> None:
+        hp = self.hparams
+        self.model = MaterialCLIP(
+            model=hp.model,
+            pretrained=hp.pretrained,
+            text_tower=hp.text_tower,
+            lock_image=hp.lock_image,
+            lock_text=hp.lock_text,
+            fusion=hp.fusion,
+            fusion_backbone=hp.fusion_backbone,
+            fusion_pretrained=hp.fusion_pretrained,
+            fusion_heads=hp.fusion_heads,
+            lock_fusion_backbone=hp.lock_fusion_backbone,
+            reproject=hp.reproject,
+            reproject_dim=hp.reproject_dim,
+        )
+
+    def configure_losses(self) -> None:
+        hp = self.hparams
+        self.criterion = ContrastiveLoss(
+            hp.loss, hp.temperature, learn_temperature=hp.learn_temperature
+        )
+
+    def build_metric(self, stage: str) -> Metric | MetricCollection | None:
+        group = int(self.hparams.group_size)
+        return MetricCollection(
+            {f"g{group}": RetrievalMetrics(group_size=group), "all": RetrievalMetrics(None)},
+            compute_groups=True,
+        )
+
+    # -- model -------------------------------------------------------------------------------
+    def forward(self, images: Tensor, context: Tensor | None = None) -> Tensor:
+        """L2-normalised object embeddings."""
+        return self.model.encode_image(images, context)
+
+    @torch.no_grad()
+    def embed_text(self, texts: list[str]) -> Tensor:
+        """L2-normalised text embeddings (the open-vocabulary query)."""
+        return self.model.encode_text(list(texts))
+
+    def _embed(self, batch: dict[str, Any]) -> tuple[Tensor, Tensor]:
+        image = self.model.encode_image(batch["image"], batch.get("context"))
+        text = self.model.encode_text(list(batch["caption"]))
+        return image, text
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        image, text = self._embed(batch)
+        loss = self.criterion(image, text)
+        n = image.shape[0]
+        self.log("train/loss", loss, batch_size=n, prog_bar=True)
+        self.log("train/temperature", self.criterion.temperature, batch_size=n)
+        return loss
+
+    def _eval_step(self, stage: str, batch: dict[str, Any], dataloader_idx: int) -> None:
+        image, text = self._embed(batch)
+        # No collective per batch: under DDP, ranks may hold different numbers of batches.
+        loss = self.criterion(image, text, gather=False)
+        self.log(f"{stage}/loss", loss, batch_size=image.shape[0], sync_dist=True)
+        self.eval_metric(stage, dataloader_idx).update(
+            image, text, list(batch["caption"]), batch["index"]
+        )
+
+    def validation_step(
+        self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        self._eval_step("val", batch, dataloader_idx)
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_step("test", batch, dataloader_idx)
+
+    def predict_step(
+        self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0
+    ) -> dict[str, Any]:
+        image = self._predict_images(batch)
+        return {
+            "embeddings": image.float().cpu(),
+            "keys": [str(k) for k in batch["key"]],
+            "index": torch.as_tensor(batch["index"]).cpu(),
+        }
+
+    def _predict_images(self, batch: dict[str, Any]) -> Tensor:
+        return self.model.encode_image(batch["image"], batch.get("context"))
+
+    def configure_optimizers(self) -> Any:
+        params = [p for p in self.parameters() if p.requires_grad]
+        if not params:
+            raise ValueError(
+                "ClipMaterialTask has no trainable parameters: every tower is locked and the "
+                "temperature is fixed"
+            )
+        decay = [p for p in params if p.ndim >= 2]
+        no_decay = [p for p in params if p.ndim < 2]
+        return torch.optim.AdamW(
+            [
+                {"params": decay, "weight_decay": float(self.hparams.weight_decay)},
+                {"params": no_decay, "weight_decay": 0.0},
+            ],
+            lr=float(self.hparams.lr),
+        )
+
+
+# -- zero-shot ---------------------------------------------------------------------------------
+def load_templates(templates: str) -> list[str]:
+    """Prompt templates: a set name of ``matbench/data/templates.json`` (``material``,
+    ``name``) or a JSON file holding a list of templates (or ``{"templates": [...]}``)."""
+    if templates.endswith(".json"):
+        path = Path(templates).expanduser()
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError as err:
+            raise FileNotFoundError(f"templates file '{path}' does not exist") from err
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}: not valid JSON ({err})") from err
+        if isinstance(data, dict):
+            data = data.get("templates")
+        where = str(path)
+    else:
+        text = resources.files("matbench").joinpath("data", "templates.json").read_text("utf-8")
+        sets = json.loads(text)
+        if templates not in sets or templates.startswith("_"):
+            names = [k for k in sets if not k.startswith("_")]
+            raise ValueError(
+                f"unknown template set '{templates}': use one of {names} or a .json file"
+            )
+        data, where = sets[templates], f"template set '{templates}'"
+    if (
+        not isinstance(data, list)
+        or not data
+        or not all(isinstance(t, str) and "{}" in t for t in data)
+    ):
+        raise ValueError(f"{where}: templates must be a non-empty list of strings with '{{}}'")
+    return data
+
+
+def prompt_name(class_name: str) -> str:
+    """A class name as prompt text: ``"Plastic, clear"`` -> ``"clear plastic"``,
+    ``"Fabric/cloth"`` -> ``"fabric or cloth"``, ``"stone_natural"`` -> ``"stone natural"``."""
+    name = class_name.replace("_", " ").strip().lower()
+    if "," in name:
+        head, _, modifier = name.partition(",")
+        name = f"{modifier.strip()} {head.strip()}"
+    return " or ".join(part.strip() for part in name.split("/"))
+
+
+class ZeroShotTask(ClipMaterialTask):
+    """Zero-shot material classification of object/region crops with class-name prompts.
+
+    The class embedding of each class is the mean of its L2-normalised prompt embeddings over
+    the templates, renormalised; an image is assigned to the class of highest cosine.
+    Metrics (``ClassificationMetrics``): ``accuracy``, ``top5_accuracy``,
+    ``mean_class_accuracy``, per-class accuracy and the confusion matrix.
+
+    Samples need ``image`` and ``label``, and ``mask`` (bool region) for ``region="crop"``;
+    batches may be stacked tensors or lists (``list_collate``). Class names come from
+    ``class_names`` or else the datamodule's ``class_names``. Weights: ``pretrained`` (open_clip)
+    or a trained :class:`ClipMaterialTask` checkpoint via ``--ckpt_path`` or ``checkpoint``.
+
+    Args:
+        class_names: The classes, in label order; None = the datamodule's ``class_names``.
+        templates: Template set name (``material``, ``name``) or a JSON file of templates.
+        region: ``"crop"`` = the object crop rule (box padded to >= ``crop_min_size`` px,
+            resized, blurred outside the mask); ``"full"`` = the whole image resized.
+        crop_min_size: Smallest side of the crop in original pixels.
+        crop_blur_sigma: Blur outside the mask, in model-input pixels; 0 = off.
+        checkpoint: A ClipMaterialTask checkpoint (``.ckpt``) whose weights to load.
+        top_k: k of the top-k accuracy.
+        (other arguments: see :class:`ClipMaterialTask`)
+    """
+
+    monitor = "val/accuracy"
+    mode = "max"
+
+    def __init__(
+        self,
+        model: str = "ViT-B-32",
+        pretrained: str | None = None,
+        text_tower: str = "open_clip",
+        class_names: list[str] | None = None,
+        templates: str = "material",
+        region: Literal["crop", "full"] = "crop",
+        crop_min_size: int = 50,
+        crop_blur_sigma: float = 4.0,
+        checkpoint: str | None = None,
+        top_k: int = 5,
+        fusion: bool = False,
+        fusion_backbone: str = "resnet18",
+        fusion_heads: int = 8,
+        reproject: bool = False,
+        reproject_dim: int | None = None,
+    ) -> None:
+        self._class_embeddings: Tensor | None = None
+        self._classes: list[str] | None = None
+        super(ClipMaterialTask, self).__init__()  # BaseTask: skip ClipMaterialTask.__init__
+        # A ClipMaterialTask checkpoint given by --ckpt_path may hold extra loss parameters
+        # (SigLIP bias); the model weights must still match (see load_task_checkpoint).
+        self.strict_loading = False
+        load_templates(templates)  # fail early on a bad template set
+        if checkpoint is not None:
+            self.load_task_checkpoint(checkpoint)
+
+    def configure_models(self) -> None:
+        hp = self.hparams
+        if hp.fusion:
+            raise ValueError(
+                "ZeroShotTask: late fusion needs whole-image context that region datasets do not "
+                "provide; evaluate fused models on LVIS-materials with ClipMaterialTask"
+            )
+        self.model = MaterialCLIP(
+            model=hp.model,
+            pretrained=hp.pretrained,
+            text_tower=hp.text_tower,
+            lock_image=True,
+            lock_text=True,
+            reproject=hp.reproject,
+            reproject_dim=hp.reproject_dim,
+        )
+
+    def configure_losses(self) -> None:
+        # Kept so that ClipMaterialTask checkpoints (which hold the temperature) load strictly.
+        self.criterion = ContrastiveLoss("clip", learn_temperature=False)
+
+    def load_task_checkpoint(self, path: str) -> None:
+        """Load the ``model.*`` weights of a ClipMaterialTask checkpoint."""
+        from matbench.utils.weights import load_state_dict_file
+
+        state = load_state_dict_file(path)
+        model_state = {k[len("model.") :]: v for k, v in state.items() if k.startswith("model.")}
+        if not model_state:
+            raise ValueError(f"{path}: no 'model.*' weights (not a ClipMaterialTask checkpoint?)")
+        missing, unexpected = self.model.load_state_dict(model_state, strict=False)
+        if missing or unexpected:
+            raise ValueError(
+                f"{path}: weights do not match this model (missing {missing[:3]}, "
+                f"unexpected {unexpected[:3]}); use the same model/text_tower/reproject settings"
+            )
+
+    @property
+    def classes(self) -> list[str]:
+        """The class names being classified."""
+        if self.hparams.class_names:
+            return list(self.hparams.class_names)
+        names = getattr(getattr(self.trainer, "datamodule", None), "class_names", None)
+        if not names:
+            raise ValueError(
+                "ZeroShotTask needs class names: pass --model.class_names or use a datamodule "
+                "with a class_names attribute"
+            )
+        return list(names)
+
+    @torch.no_grad()
+    def class_embeddings(self, classes: list[str]) -> Tensor:
+        """(C, D) class embeddings: prompt embeddings averaged over the templates."""
+        templates = load_templates(self.hparams.templates)
+        out = []
+        for name in classes:
+            prompts = [t.format(prompt_name(name)) for t in templates]
+            out.append(F.normalize(self.model.encode_text(prompts).mean(0), dim=-1))
+        return torch.stack(out)
+
+    def _prepare(self) -> None:
+        classes = self.classes
+        self._classes = classes
+        self._class_embeddings = self.class_embeddings(classes)
+
+    def build_metric(self, stage: str) -> Metric:
+        assert self._classes is not None
+        return ClassificationMetrics(
+            len(self._classes), top_k=min(self.hparams.top_k, len(self._classes))
+        )
+
+    def on_validation_epoch_start(self) -> None:
+        self._prepare()
+        super().on_validation_epoch_start()
+
+    def on_test_epoch_start(self) -> None:
+        self._prepare()
+        super().on_test_epoch_start()
+
+    def on_predict_epoch_start(self) -> None:
+        self._prepare()
+
+    def preprocess(self, batch: dict[str, Any]) -> Tensor:
+        """Model-size (B, 3, S, S) inputs of a batch (stacked or list-collated)."""
+        images = batch["image"]
+        masks = batch.get("mask")
+        size = self.model.image.image_size
+        out = []
+        for i in range(len(images)):
+            image = images[i].float()
+            if self.hparams.region == "crop":
+                if masks is None:
+                    raise ValueError("region='crop' needs a 'mask' in every sample")
+                mask = masks[i]
+                if mask.dtype != torch.bool:
+                    raise ValueError(f"region='crop' needs bool masks, got {mask.dtype}")
+                if not bool(mask.any()):
+                    mask = torch.ones_like(mask)
+                crop, _, _ = crop_object(
+                    image,
+                    mask,
+                    size=size,
+                    min_size=self.hparams.crop_min_size,
+                    blur_sigma=self.hparams.crop_blur_sigma,
+                    square=True,
+                )
+            else:
+                crop = F.interpolate(image[None], size=size, mode="bilinear", antialias=True)[0]
+            out.append(crop)
+        return torch.stack(out)
+
+    def logits(self, batch: dict[str, Any]) -> Tensor:
+        """(B, C) cosine similarities of a batch to the class embeddings."""
+        if self._class_embeddings is None:
+            self._prepare()
+        image = self.model.encode_image(self.preprocess(batch))
+        return image @ self._class_embeddings.to(image).T
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        raise RuntimeError("ZeroShotTask is evaluation only: use `matbench test` or `validate`")
+
+    def configure_optimizers(self) -> Any:
+        return None
+
+    def _eval_step(self, stage: str, batch: dict[str, Any], dataloader_idx: int) -> None:
+        labels = batch["label"]
+        target = torch.stack(list(labels)) if isinstance(labels, list) else labels
+        self.eval_metric(stage, dataloader_idx).update(self.logits(batch), target.to(self.device))
+
+    def _predict_images(self, batch: dict[str, Any]) -> Tensor:
+        return self.model.encode_image(self.preprocess(batch))
+
+    def _end_eval(self, stage: str) -> None:
+        super()._end_eval(stage)
+        for values in self.results.get(stage, []):
+            values["class_names"] = list(self._classes or [])
