@@ -44,7 +44,7 @@ def run(tmp_path: Path, config: str, root: Path, *args: str):
     ("config", "num_classes", "extra"),
     [
         ("fmd.yaml", 10, ["--model.streams=vision"]),
-        ("dms.yaml", 46, ["--data.min_pixels=50", f"--model.cache_dir={{tmp}}/cache"]),
+        ("dms.yaml", 46, ["--data.min_pixels=50", "--model.cache_dir={tmp}/cache"]),
     ],
 )
 def test_fit_test_predict(
@@ -84,7 +84,15 @@ def test_fit_test_predict(
 
     results = tmp_path / "results"
     cli = run(
-        tmp_path, config, root, "test", *extra, "--ckpt_path", str(ckpt), "--results_dir", str(results)
+        tmp_path,
+        config,
+        root,
+        "test",
+        *extra,
+        "--ckpt_path",
+        str(ckpt),
+        "--results_dir",
+        str(results),
     )
     records = [json.loads(p.read_text()) for p in results.glob("*.json")]
     assert len(records) == 1
