@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from matbench.metrics import MatSegMetrics, TripletAccuracy
-from matbench.metrics.functional import triplet_accuracy
 from matbench.metrics.functional import triplet as triplet_module
+from matbench.metrics.functional import triplet_accuracy
 from tests.metrics import reference
 from tests.metrics.helpers import triplet_image
 
