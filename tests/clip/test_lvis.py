@@ -1,0 +1,175 @@
+"""LVIS-materials reader and datamodule: v1, v0.5, the real v0.5 subset, errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from matbench.datamodules.lvis_materials import LVISMaterialsDataModule
+from matbench.datasets.errors import DatasetFormatError, DatasetNotFoundError
+from matbench.datasets.lvis_materials import (
+    LVISMaterials,
+    decode_polygons,
+    image_candidates,
+    sidecar_path,
+)
+from matbench.materials.prior import load_prior
+from matbench.materials.sidecar import build_sidecar, write_sidecar
+from tests.data.lvis_materials.data import make
+
+
+@pytest.fixture(scope="module")
+def fake_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make(tmp_path_factory.mktemp("lvis"))
+
+
+def test_image_candidates() -> None:
+    v1 = {"coco_url": "http://images.cocodataset.org/val2017/000000266409.jpg"}
+    assert image_candidates(v1) == ["val2017/000000266409.jpg"]
+    v05 = {"file_name": "COCO_val2014_000000266409.jpg"}
+    assert image_candidates(v05) == [
+        "COCO_val2014_000000266409.jpg",
+        "train2017/000000266409.jpg",
+        "val2017/000000266409.jpg",
+    ]
+
+
+def test_decode_polygons_merges_parts() -> None:
+    square = [2.0, 2.0, 6.0, 2.0, 6.0, 6.0, 2.0, 6.0]
+    other = [10.0, 10.0, 14.0, 10.0, 14.0, 14.0, 10.0, 14.0]
+    mask = decode_polygons([square, other], 20, 20)
+    assert mask.shape == (20, 20) and mask.dtype == bool
+    assert mask[4, 4] and mask[12, 12] and not mask[8, 8]
+    assert mask.sum() == decode_polygons([square], 20, 20).sum() * 2
+
+
+def test_v1_reader(fake_root: Path) -> None:
+    ds = LVISMaterials(fake_root / "lvis/lvis_v1_train.json", fake_root / "coco")
+    assert ds.materials == ["fabric", "glass", "metal", "wood"]
+    assert len(ds) == 20
+    sample = ds[0]
+    assert sample["image"].shape == (3, 72, 96) and sample["image"].dtype == torch.float32
+    assert sample["mask"].dtype == torch.bool and sample["mask"].shape == (72, 96)
+    assert sample["mask"].any()
+    assert sample["key"] == "1" and sample["index"] == 0
+    assert sample["caption"] in ds.materials
+    assert ds.materials[int(sample["label"])] == sample["caption"]
+    # The pixels of the image's last-drawn (unoccluded) object have its material's colour.
+    top = ds[1]
+    assert top["caption"] == "wood"
+    colour = top["image"][:, top["mask"]].median(1).values * 255
+    assert torch.allclose(colour, torch.tensor([140.0, 90.0, 40.0]), atol=12)
+
+
+def test_captions_and_template(fake_root: Path) -> None:
+    ann = fake_root / "lvis/lvis_v1_train.json"
+    plain = LVISMaterials(ann, fake_root / "coco")
+    templated = LVISMaterials(ann, fake_root / "coco", template="an object made of {}")
+    free = LVISMaterials(ann, fake_root / "coco", caption="sidecar")
+    obj = plain.objects[4]  # annotation id 5: has a free-text caption in the fake sidecar
+    assert obj["id"] == 5
+    assert plain.caption(obj) == obj["materials"][0]
+    assert templated.caption(obj) == f"an object made of {obj['materials'][0]}"
+    assert free.caption(obj) == f"a {obj['materials'][0]} object"
+    with pytest.raises(ValueError, match="template"):
+        LVISMaterials(ann, fake_root / "coco", template="no slot")
+
+
+def test_v05_reader_uses_file_name(tmp_path: Path) -> None:
+    root = make(tmp_path, num_train=2, num_val=1, version="v0.5")
+    ann = root / "lvis/lvis_v1_train.json"
+    data = json.loads(ann.read_text())
+    for record in data["images"]:  # only file_name left: stripped to the 2017 name
+        del record["coco_url"]
+    ann.write_text(json.dumps(data))
+    ds = LVISMaterials(ann, root / "coco")
+    assert len(ds) == 5 and ds[0]["image"].shape == (3, 72, 96)
+
+
+def test_errors_name_the_file(tmp_path: Path) -> None:
+    root = make(tmp_path, num_train=2, num_val=1)
+    ann = root / "lvis/lvis_v1_train.json"
+    bad = root / "lvis/broken.json"
+    bad.write_text("{not json")
+    with pytest.raises(DatasetFormatError, match="broken.json.*not valid JSON"):
+        LVISMaterials(bad, root / "coco", sidecar=None)
+    bad.write_text(json.dumps({"images": []}))
+    with pytest.raises(DatasetFormatError, match="no 'annotations' list"):
+        LVISMaterials(bad, root / "coco", sidecar=None)
+    with pytest.raises(DatasetNotFoundError, match="lvis_v1_val_materials.json"):
+        LVISMaterials(
+            root / "lvis/lvis_v1_val.json",
+            root / "coco",
+            sidecar=root / "lvis/lvis_v1_val_materials.json.missing",
+        )
+    missing = root / "coco/train2017/000000001001.jpg"
+    missing.unlink()
+    with pytest.raises(DatasetNotFoundError, match="000000001001.jpg"):
+        LVISMaterials(ann, root / "coco")
+    # A sidecar for another file.
+    with pytest.raises(DatasetFormatError, match="not in lvis_v1_val.json"):
+        LVISMaterials(root / "lvis/lvis_v1_val.json", root / "coco", sidecar=sidecar_path(ann))
+
+
+def test_image_size_mismatch_is_an_error(tmp_path: Path) -> None:
+    root = make(tmp_path, num_train=1, num_val=1)
+    path = root / "coco/train2017/000000001000.jpg"
+    Image.new("RGB", (10, 10)).save(path)
+    ds = LVISMaterials(root / "lvis/lvis_v1_train.json", root / "coco")
+    with pytest.raises(DatasetFormatError, match="000000001000.jpg: image is 10x10"):
+        ds[0]
+
+
+def test_real_v05_subset(shared_data: Path, tmp_path: Path) -> None:
+    """The real LVIS v0.5 val subset, with stand-in images at the recorded sizes."""
+    ann = shared_data / "lvis" / "lvis_v0.5_val_100.json"
+    if not ann.is_file():
+        pytest.skip(f"{ann} not found")
+    lvis = json.loads(ann.read_text())
+    rng = np.random.default_rng(0)
+    for record in lvis["images"]:
+        rel = image_candidates(record)[0]
+        (tmp_path / "coco" / rel).parent.mkdir(parents=True, exist_ok=True)
+        pixels = rng.integers(0, 255, (record["height"], record["width"], 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(tmp_path / "coco" / rel, quality=50)
+    labels, report = build_sidecar(lvis, prior=load_prior())
+    assert report.num_objects == 977
+    assert report.from_prior == len(labels) > 800
+    sidecar = write_sidecar(tmp_path / "materials.json", labels)
+    ds = LVISMaterials(ann, tmp_path / "coco", sidecar=sidecar)
+    assert len(ds) == len(labels)
+    all_objects = LVISMaterials(ann, tmp_path / "coco", sidecar=None)
+    assert len(all_objects) == 977
+    for i in (0, len(ds) // 2, len(ds) - 1):
+        sample = ds[i]
+        record = next(r for r in lvis["images"] if r["id"] == ds.objects[i]["image_id"])
+        assert sample["image"].shape == (3, record["height"], record["width"])
+        assert sample["mask"].any()
+        # The decoded mask lies inside the annotated box (1 px tolerance).
+        x0, y0, x1, y1 = sample["box"].tolist()
+        rows, cols = torch.nonzero(sample["mask"], as_tuple=True)
+        assert (
+            rows.min() >= y0 - 1 and rows.max() <= y1 and cols.min() >= x0 - 1 and cols.max() <= x1
+        )
+
+
+def test_datamodule_batches(fake_root: Path) -> None:
+    dm = LVISMaterialsDataModule(
+        root=str(fake_root), image_size=32, batch_size=4, context_size=24, crop_blur_sigma=1.0
+    )
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["image"].shape == (4, 3, 32, 32)
+    assert batch["context"].shape == (4, 3, 24, 24)
+    assert len(batch["caption"]) == 4 and all(c in dm.class_names for c in batch["caption"])
+    dm.setup("test")
+    assert dm.test_dataset.annotation_file.name == "lvis_v1_val.json"
+    assert len(dm.test_dataset) == 10
+    dm.setup("predict")
+    keys = [dm.predict_dataset[i]["key"] for i in range(len(dm.predict_dataset))]
+    assert keys == sorted(keys, key=int)
