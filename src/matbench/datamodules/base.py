@@ -7,14 +7,35 @@ from typing import Any
 
 import lightning as L
 import torch.distributed as dist
-from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from torch.utils.data._utils.collate import default_collate
 
 
 def list_collate(samples: list[dict[str, Any]]) -> dict[str, list[Any]]:
     """Collate dict samples into a dict of lists (for samples of different sizes)."""
     return {key: [sample[key] for sample in samples] for key in samples[0]}
+
+
+class UnpaddedDistributedSampler(DistributedSampler):
+    """Rank ``r`` of ``w`` gets samples ``r, r + w, r + 2w, …`` in order, without padding.
+
+    Ranks may get different numbers of samples, so evaluation code must not run collectives
+    per batch. A rank may even get none (a dataset smaller than the world); its length is
+    still reported as 1 so that Lightning runs that rank's epoch hooks, where metrics sync
+    (Lightning skips the whole loop, hooks included, on a rank of length 0). Being a
+    ``DistributedSampler``, Lightning leaves it in place.
+    """
+
+    def __init__(self, dataset: Dataset, num_replicas: int, rank: int) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False)
+        self.num_samples = len(range(rank, len(dataset), num_replicas))
+        self.total_size = len(dataset)
+
+    def __iter__(self):  # type: ignore[override]
+        return iter(range(self.rank, self.total_size, self.num_replicas))
+
+    def __len__(self) -> int:
+        return max(self.num_samples, 1)
 
 
 class BaseDataModule(L.LightningDataModule):
@@ -50,6 +71,8 @@ class BaseDataModule(L.LightningDataModule):
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.eval_batch_size = eval_batch_size or batch_size
+        # The unpadded sampler can leave a rank without samples; that is intended.
+        self.allow_zero_length_dataloader_with_multiple_devices = True
         self.train_dataset: Dataset | None = None
         self.val_dataset: Dataset | None = None
         self.test_dataset: Dataset | None = None
@@ -79,11 +102,8 @@ class BaseDataModule(L.LightningDataModule):
     def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
         sampler = None
         if not train and dist.is_available() and dist.is_initialized():
-            sampler = UnrepeatedDistributedSampler(
-                dataset,
-                num_replicas=dist.get_world_size(),
-                rank=dist.get_rank(),
-                shuffle=False,
+            sampler = UnpaddedDistributedSampler(
+                dataset, num_replicas=dist.get_world_size(), rank=dist.get_rank()
             )
         return DataLoader(
             dataset,

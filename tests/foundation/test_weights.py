@@ -1,0 +1,94 @@
+"""Weights by local file: formats, containers, mismatches, hashes; frozen modules."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+from torch import nn
+
+from matbench.models.utils import Freezable
+from matbench.utils.weights import (
+    load_state_dict_file,
+    load_weights,
+    looks_like_path,
+    sha256,
+    verify_sha256,
+)
+
+
+def _net() -> nn.Module:
+    return nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2))
+
+
+@pytest.mark.parametrize("fmt", ["pt", "safetensors", "lightning", "ddp"])
+def test_load_formats(tmp_path: Path, fmt: str) -> None:
+    src, dst = _net(), _net()
+    state = src.state_dict()
+    path = tmp_path / f"w.{'safetensors' if fmt == 'safetensors' else 'pt'}"
+    if fmt == "safetensors":
+        save_file(state, str(path))
+    elif fmt == "lightning":
+        torch.save({"state_dict": state, "epoch": 3}, path)
+    elif fmt == "ddp":
+        torch.save({f"module.{k}": v for k, v in state.items()}, path)
+    else:
+        torch.save(state, path)
+    load_weights(dst, path)
+    for k, v in src.state_dict().items():
+        assert torch.equal(dst.state_dict()[k], v)
+
+
+def test_errors_name_the_file(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="nope.pt"):
+        load_state_dict_file(tmp_path / "nope.pt")
+    other = tmp_path / "other.pt"
+    torch.save({"foo.weight": torch.zeros(1)}, other)
+    with pytest.raises(ValueError, match="none of its 1 keys match"):
+        load_weights(_net(), other)
+    wrong = tmp_path / "wrong.pt"
+    torch.save({"0.weight": torch.zeros(5, 3)}, wrong)
+    with pytest.raises(ValueError, match=r"wrong.pt: shape mismatch for '0.weight'"):
+        load_weights(_net(), wrong)
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a torch file")
+    with pytest.raises(ValueError, match="garbage.pt"):
+        load_state_dict_file(garbage)
+
+
+def test_looks_like_path(tmp_path: Path) -> None:
+    assert looks_like_path("weights/model.safetensors")
+    assert looks_like_path("./x")
+    assert looks_like_path(str(tmp_path))
+    assert not looks_like_path("laion2b_s34b_b79k")
+    assert not looks_like_path("imagenet")
+
+
+def test_sha256(tmp_path: Path) -> None:
+    f = tmp_path / "f.bin"
+    f.write_bytes(b"abc")
+    digest = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    assert sha256(f) == digest
+    verify_sha256(f, digest[:8])
+    with pytest.raises(ValueError, match="does not match"):
+        verify_sha256(f, "53aa5117")
+
+
+class _Frozen(Freezable):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(2, 2)
+        self.drop = nn.Dropout(0.5)
+
+
+def test_frozen_module_stays_in_eval() -> None:
+    parent = nn.Module()
+    parent.child = _Frozen().freeze()
+    parent.train()
+    assert not parent.child.training and not parent.child.drop.training
+    assert not any(p.requires_grad for p in parent.child.parameters())
+    parent.child.freeze(False)
+    parent.train()
+    assert parent.child.training and all(p.requires_grad for p in parent.child.parameters())
