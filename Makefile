@@ -1,0 +1,43 @@
+# matbench — run `make help` for the targets.
+VENV ?= .venv
+PYTHON ?= python3
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.matbench-installed
+
+.DEFAULT_GOAL := help
+.PHONY: help install test test-fast lint format demo bench docs clean
+
+help: ## Show the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
+		awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	@touch $@
+
+install: $(STAMP) ## Create .venv and install matbench (editable, with dev tools)
+
+test: install ## Run the whole test suite (CPU)
+	$(PY) -m pytest
+
+test-fast: install ## Run the tests, skipping multi-process DDP runs
+	$(PY) -m pytest -m "not ddp"
+
+lint: install ## ruff check and format check
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
+
+format: install ## Apply ruff fixes and formatting
+	$(VENV)/bin/ruff check --fix src tests benchmarks
+	$(VENV)/bin/ruff format src tests benchmarks
+
+demo: install ## The main job: generate MatSeg data, train a U-Net on CPU, test it vs baselines
+	$(VENV)/bin/matbench demo --out demo_out
+
+bench: install ## Speed benchmarks (ratios measured side by side)
+	@set -e; for f in benchmarks/*.py; do echo "== $$f"; $(PY) $$f; done
+
+clean: ## Remove logs, results and demo output
+	rm -rf logs lightning_logs results demo_out site
