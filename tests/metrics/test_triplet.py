@@ -33,7 +33,7 @@ HAND_SIMILARITY = torch.tensor(
 )
 
 
-def test_hand_worked_all_cases() -> None:
+def test_hand_worked_all_cases(path: str) -> None:
     # acc(a) = 2/3, 1/2 (all ties), 1, 0; top1(a) = 0, 1/3 (three-way tie), 1, 0.
     result = triplet_accuracy(HAND_SIMILARITY, HAND_WEIGHT, HAND_GROUPS)
     reference.assert_close(
@@ -48,7 +48,7 @@ def test_hand_worked_all_cases() -> None:
     )
 
 
-def test_hand_worked_soft_cases() -> None:
+def test_hand_worked_soft_cases(path: str) -> None:
     # Only pivots with 0 < w < 1: acc(a) = 1/2, 1/2, 1, 0.
     result = triplet_accuracy(HAND_SIMILARITY, HAND_WEIGHT, HAND_GROUPS, soft_only=True)
     reference.assert_close(
@@ -58,7 +58,7 @@ def test_hand_worked_soft_cases() -> None:
     )
 
 
-def test_perfect_and_constant_predictions() -> None:
+def test_perfect_and_constant_predictions(path: str) -> None:
     similarity, weight, groups = triplet_image(0, 15)
     perfect = triplet_accuracy(weight, weight, groups)
     assert perfect == {k: 1.0 for k in perfect}
@@ -70,21 +70,45 @@ def test_perfect_and_constant_predictions() -> None:
     assert 0 < constant["top1_by_point"] < 1
 
 
+@pytest.fixture(params=["by_levels", "dense"])
+def path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a test through both implementations (few weight levels / dense tensors)."""
+    if request.param == "dense":
+        monkeypatch.setattr(triplet_module, "_MAX_LEVELS", 0)
+    return request.param
+
+
 @pytest.mark.parametrize("soft_only", [False, True])
 @pytest.mark.parametrize("levels", [None, 4])
 @pytest.mark.parametrize("seed", range(6))
-def test_matches_loop_reference(seed: int, levels: int | None, soft_only: bool) -> None:
+def test_matches_loop_reference(seed: int, levels: int | None, soft_only: bool, path: str) -> None:
     n = 3 + 4 * seed
     similarity, weight, groups = triplet_image(seed, n, num_groups=2 + seed % 4, levels=levels)
     expected = reference.triplet(similarity, weight, groups, soft_only)
     reference.assert_close(triplet_accuracy(similarity, weight, groups, soft_only), expected)
 
 
+@pytest.mark.parametrize("soft_only", [False, True])
+def test_many_distinct_weights_match_loop_reference(soft_only: bool) -> None:
+    # Continuous weights: more levels than _MAX_LEVELS, so the dense path is taken.
+    gen = torch.Generator().manual_seed(11)
+    weight = torch.rand(25, 25, generator=gen)
+    weight = torch.round((weight + weight.T) / 2 * 20) / 20
+    weight.fill_diagonal_(1.0)
+    similarity = torch.round(torch.randn(25, 25, generator=gen) * 3) / 3
+    groups = torch.arange(25) % 5
+    assert torch.unique(weight).numel() > triplet_module._MAX_LEVELS
+    expected = reference.triplet(similarity, weight, groups, soft_only)
+    reference.assert_close(triplet_accuracy(similarity, weight, groups, soft_only), expected)
+
+
 def test_anchor_blocks_give_the_same_result(monkeypatch: pytest.MonkeyPatch) -> None:
     similarity, weight, groups = triplet_image(7, 30, levels=6)
-    whole = triplet_accuracy(similarity, weight, groups)
+    by_levels = triplet_accuracy(similarity, weight, groups)
+    monkeypatch.setattr(triplet_module, "_MAX_LEVELS", 0)
+    assert triplet_accuracy(similarity, weight, groups) == by_levels
     monkeypatch.setattr(triplet_module, "_MAX_BLOCK_ELEMENTS", 7 * 30 * 30)  # 5 blocks
-    assert triplet_accuracy(similarity, weight, groups) == whole
+    assert triplet_accuracy(similarity, weight, groups) == by_levels
 
 
 def test_invariant_to_point_order() -> None:

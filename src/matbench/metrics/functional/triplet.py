@@ -29,6 +29,7 @@ import math
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from matbench.metrics.functional._checks import (
@@ -41,8 +42,10 @@ from matbench.metrics.functional._checks import (
 #: Result keys of :func:`triplet_accuracy`.
 TRIPLET_KEYS = ("by_point", "by_material", "top1_by_point", "top1_by_material")
 
-# Upper bound on the anchor-block x N x N comparison tensors built at once.
+# Upper bound on the anchor-block x N x N comparison tensors built at once (dense path).
 _MAX_BLOCK_ELEMENTS = 1 << 24
+# At most this many distinct weights: count by weight levels (O(N² L log N)) instead of O(N³).
+_MAX_LEVELS = 16
 
 
 def check_triplet_inputs(
@@ -80,13 +83,67 @@ def check_triplet_inputs(
     return similarity, weight, groups
 
 
+def _counts_by_levels(similarity: Tensor, weight: Tensor, eye: Tensor) -> tuple[Tensor, Tensor]:
+    """Twice the correct count and the comparison count of every (anchor, pivot), O(N² L log N).
+
+    For few distinct weights L (the protocol has 4): per anchor, sort the similarities once and
+    count, for every pivot b and weight level l, the points c of level l with s(a, c) below /
+    equal to / above s(a, b) by binary search into per-level cumulative counts.
+    """
+    n = similarity.shape[0]
+    levels, level = torch.unique(weight, return_inverse=True)  # levels ascending
+    num_levels = levels.numel()
+    # The anchor itself is never a comparison point: give it a level that is not counted.
+    member = F.one_hot(level.masked_fill(eye, num_levels), num_levels + 1)[..., :num_levels]
+    sorted_s, order = torch.sort(similarity, dim=1)
+    cumulative = torch.zeros(n, n + 1, num_levels, dtype=torch.long, device=similarity.device)
+    cumulative[:, 1:] = member.gather(1, order[:, :, None].expand(-1, -1, num_levels)).cumsum(1)
+    lower = torch.searchsorted(sorted_s, similarity, right=False)  # #{c: s(a,c) < s(a,b)}
+    upper = torch.searchsorted(sorted_s, similarity, right=True)  # #{c: s(a,c) <= s(a,b)}
+    below_s = cumulative.gather(1, lower[:, :, None].expand(-1, -1, num_levels))
+    upto_s = cumulative.gather(1, upper[:, :, None].expand(-1, -1, num_levels))
+    total = cumulative[:, -1:, :]
+    index = torch.arange(num_levels, device=similarity.device)
+    lighter = index < level[:, :, None]  # levels with w(a, c) < w(a, b)
+    heavier = index > level[:, :, None]
+    other_level = lighter | heavier
+    score2 = 2 * ((below_s * lighter).sum(-1) + ((total - upto_s) * heavier).sum(-1))
+    score2 += ((upto_s - below_s) * other_level).sum(-1)  # ties in s: half each
+    count = (total * other_level).sum(-1)
+    return score2, count
+
+
+def _counts_dense(similarity: Tensor, weight: Tensor, eye: Tensor) -> tuple[Tensor, Tensor]:
+    """As :func:`_counts_by_levels` through (anchor, pivot, point) tensors, for any weights.
+
+    Anchors are processed in blocks only to bound memory.
+    """
+    n = similarity.shape[0]
+    score2 = torch.empty(n, n, dtype=torch.long, device=similarity.device)
+    count = torch.empty_like(score2)
+    block = max(1, _MAX_BLOCK_ELEMENTS // (n * n))
+    for start in range(0, n, block):
+        stop = min(n, start + block)
+        w, s = weight[start:stop], similarity[start:stop]
+        w_b, w_c = w[:, :, None], w[:, None, :]
+        s_b, s_c = s[:, :, None], s[:, None, :]
+        # c != a explicitly; c != b is implied by w(a, c) != w(a, b).
+        comparable = (w_b != w_c) & ~eye[start:stop, None, :]
+        tie = s_b == s_c
+        agree = (w_b > w_c) == (s_b > s_c)
+        score2[start:stop] = 2 * (agree & ~tie & comparable).sum(-1) + (tie & comparable).sum(-1)
+        count[start:stop] = comparable.sum(-1)
+    return score2, count
+
+
 def triplet_per_anchor(
     similarity: Tensor, weight: Tensor, soft_only: bool = False
 ) -> tuple[Tensor, Tensor]:
     """``acc(a)`` and ``top1(a)`` for every anchor, NaN for anchors that are not scorable.
 
-    Vectorised over anchors x pivots x comparison points (anchors are processed in blocks only
-    to bound memory for very large N). Inputs are assumed valid (see :func:`triplet_accuracy`).
+    Vectorised over anchors, pivots and comparison points: by weight levels when there are at
+    most :data:`_MAX_LEVELS` distinct weights, otherwise by dense (anchor, pivot, point)
+    tensors. Inputs are assumed valid (see :func:`triplet_accuracy`).
 
     Returns:
         Two float64 tensors of shape (N,).
@@ -97,28 +154,17 @@ def triplet_per_anchor(
     if n < 3:  # an anchor needs a pivot and a comparison point
         return acc, acc.clone()
     eye = torch.eye(n, dtype=torch.bool, device=device)
-    block = max(1, _MAX_BLOCK_ELEMENTS // (n * n))
-    for start in range(0, n, block):
-        stop = min(n, start + block)
-        w = weight[start:stop]  # (m, n): w(a, .)
-        s = similarity[start:stop]
-        other = ~eye[start:stop]  # b != a (as pivot) and c != a (as comparison point)
-        w_b, w_c = w[:, :, None], w[:, None, :]
-        s_b, s_c = s[:, :, None], s[:, None, :]
-        # c != b is implied by w(a, c) != w(a, b).
-        comparable = (w_b != w_c) & other[:, None, :]  # (m, b, c)
-        count = comparable.sum(-1)
-        tie = s_b == s_c
-        agree = (w_b > w_c) == (s_b > s_c)
-        # Twice the score, so that half points stay integers.
-        score2 = 2 * (agree & ~tie & comparable).sum(-1) + (tie & comparable).sum(-1)
-        pivot = other & (count > 0)
-        if soft_only:
-            pivot &= (w > 0) & (w < 1)
-        acc_ab = score2.double() / (2 * count.clamp_min(1)).double()
-        kept = pivot.sum(-1)
-        acc_a = (acc_ab * pivot).sum(-1) / kept.clamp_min(1)
-        acc[start:stop] = torch.where(kept > 0, acc_a, math.nan)
+    if torch.unique(weight).numel() <= _MAX_LEVELS:
+        score2, count = _counts_by_levels(similarity, weight, eye)
+    else:
+        score2, count = _counts_dense(similarity, weight, eye)
+    pivot = ~eye & (count > 0)
+    if soft_only:
+        pivot &= (weight > 0) & (weight < 1)
+    acc_ab = score2.double() / (2 * count.clamp_min(1)).double()
+    kept = pivot.sum(1)
+    acc_a = (acc_ab * pivot).sum(1) / kept.clamp_min(1)
+    acc = torch.where(kept > 0, acc_a, math.nan)
 
     s_off = similarity.masked_fill(eye, -math.inf)
     most_similar = (s_off == s_off.max(1, keepdim=True).values) & ~eye
