@@ -56,7 +56,7 @@ def test_clip_loss_matches_reference() -> None:
     assert loss.temperature == pytest.approx(0.1)
     # A perfect pairing with a low temperature has a near-zero loss.
     eye = torch.eye(6, 8)
-    assert float(ContrastiveLoss("clip", temperature=0.01)(eye, eye)) < 1e-6
+    assert ContrastiveLoss("clip", temperature=0.01)(eye, eye).item() < 1e-6
 
 
 def test_siglip_loss_matches_reference() -> None:

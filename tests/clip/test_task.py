@@ -1,0 +1,100 @@
+"""ClipMaterialTask evaluation: retrieval metrics of a perfect and of a constant model,
+through the task's own test loop (both protocols: groups of 64 and the whole vocabulary)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from matbench.tasks.clip import ClipMaterialTask
+
+TINY = str(Path(__file__).with_name("tiny_clip.json"))
+NAMES = [f"material{i}" for i in range(12)]
+
+
+def _samples() -> list[dict]:
+    # 64 samples over 12 captions, then 36 over only 3: the two protocols then differ.
+    labels = [i % 12 for i in range(64)] + [i % 3 for i in range(36)]
+    return [
+        {"image": torch.full((3, 4, 4), float(c)), "caption": NAMES[c], "index": i, "key": str(i)}
+        for i, c in enumerate(labels)
+    ]
+
+
+def _run(task: ClipMaterialTask) -> dict[str, float]:
+    trainer = L.Trainer(
+        accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False
+    )
+    trainer.test(task, dataloaders=DataLoader(_samples(), batch_size=16), verbose=False)
+    return task.results["test"][0]
+
+
+def _harmonic(n: int) -> float:
+    return sum(1.0 / k for k in range(1, n + 1))
+
+
+@pytest.fixture(scope="module")
+def task() -> ClipMaterialTask:
+    return ClipMaterialTask(model=TINY, text_tower="open_clip")
+
+
+def test_perfect_model_scores_one(task: ClipMaterialTask, monkeypatch: pytest.MonkeyPatch) -> None:
+    def image(images: torch.Tensor, context=None) -> torch.Tensor:
+        return F.one_hot(images[:, 0, 0, 0].long(), 12).float()
+
+    def text(texts: list[str]) -> torch.Tensor:
+        return F.one_hot(torch.tensor([NAMES.index(t) for t in texts]), 12).float()
+
+    monkeypatch.setattr(task.model, "encode_image", image)
+    monkeypatch.setattr(task.model, "encode_text", text)
+    metrics = _run(task)
+    for protocol in ("g64", "all"):
+        for key in ("mcs", "mrr", "recall@1", "recall@5", "recall@10"):
+            assert metrics[f"{protocol}_{key}"] == pytest.approx(1.0), f"{protocol}_{key}"
+
+
+def test_constant_model_matches_analytic_value(
+    task: ClipMaterialTask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, b = torch.tensor([1.0, 0.0]), torch.tensor([0.6, 0.8])
+    monkeypatch.setattr(
+        task.model, "encode_image", lambda images, context=None: a.expand(len(images), 2)
+    )
+    monkeypatch.setattr(task.model, "encode_text", lambda texts: b.expand(len(texts), 2))
+    metrics = _run(task)
+    # Every candidate ties: the true caption's rank is uniform over the K unique captions.
+    assert metrics["all_mcs"] == pytest.approx(0.6) and metrics["g64_mcs"] == pytest.approx(0.6)
+    assert metrics["all_mrr"] == pytest.approx(_harmonic(12) / 12)
+    for k in (1, 5, 10):
+        assert metrics[f"all_recall@{k}"] == pytest.approx(min(k, 12) / 12)
+    assert metrics["g64_mrr"] == pytest.approx(
+        (64 * _harmonic(12) / 12 + 36 * _harmonic(3) / 3) / 100
+    )
+    for k in (1, 5, 10):
+        expected = (64 * min(k, 12) / 12 + 36 * min(k, 3) / 3) / 100
+        assert metrics[f"g64_recall@{k}"] == pytest.approx(expected)
+
+
+def test_training_step_and_optimizer(task: ClipMaterialTask) -> None:
+    batch = {
+        "image": torch.rand(4, 3, 32, 32),
+        "caption": ["wood", "metal", "wood", "glass"],
+        "index": torch.arange(4),
+    }
+    fresh = ClipMaterialTask(model=TINY, loss="siglip", learn_temperature=False, lock_text=True)
+    loss = fresh.training_step(batch, 0)
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    loss.backward()
+    assert fresh.model.image.visual.proj.grad is not None
+    assert fresh.criterion.logit_scale.grad is None
+    optimizer = fresh.configure_optimizers()
+    n_params = sum(len(g["params"]) for g in optimizer.param_groups)
+    assert n_params == sum(p.requires_grad for p in fresh.parameters())
+    locked = ClipMaterialTask(model=TINY, lock_image=True, lock_text=True, learn_temperature=False)
+    with pytest.raises(ValueError, match="no trainable parameters"):
+        locked.configure_optimizers()
