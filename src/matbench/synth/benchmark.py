@@ -16,8 +16,8 @@ MIX_TOTAL = 0.95
 #: Relation weights of the benchmark format: ``[a,b]`` lines and ``(a,b)`` lines.
 WEIGHT_SQUARE = 0.6
 WEIGHT_ROUND = 0.3
-# Pixels between a disk's rim and its region's border (absorbs rounding when images are resized).
-_MARGIN = 2.0
+#: Longest side the benchmark protocol resizes images to (points are scaled and rounded).
+EVAL_MAX_SIDE = 700
 
 
 @dataclass
@@ -43,27 +43,30 @@ def sample_disks(
     count: int,
     radius: int,
     min_radius: int = 2,
+    margin: float = 1.0,
 ) -> list[tuple[int, int, int]]:
-    """Up to ``count`` disjoint disks that lie inside ``region`` with a margin.
+    """Up to ``count`` disks of ``region``, each at least ``margin`` px inside its border.
 
     The radius is ``radius``, or smaller (down to ``min_radius``) when the region is too thin.
+    Centres are more than ``radius`` apart.
 
     Returns:
         ``(x, y, r)`` tuples; empty if not even a ``min_radius`` disk fits.
     """
     if not region.any():
         return []
-    depth = ndimage.distance_transform_edt(region)
-    fit = int(np.floor(depth.max() - _MARGIN))
+    # Pad with background so that the image border counts as a region border.
+    depth = ndimage.distance_transform_edt(np.pad(region, 1))[1:-1, 1:-1]
+    fit = int(np.floor(depth.max() - margin))
     r = min(radius, fit)
     if r < min_radius:
         return []
-    candidates = np.flatnonzero(depth >= r + _MARGIN)
+    candidates = np.flatnonzero(depth >= r + margin)
     order = rng.choice(candidates.size, size=min(candidates.size, 64 * count), replace=False)
     ys, xs = np.divmod(candidates[order], region.shape[1])
     chosen: list[tuple[int, int, int]] = []
     for x, y in zip(xs.tolist(), ys.tolist(), strict=True):
-        if all((x - cx) ** 2 + (y - cy) ** 2 > (2 * r + 1) ** 2 for cx, cy, _ in chosen):
+        if all((x - cx) ** 2 + (y - cy) ** 2 > r * r for cx, cy, _ in chosen):
             chosen.append((x, y, r))
             if len(chosen) == count:
                 break
@@ -121,14 +124,18 @@ def annotate(
     """
     _, h, w = fractions.shape
     side = min(h, w)
-    min_radius = max(2, side // 150)
+    # Distance kept from region borders: 1 px, plus what rounding costs when the protocol
+    # shrinks the image to EVAL_MAX_SIDE (up to ~1 px there, i.e. 1 / scale px here).
+    scale = min(1.0, EVAL_MAX_SIDE / max(h, w))
+    margin = 1.0 if scale == 1.0 else 1.0 + 1.25 / scale
+    min_radius = max(2, round(2 / scale))
     radius = int(rng.integers(min_radius, max(min_radius, side // 40) + 1))
     annotation = Annotation()
     pure_ids: dict[int, int] = {}
 
     def add(region: np.ndarray, r: int, materials: tuple[int, ...]) -> int | None:
         count = int(rng.integers(points_per_group[0], points_per_group[1] + 1))
-        points = sample_disks(region, rng, count, r, min_radius=min_radius)
+        points = sample_disks(region, rng, count, r, min_radius=min_radius, margin=margin)
         if len(points) < min_points:
             return None
         gid = len(annotation.groups) + 1
@@ -141,7 +148,7 @@ def annotate(
         if gid is not None:
             pure_ids[i] = gid
     mixed_ids: dict[tuple[int, int], int] = {}
-    min_pixels = int(np.pi * (min_radius + _MARGIN) ** 2)
+    min_pixels = int(np.pi * (min_radius + margin) ** 2)
     for pair, region in _mixed_regions(fractions, min_pixels).items():
         gid = add(region, max(min_radius, radius // 2), pair)
         if gid is not None:

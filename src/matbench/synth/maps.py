@@ -105,6 +105,35 @@ def random_view(
     return view
 
 
+def map_view(
+    image: np.ndarray,
+    rng: np.random.Generator,
+    size: tuple[int, int],
+    zoom: tuple[float, float] = (0.5, 2.0),
+) -> np.ndarray:
+    """A random crop of ``image`` that, resized to ``size``, is magnified by a random ``zoom``.
+
+    The crop is ``size / zoom`` (clipped to the image), so the shapes in a map keep a natural
+    scale whatever the scene size; the view is randomly flipped and rotated by 90 degrees.
+    """
+    h, w = image.shape[:2]
+    factor = rng.uniform(*zoom)
+    rotate = bool(rng.random() < 0.5)
+    out_h, out_w = (size[1], size[0]) if rotate else size
+    ch = int(np.clip(round(out_h / factor), 8, h)) if h >= 8 else h
+    cw = int(np.clip(round(out_w / factor), 8, w)) if w >= 8 else w
+    y0 = int(rng.integers(0, h - ch + 1))
+    x0 = int(rng.integers(0, w - cw + 1))
+    view = image[y0 : y0 + ch, x0 : x0 + cw]
+    if rng.random() < 0.5:
+        view = view[:, ::-1]
+    if rng.random() < 0.5:
+        view = view[::-1]
+    if rotate:
+        view = np.rot90(view)
+    return np.ascontiguousarray(view)
+
+
 def soft_map(
     image: np.ndarray,
     rng: np.random.Generator,
@@ -114,10 +143,11 @@ def soft_map(
 ) -> np.ndarray:
     """A soft map with natural shapes, extracted from a random view of a natural image.
 
-    A channel (random unless given) of a random crop/flip/rotation of ``image`` goes through
-    :func:`fuzzy_threshold` between two random levels (drawn as quantiles of the channel, so
-    that the map is neither empty nor full); the map is inverted with probability 0.5 (the
-    bright or the dark side becomes the region) and resized to ``size``.
+    A channel (random unless given) of a random crop/flip/rotation/rescale of ``image``
+    (:func:`map_view`) goes through :func:`fuzzy_threshold` between two random levels (drawn
+    as quantiles of the channel, so that the map is neither empty nor full); the map is
+    inverted with probability 0.5 (the bright or the dark side becomes the region) and
+    resized to ``size``.
 
     Args:
         image: ``uint8`` (H, W, 3) natural image.
@@ -129,7 +159,7 @@ def soft_map(
     Returns:
         ``float32`` (height, width) in [0, 1].
     """
-    view = random_view(image, rng)
+    view = map_view(image, rng, size)
     chosen = channel if channel is not None else CHANNELS[int(rng.integers(len(CHANNELS)))]
     values = image_channel(view, chosen)
     if values.std() < _MIN_CHANNEL_STD and channel is None:

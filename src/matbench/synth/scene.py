@@ -134,8 +134,11 @@ def sample_texture(
         # Work on at most 512 px: enough cells, bounded cost.
         limit = min(1.0, 512.0 / max(source.shape[:2]))
         view = random_view(source, rng, min_crop=0.5, scale=(0.5 * limit, limit))
-        if min(view.shape[:2]) < 2 * cell:
-            continue
+        short = min(view.shape[:2])
+        if short < 3 * cell:
+            # Small images: enlarge the view so that it holds at least 3 x 3 cells.
+            factor = 3 * cell / short
+            view = resize(view, (round(view.shape[0] * factor), round(view.shape[1] * factor)))
         box = find_texture(view, cell=cell, threshold=config.js_threshold, min_cells=4)
         if box is not None:
             y0, x0, y1, x1 = box

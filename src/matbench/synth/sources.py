@@ -9,8 +9,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from matbench.datasets.errors import DatasetFormatError, DatasetNotFoundError
-
 #: Photographs and real textures shipped inside the scikit-image wheel (no download needed).
 #: Synthetic drawings (chessboard, logo, text, page, horse, phantom, colour chart) are left out.
 SKIMAGE_PHOTOS: tuple[str, ...] = (
@@ -62,6 +60,20 @@ class NaturalImages:
         return self.images[int(rng.integers(len(self.images)))]
 
 
+def _format_error(path: Path, problem: str) -> Exception:
+    # Imported on demand: ``matbench.datasets`` pulls in torch, which worker processes of the
+    # generator never need.
+    from matbench.datasets.errors import DatasetFormatError
+
+    return DatasetFormatError(path, problem)
+
+
+def _not_found(root: Path, expected: list[str], hint: str) -> Exception:
+    from matbench.datasets.errors import DatasetNotFoundError
+
+    return DatasetNotFoundError("synth images", root, expected, hint)
+
+
 def skimage_data_dir() -> Path:
     """The folder holding scikit-image's bundled sample images."""
     import skimage.data
@@ -84,9 +96,9 @@ def _read_rgb(path: Path) -> np.ndarray:
                 im = im.resize(size, Image.Resampling.BILINEAR)
             array = np.asarray(im, dtype=np.uint8).copy()
     except (UnidentifiedImageError, OSError, ValueError) as err:
-        raise DatasetFormatError(path, f"cannot be read as an image ({err})") from err
+        raise _format_error(path, f"cannot be read as an image ({err})") from err
     if min(array.shape[:2]) < MIN_SIDE:
-        raise DatasetFormatError(
+        raise _format_error(
             path,
             f"image is {array.shape[1]}x{array.shape[0]} px; at least {MIN_SIDE} px per side needed",
         )
@@ -102,16 +114,12 @@ def list_image_files(folder: str | Path) -> list[Path]:
     folder = Path(folder)
     expected = [f"*{ext}" for ext in sorted(IMAGE_EXTENSIONS)]
     if not folder.is_dir():
-        raise DatasetNotFoundError(
-            "synth images", folder, expected, "The folder does not exist (--images DIR)."
-        )
+        raise _not_found(folder, expected, "The folder does not exist (--images DIR).")
     files = sorted(
         p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
     )
     if not files:
-        raise DatasetNotFoundError(
-            "synth images", folder, expected, "The folder holds no image file (--images DIR)."
-        )
+        raise _not_found(folder, expected, "The folder holds no image file (--images DIR).")
     return files
 
 
@@ -131,10 +139,9 @@ def load_images(images_dir: str | Path | None = None) -> NaturalImages:
         root = skimage_data_dir()
         files = [root / name for name in SKIMAGE_PHOTOS if (root / name).is_file()]
         if not files:
-            raise DatasetNotFoundError(
-                "synth images",
+            raise _not_found(
                 root,
-                SKIMAGE_PHOTOS,
+                list(SKIMAGE_PHOTOS),
                 "This scikit-image install has no bundled sample photographs; pass --images DIR.",
             )
     else:
@@ -143,7 +150,19 @@ def load_images(images_dir: str | Path | None = None) -> NaturalImages:
     return NaturalImages(names=tuple(str(p) for p in files), images=arrays)
 
 
+def folder_signature(images_dir: str | None) -> tuple[tuple[str, int, int], ...]:
+    """Names, sizes and modification times of the image files (changes invalidate the cache)."""
+    if images_dir is None:
+        return ()
+    files = list_image_files(images_dir)
+    return tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files)
+
+
 @functools.lru_cache(maxsize=4)
-def cached_images(images_dir: str | None) -> NaturalImages:
-    """:func:`load_images`, loaded once per process (worker processes reuse it)."""
+def _cached(images_dir: str | None, signature: tuple[tuple[str, int, int], ...]) -> NaturalImages:
     return load_images(images_dir)
+
+
+def cached_images(images_dir: str | None) -> NaturalImages:
+    """:func:`load_images`, loaded once per process while the folder is unchanged."""
+    return _cached(images_dir, folder_signature(images_dir))
