@@ -92,7 +92,7 @@ def test_two_node_test_equals_single_process(tmp_path: Path) -> None:
         for rank in (0, 1)
     ]
     outputs = [p.communicate(timeout=300)[0] for p in procs]
-    for p, out in zip(procs, outputs):
+    for p, out in zip(procs, outputs, strict=True):
         assert p.returncode == 0, out[-3000:]
     assert "world_size: 2" in outputs[0] or "distributed_backend=gloo" in outputs[0]
 
