@@ -20,6 +20,8 @@ TOOL_COMMANDS: dict[str, tuple[str, str]] = {
     "materials": ("matbench.materials.cli:main", "LVIS-materials sidecars, vocabulary and prior"),
     "embed-text": ("matbench.prediction:embed_text_main", "text embeddings of material queries"),
     "synth": ("matbench.synth.cli:main", "MatSeg scenes or benchmark by pattern infusion"),
+    "benchmark": ("matbench.benchmark:main", "run a suite of `test` runs into one table"),
+    "report": ("matbench.report:main", "rebuild results tables and plots from JSON files"),
 }
 
 
@@ -32,6 +34,12 @@ class MatbenchCLI(LightningCLI):
             type=str,
             default="results",
             help="Where `test` writes its results JSON and the results table.",
+        )
+        parser.add_argument(
+            "--tag",
+            type=str | None,
+            default=None,
+            help="A label stored in the results JSON (a benchmark suite run uses its id).",
         )
 
     def after_test(self) -> None:
@@ -46,6 +54,9 @@ class MatbenchCLI(LightningCLI):
             data = dict(data_info)
             if names is not None and idx < len(names):
                 data["dataset"] = names[idx]
+            class_names = getattr(datamodule, "class_names", None)
+            if class_names is not None:
+                data["class_names"] = [str(c) for c in class_names]
             record = {
                 "task": type(task).__name__,
                 "model_name": task.model_name if isinstance(task, BaseTask) else "",
@@ -54,6 +65,7 @@ class MatbenchCLI(LightningCLI):
                 "data": data,
                 "metrics": metrics,
                 "seed": self.config[self.subcommand].get("seed_everything"),
+                "tag": self.config[self.subcommand].get("tag"),
             }
             path = write_run(results_dir, record)
             print(f"results: {path}")
