@@ -151,3 +151,11 @@ def test_bad_index_and_changing_dim() -> None:
     metric.update(torch.rand(3, 4), torch.rand(3, 4), ["a"] * 3, [0, 1, 2])
     with pytest.raises(ValueError, match="embedding size changed"):
         metric.update(torch.rand(3, 5), torch.rand(3, 5), ["a"] * 3, [3, 4, 5])
+
+
+def test_conflicting_duplicate_index_raises() -> None:
+    metric = RetrievalMetrics()
+    metric.update(torch.rand(2, 3), torch.rand(2, 3), ["a", "b"], [0, 1])
+    metric.update(torch.rand(1, 3), torch.rand(1, 3), ["c"], [1])
+    with pytest.raises(ValueError, match="sample index 1 was given twice with different captions"):
+        metric.compute()

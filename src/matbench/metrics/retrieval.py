@@ -124,6 +124,16 @@ class RetrievalMetrics(Metric):
         index = index[order]
         keep = torch.ones_like(index, dtype=torch.bool)
         keep[1:] = index[1:] != index[:-1]
+        positions = order.tolist()
+        kept = 0
+        for pos in range(1, len(positions)):  # a repeated sample must be the same sample
+            if keep[pos]:
+                kept = pos
+            elif captions[positions[pos]] != captions[positions[kept]]:
+                raise ValueError(
+                    f"sample index {int(index[pos])} was given twice with different captions "
+                    f"({captions[positions[kept]]!r} and {captions[positions[pos]]!r})"
+                )
         order = order[keep]
         return image[order], text[order], [captions[i] for i in order.tolist()]
 
