@@ -226,3 +226,10 @@ def test_has_relations_must_be_a_flag() -> None:
     s, w, g = triplet_image(0, 5)
     with pytest.raises(ValueError, match="has_relations must be a bool"):
         MatSegMetrics().update(s, w, g, "yes")
+
+
+def test_half_precision_similarity_is_accepted() -> None:
+    similarity, weight, groups = triplet_image(4, 12, levels=3)
+    half = similarity.to(torch.bfloat16)
+    expected = reference.triplet(half.float(), weight, groups)
+    reference.assert_close(triplet_accuracy(half, weight, groups), expected)

@@ -88,7 +88,7 @@ def segmentation_confusion(
         t_low, t_high = torch.aminmax(t)  # values outside int32 would wrap around
         if t_low < -(2**31) or t_high >= 2**31:
             check_labels(t[t != ignore_index] if ignore_index is not None else t, "target", c)
-    idx = t.to(work) * c + p.to(work)
+    idx = torch.add(p.to(work), t.to(work), alpha=c)
     ignored = None
     if ignore_index is not None:
         ignored = t == ignore_index

@@ -70,6 +70,8 @@ def check_triplet_inputs(
     if n and not similarity.is_floating_point():
         raise ValueError(f"similarity must be floating point, got dtype {similarity.dtype}")
     check_finite(similarity, "similarity")
+    if similarity.dtype in (torch.float16, torch.bfloat16):
+        similarity = similarity.float()  # exact; sort/searchsorted need float32 on CPU
     if not weight.is_floating_point():
         weight = weight.double()
     check_finite(weight, "weight")
