@@ -171,3 +171,31 @@ def test_a_perfect_descriptor_scores_about_one() -> None:
     fractions = _half_and_half(mixed=True)
     ann = annotate(fractions, np.random.default_rng(1))
     assert _score_fraction_descriptor(fractions, ann) == (1.0, 1.0)
+
+
+def test_sample_disks_fit_inside_and_spread() -> None:
+    from matbench.synth.benchmark import sample_disks
+
+    region = np.zeros((200, 200), dtype=bool)
+    region[50:150, 20:120] = True
+    disks = sample_disks(region, np.random.default_rng(0), count=6, radius=6, margin=1.0)
+    assert len(disks) == 6
+    rows, cols = np.mgrid[0:200, 0:200]
+    for x, y, r in disks:
+        assert r == 6
+        assert region[(cols - x) ** 2 + (rows - y) ** 2 < (r + 1) ** 2].all()
+    for i, (x, y, r) in enumerate(disks):
+        for x2, y2, _ in disks[i + 1 :]:
+            assert (x - x2) ** 2 + (y - y2) ** 2 > (2 * r + 1) ** 2
+    # A thin strip: the radius shrinks to what fits; too thin for 2 px: no disk.
+    strip = np.zeros((60, 60), dtype=bool)
+    strip[20:29, :] = True
+    thin = sample_disks(strip, np.random.default_rng(0), count=3, radius=10, margin=1.0)
+    assert thin and all(r == 4 and y == 24 for _, y, r in thin)
+    strip[:] = False
+    strip[20:23, :] = True
+    assert sample_disks(strip, np.random.default_rng(0), count=3, radius=10, margin=1.0) == []
+    # The image border is a border too.
+    full = np.ones((30, 30), dtype=bool)
+    for x, y, r in sample_disks(full, np.random.default_rng(0), count=40, radius=2):
+        assert 0 <= x - r and x + r <= 29 and 0 <= y - r and y + r <= 29

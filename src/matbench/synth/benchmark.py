@@ -48,7 +48,7 @@ def sample_disks(
     """Up to ``count`` disks of ``region``, each at least ``margin`` px inside its border.
 
     The radius is ``radius``, or smaller (down to ``min_radius``) when the region is too thin.
-    Centres are more than ``radius`` apart.
+    Disks do not overlap where the region has room; centres are always more than ``r`` apart.
 
     Returns:
         ``(x, y, r)`` tuples; empty if not even a ``min_radius`` disk fits.
@@ -65,11 +65,13 @@ def sample_disks(
     order = rng.choice(candidates.size, size=min(candidates.size, 64 * count), replace=False)
     ys, xs = np.divmod(candidates[order], region.shape[1])
     chosen: list[tuple[int, int, int]] = []
-    for x, y in zip(xs.tolist(), ys.tolist(), strict=True):
-        if all((x - cx) ** 2 + (y - cy) ** 2 > r * r for cx, cy, _ in chosen):
-            chosen.append((x, y, r))
+    # First disjoint disks (spread over the region), then, if too few fit, centres > r apart.
+    for gap in (2 * r + 1, r):
+        for x, y in zip(xs.tolist(), ys.tolist(), strict=True):
             if len(chosen) == count:
-                break
+                return chosen
+            if all((x - cx) ** 2 + (y - cy) ** 2 > gap * gap for cx, cy, _ in chosen):
+                chosen.append((x, y, r))
     return chosen
 
 
