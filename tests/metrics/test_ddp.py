@@ -20,7 +20,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from torchmetrics import Metric
+from torchmetrics import Metric, MetricCollection
 
 from matbench.metrics import (
     ClassificationMetrics,
@@ -71,12 +71,19 @@ def _triplet_images() -> list[tuple]:
 
 
 # name -> (metric factory, all updates in dataset order)
-CASES: dict[str, tuple[Callable[[], Metric], Callable[[], list[tuple]]]] = {
+CASES: dict[str, tuple[Callable[[], Metric | MetricCollection], Callable[[], list[tuple]]]] = {
     "classification": (lambda: ClassificationMetrics(6, top_k=3), _classification_batches),
     "segmentation": (lambda: SegmentationMetrics(5), _segmentation_batches),
     "retrieval_64": (lambda: RetrievalMetrics(group_size=64), _retrieval_batches),
     "retrieval_5": (lambda: RetrievalMetrics(group_size=5), _retrieval_batches),
     "retrieval_all": (lambda: RetrievalMetrics(group_size=None), _retrieval_batches),
+    "retrieval_collection": (
+        lambda: MetricCollection(
+            {"g5": RetrievalMetrics(group_size=5), "all": RetrievalMetrics(None)},
+            compute_groups=True,  # as the CLIP task uses it: shared states
+        ),
+        _retrieval_batches,
+    ),
     "triplet_all": (lambda: TripletAccuracy(), _triplet_images),
     "triplet_soft": (lambda: TripletAccuracy(soft_only=True), _triplet_images),
     "matseg": (lambda: MatSegMetrics(), _triplet_images),
@@ -103,7 +110,7 @@ def _shard(name: str, updates: list[tuple], sharding: str, rank: int) -> list[tu
     return updates[:cut] if rank == 0 else updates[cut:]
 
 
-def _run(metric: Metric, updates: list[tuple]) -> dict[str, Any]:
+def _run(metric: Metric | MetricCollection, updates: list[tuple]) -> dict[str, Any]:
     for args in updates:
         metric.update(*args)
     return metric.compute()
