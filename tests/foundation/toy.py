@@ -14,16 +14,20 @@ from matbench.tasks.base import BaseTask
 class IndexDataset(Dataset):
     """``n`` samples: a fixed random vector, a label, and the sample's index."""
 
-    def __init__(self, n: int, dim: int = 4, seed: int = 0) -> None:
+    def __init__(self, n: int, dim: int = 4, seed: int = 0, noise: float = 0.0) -> None:
         gen = torch.Generator().manual_seed(seed)
         self.x = torch.randn(n, dim, generator=gen)
         self.y = (self.x[:, 0] > 0).long()
+        self.noise = noise
 
     def __len__(self) -> int:
         return len(self.x)
 
     def __getitem__(self, i: int) -> dict:
-        return {"image": self.x[i], "label": self.y[i], "index": i}
+        x = self.x[i]
+        if self.noise:  # a random augmentation drawn from the global RNG
+            x = x + self.noise * torch.randn_like(x)
+        return {"image": x, "label": self.y[i], "index": i}
 
 
 class ToyDataModule(BaseDataModule):
@@ -33,15 +37,18 @@ class ToyDataModule(BaseDataModule):
         num_samples: Samples per split.
         batch_size: Samples per batch.
         num_workers: Loader workers.
+        noise: Standard deviation of random noise added to training samples.
     """
 
-    def __init__(self, num_samples: int = 11, batch_size: int = 4, num_workers: int = 0) -> None:
+    def __init__(
+        self, num_samples: int = 11, batch_size: int = 4, num_workers: int = 0, noise: float = 0.0
+    ) -> None:
         super().__init__(batch_size=batch_size, num_workers=num_workers)
         self.save_hyperparameters()
 
     def setup(self, stage: str | None = None) -> None:
         n = self.hparams.num_samples
-        self.train_dataset = IndexDataset(n, seed=0)
+        self.train_dataset = IndexDataset(n, seed=0, noise=self.hparams.noise)
         self.val_dataset = IndexDataset(n, seed=1)
         self.test_dataset = IndexDataset(n, seed=2)
         self.predict_dataset = self.test_dataset

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
 import lightning as L
 import torch.distributed as dist
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, SequentialSampler
 from torch.utils.data._utils.collate import default_collate
 
 
@@ -100,15 +101,23 @@ class BaseDataModule(L.LightningDataModule):
         return dataset
 
     def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
-        sampler = None
-        if not train and dist.is_available() and dist.is_initialized():
-            sampler = UnpaddedDistributedSampler(
-                dataset, num_replicas=dist.get_world_size(), rank=dist.get_rank()
+        distributed = dist.is_available() and dist.is_initialized()
+        world = dist.get_world_size() if distributed else 1
+        rank = dist.get_rank() if distributed else 0
+        if train:
+            # The shuffle order is a function of (seed, epoch): Lightning calls set_epoch, so a
+            # run resumed from a checkpoint sees the same order as an uninterrupted one.
+            seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
+            sampler: Sampler = DistributedSampler(
+                dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed
             )
+        elif distributed:
+            sampler = UnpaddedDistributedSampler(dataset, num_replicas=world, rank=rank)
+        else:
+            sampler = SequentialSampler(dataset)
         return DataLoader(
             dataset,
             batch_size=self.batch_size if train else self.eval_batch_size,
-            shuffle=train and sampler is None,
             sampler=sampler,
             num_workers=self.num_workers,
             collate_fn=self.collate_fn,

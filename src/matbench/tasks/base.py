@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+import random
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import Tensor, nn
@@ -79,6 +81,20 @@ class BaseTask(L.LightningModule, ABC):
                 return str(self.hparams[key])
         return type(self).__name__
 
+    # -- checkpoints -------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Random augmentations draw from these: restoring them makes a resumed run continue
+        # exactly as an uninterrupted one would.
+        checkpoint["matbench_rng_states"] = _collect_rng_states()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if "matbench_rng_states" in checkpoint and self._resuming_fit():
+            _set_rng_states(checkpoint["matbench_rng_states"])
+
+    def _resuming_fit(self) -> bool:
+        trainer = self._trainer
+        return trainer is not None and trainer.state.fn == "fit"
+
     # -- evaluation metrics ------------------------------------------------------------------
     def eval_metric(self, stage: str, dataloader_idx: int = 0) -> Metric:
         """The metric of ``stage`` for dataloader ``dataloader_idx``."""
@@ -135,6 +151,30 @@ class BaseTask(L.LightningModule, ABC):
 
     def on_test_epoch_end(self) -> None:
         self._end_eval("test")
+
+
+def _collect_rng_states() -> dict[str, Any]:
+    """torch, numpy and Python RNG states, as tensors and plain values (weights_only-safe)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": (
+            kind,
+            torch.from_numpy(keys.astype(np.int64)),
+            int(pos),
+            int(has_gauss),
+            float(cached),
+        ),
+        "python": random.getstate(),
+    }
+
+
+def _set_rng_states(states: dict[str, Any]) -> None:
+    torch.set_rng_state(states["torch"])
+    kind, keys, pos, has_gauss, cached = states["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    version, internal, gauss = states["python"]
+    random.setstate((version, tuple(internal), gauss))
 
 
 def _to_python(value: Any) -> Any:
