@@ -42,8 +42,9 @@ from matbench.metrics.functional._checks import (
 #: Result keys of :func:`triplet_accuracy`.
 TRIPLET_KEYS = ("by_point", "by_material", "top1_by_point", "top1_by_material")
 
-# Upper bound on the anchor-block x N x N comparison tensors built at once (dense path).
-_MAX_BLOCK_ELEMENTS = 1 << 24
+# Upper bound on the anchor-block x N x N comparison tensors built at once (dense path): one
+# block up to N = 101; larger blocks are slower, not faster (cache).
+_MAX_BLOCK_ELEMENTS = 1 << 20
 # At most this many distinct weights: count by weight levels (O(N² L log N)) instead of O(N³).
 _MAX_LEVELS = 16
 
@@ -133,8 +134,9 @@ def _counts_dense(similarity: Tensor, weight: Tensor, eye: Tensor) -> tuple[Tens
         comparable = (w_b != w_c) & ~eye[start:stop, None, :]
         tie = s_b == s_c
         agree = (w_b > w_c) == (s_b > s_c)
-        score2[start:stop] = 2 * (agree & ~tie & comparable).sum(-1) + (tie & comparable).sum(-1)
-        count[start:stop] = comparable.sum(-1)
+        score2[start:stop] = 2 * (agree & ~tie & comparable).sum(-1, dtype=torch.int32)
+        score2[start:stop] += (tie & comparable).sum(-1, dtype=torch.int32)
+        count[start:stop] = comparable.sum(-1, dtype=torch.int32)
     return score2, count
 
 
