@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import shutil
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
@@ -101,13 +102,17 @@ NaturalImagesKey = str | None
 
 @contextmanager
 def _mapper(workers: int, images: NaturalImagesKey) -> Iterator[Callable[..., Iterable[Any]]]:
-    """``map`` in this process (``workers == 1``) or over a pool of spawned processes."""
+    """``map`` in this process (``workers == 1``) or over a pool of worker processes."""
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
     if workers == 1:
         yield map
         return
-    context = multiprocessing.get_context("spawn")
+    # Linux: fork, so that workers inherit the loaded images and modules instead of
+    # re-importing the parent's __main__ (``python -m matbench`` pulls in torch and Lightning).
+    # Workers only run numpy/scipy/PIL code. Elsewhere: spawn.
+    fork = sys.platform.startswith("linux") and "fork" in multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("fork" if fork else "spawn")
     with ProcessPoolExecutor(
         max_workers=workers, mp_context=context, initializer=_warm, initargs=(images,)
     ) as pool:
