@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.matbench-installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-fast lint format demo bench docs clean
+.PHONY: help install test test-fast lint format demo bench docs golden clean
 
 help: ## Show the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -14,10 +14,10 @@ help: ## Show the targets
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet -e ".[dev,docs]"
 	@touch $@
 
-install: $(STAMP) ## Create .venv and install matbench (editable, with dev tools)
+install: $(STAMP) ## Create .venv and install matbench (editable, with test and docs tools)
 
 test: install ## Run the whole test suite (CPU)
 	$(PY) -m pytest
@@ -38,6 +38,9 @@ demo: install ## The main job: generate MatSeg data, train a U-Net on CPU, test 
 
 bench: install ## Speed benchmarks (ratios measured side by side)
 	@set -e; for f in benchmarks/*.py; do echo "== $$f"; $(PY) $$f; done
+
+docs: install ## Build the documentation site into site/ (warnings are errors)
+	$(VENV)/bin/mkdocs build --strict -d site
 
 clean: ## Remove logs, results and demo output
 	rm -rf logs lightning_logs results demo_out site
