@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from matbench.synth.benchmark import Annotation, annotate
+from matbench.synth.benchmark import WEIGHT_SQUARE, Annotation, annotate
 from matbench.synth.scene import (
     STREAM_BENCHMARK,
     STREAM_SCENES,
@@ -27,6 +27,8 @@ from matbench.synth.scene import (
 )
 
 JPEG_QUALITY = 95
+#: How worker processes name the image set: a resolved folder path, or None (scikit-image).
+NaturalImagesKey = str | None
 #: Name of the marker file; a scene counts only once it exists.
 FINISHED = "Finished.txt"
 
@@ -94,10 +96,10 @@ def _prepare_out(out: Path, known: Callable[[Path], bool], overwrite: bool) -> N
             f"{out}: refusing to overwrite, '{unknown[0].name}' was not written by matbench synth"
         )
     for entry in entries:
-        shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
-
-
-NaturalImagesKey = str | None
+        if entry.is_dir():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
 
 
 @contextmanager
@@ -247,7 +249,7 @@ def write_annotation(folder: Path, annotation: Annotation) -> None:
         lines = []
         for ids, weight in annotation.relations:
             body = ",".join(str(i) for i in ids)
-            lines.append(f"[{body}]" if weight == 0.6 else f"({body})")
+            lines.append(f"[{body}]" if weight == WEIGHT_SQUARE else f"({body})")
         (folder / "group_relations.txt").write_text("\n".join(lines) + "\n")
 
 
