@@ -40,6 +40,10 @@ _SWAPS_AXES = {5, 6, 7, 8}
 
 
 # -- benchmark ---------------------------------------------------------------------------------
+def _round_half_up(value: float) -> int:
+    return max(1, int(np.floor(value + 0.5)))
+
+
 def parse_points(path: Path) -> dict[str, np.ndarray]:
     """Read ``data.json``: group id → (n, 3) int array of full-resolution ``x, y, r``."""
     try:
@@ -233,7 +237,22 @@ class MatSegBenchmark(Dataset):
         if self.max_size is None or longest <= self.max_size:
             return 1.0, (width, height)
         factor = self.max_size / longest
-        return factor, (max(1, round(width * factor)), max(1, round(height * factor)))
+        return factor, (_round_half_up(width * factor), _round_half_up(height * factor))
+
+    def scaled_points(self, index: int) -> np.ndarray:
+        """Points of sample ``index`` in the resized image: ``x, y, r`` times the resize factor,
+        rounded half up (computed as ``p * max_size / longest`` to avoid binary-fraction
+        error), centres clipped into the image."""
+        rec = self.records[index]
+        factor, (width, height) = self.scale(index)
+        points = rec["points"]
+        if factor != 1.0:
+            longest = max(rec["size"])
+            points = np.floor(points * self.max_size / longest + 0.5).astype(np.int64)
+        points = points.copy()
+        points[:, 0] = points[:, 0].clip(0, width - 1)
+        points[:, 1] = points[:, 1].clip(0, height - 1)
+        return points
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         rec = self.records[index]
@@ -241,9 +260,7 @@ class MatSegBenchmark(Dataset):
         image = load_rgb(rec["path"], self.max_size if factor < 1 else None)
         if image.size != (width, height):
             image = image.resize((width, height), Image.BILINEAR)
-        points = np.rint(rec["points"] * factor).astype(np.int64)
-        points[:, 0] = points[:, 0].clip(0, width - 1)
-        points[:, 1] = points[:, 1].clip(0, height - 1)
+        points = self.scaled_points(index)
         return {
             "image": to_tensor(np.asarray(image)),
             "points": torch.from_numpy(points),
@@ -363,6 +380,13 @@ class MatSegScenes(Dataset):
         masks = _mask_files(folder)
         if not masks:
             raise DatasetFormatError(folder, "scene has no mask*.png file")
+        numbers = [int(_MASK_RE.match(p.name).group(1)) for p in masks]
+        start = 0 if numbers[0] == 0 else 1
+        for expected, (number, path) in enumerate(zip(numbers, masks, strict=True), start=start):
+            if number != expected:
+                digits = len(_MASK_RE.match(path.name).group(1))
+                missing = folder / f"mask{expected:0{digits}d}.png"
+                raise DatasetFormatError(missing, "mask file is missing (the numbering has a gap)")
         size = _header_size(image_path)
         for mask in masks:
             if _header_size(mask) != size:

@@ -146,6 +146,8 @@ class MatSegTask(BaseTask):
         predict_output: What predict writes: ``points`` (point descriptors and similarity, for
             benchmark samples), ``map`` (descriptor maps, float16) or ``both``.
         predict_dir: Folder of the predict ``.npz`` files.
+
+    ``predict_output`` and ``predict_dir`` are not saved as hyperparameters.
     """
 
     def __init__(
@@ -163,7 +165,11 @@ class MatSegTask(BaseTask):
     ) -> None:
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
-        super().__init__()
+        # Output options are not saved in checkpoints, so that predict can set them afresh
+        # (LightningCLI applies a checkpoint's hyperparameters over the command line).
+        super().__init__(ignore=["predict_output", "predict_dir"])
+        self.predict_output = predict_output
+        self.predict_dir = predict_dir
 
     def configure_models(self) -> None:
         hp = self.hparams
@@ -176,7 +182,7 @@ class MatSegTask(BaseTask):
 
     def configure_callbacks(self) -> list[Any]:
         callbacks = list(super().configure_callbacks())
-        callbacks.append(MatSegPredictionWriter(self.hparams.predict_dir))
+        callbacks.append(MatSegPredictionWriter(self.predict_dir))
         return callbacks
 
     def configure_optimizers(self) -> Any:
@@ -235,7 +241,7 @@ class MatSegTask(BaseTask):
     def predict_step(
         self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0
     ) -> list[dict[str, Any]]:
-        mode = self.hparams.predict_output
+        mode = self.predict_output
         images = batch["image"]
         out = []
         for i in range(len(images)):
