@@ -1,0 +1,1 @@
+"""Tests of the MatSeg pattern-infusion generator (matbench.synth)."""
