@@ -85,7 +85,13 @@ def _read_rgb(path: Path) -> np.ndarray:
     try:
         with Image.open(path) as im:
             im = ImageOps.exif_transpose(im)
-            if im.mode in ("RGBA", "LA", "P"):
+            if im.mode.startswith("I") or im.mode == "F":
+                # 16/32-bit grey: stretch to 8 bits (a plain convert would clip at 255).
+                values = np.asarray(im, dtype=np.float64)
+                top = values.max()
+                values = values / top * 255.0 if top > 0 else values
+                im = Image.fromarray(np.clip(np.round(values), 0, 255).astype(np.uint8))
+            if im.mode in ("RGBA", "LA", "P", "PA"):
                 im = im.convert("RGBA")
                 background = Image.new("RGBA", im.size, (255, 255, 255, 255))
                 im = Image.alpha_composite(background, im)
