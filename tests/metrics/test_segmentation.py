@@ -46,7 +46,15 @@ def _batches(seed: int, num_classes: int, ignore_index: int | None, shape=(2, 9,
 
 @pytest.mark.parametrize(
     ("ignore_index", "target_dtype"),
-    [(255, torch.long), (255, torch.uint8), (None, torch.long), (0, torch.int32), (-1, torch.long)],
+    [
+        (255, torch.long),
+        (255, torch.uint8),
+        (None, torch.long),
+        (0, torch.int32),
+        (-1, torch.long),
+        (100_000, torch.long),
+        (255, torch.int16),
+    ],
 )
 @pytest.mark.parametrize("seed", range(3))
 def test_matches_loop_reference(

@@ -22,6 +22,9 @@ from matbench.metrics.functional._checks import (
     check_num_classes,
 )
 
+# Largest bin count of the fast confusion path (ignore_index + 1 rows of C bins).
+_MAX_FAST_BINS = 1 << 20
+
 
 def check_ignore_index(ignore_index: int | None) -> None:
     """Raise unless ``ignore_index`` is None or an integer."""
@@ -81,26 +84,41 @@ def segmentation_confusion(
     low, high = torch.aminmax(p)
     if low < 0 or high >= c:
         check_labels(p, "preds", c)
-    # Ignored pixels go to bin 0 and are taken out of it afterwards: cheaper than selecting
-    # the valid pixels. With preds in [0, C), idx is in [0, C*C) iff every kept target is.
-    work = torch.int32 if c * c < 2**31 else torch.int64
-    if work == torch.int32 and t.dtype == torch.int64:
-        t_low, t_high = torch.aminmax(t)  # values outside int32 would wrap around
-        if t_low < -(2**31) or t_high >= 2**31:
-            check_labels(t[t != ignore_index] if ignore_index is not None else t, "target", c)
-    idx = torch.add(p.to(work), t.to(work), alpha=c)
-    ignored = None
-    if ignore_index is not None:
-        ignored = t == ignore_index
+    # Fast path: bin every pixel at t*C + p, ignored ones included (ignore_index is then just
+    # one more row of bins, dropped afterwards), with no masking pass at all.
+    rows = c if ignore_index is None or ignore_index < c else ignore_index + 1
+    if ignore_index is None or (ignore_index >= 0 and rows * c <= _MAX_FAST_BINS):
+        t_low, t_high = torch.aminmax(t)
+        if t_low >= 0 and t_high < rows:
+            counts = torch.bincount(_flat_index(p, t, c), minlength=rows * c).reshape(rows, c)
+            extra = [r for r in range(c, rows) if r != ignore_index and counts[r].any()]
+            if not extra:
+                confusion = counts[:c].long()
+                if ignore_index is not None and ignore_index < c:
+                    confusion[ignore_index] = 0
+                return confusion
+    # General path (any ignore_index; also reports bad targets): ignored pixels go to bin 0
+    # and are taken out of it afterwards.
+    ignored = None if ignore_index is None else t == ignore_index
+    kept = t if ignored is None else t[~ignored]
+    if kept.numel():
+        k_low, k_high = torch.aminmax(kept)
+        if k_low < 0 or k_high >= c:
+            check_labels(kept, f"target (pixels other than ignore_index={ignore_index})", c)
+    idx = _flat_index(p, t, c)
+    if ignored is not None:
         idx.masked_fill_(ignored, 0)
-    low, high = torch.aminmax(idx)
-    if low < 0 or high >= c * c:
-        kept = t if ignored is None else t[~ignored]
-        check_labels(kept, f"target (pixels other than ignore_index={ignore_index})", c)
     counts = torch.bincount(idx, minlength=c * c).long()
     if ignored is not None:
         counts[0] -= ignored.sum()
     return counts.reshape(c, c)
+
+
+def _flat_index(p: Tensor, t: Tensor, c: int) -> Tensor:
+    """``t * c + p`` in an integer type wide enough (inputs already range-checked)."""
+    if torch.iinfo(torch.promote_types(p.dtype, t.dtype)).bits < 32:
+        p = p.to(torch.int32)  # small types would overflow
+    return torch.add(p, t, alpha=c)  # type promotion casts on the fly
 
 
 def segmentation_from_confusion(confusion: Tensor) -> dict[str, Any]:
