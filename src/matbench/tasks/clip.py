@@ -249,7 +249,8 @@ class ZeroShotTask(ClipMaterialTask):
         crop_blur_sigma: Blur outside the mask, in model-input pixels; 0 = off.
         checkpoint: A ClipMaterialTask checkpoint (``.ckpt``) whose weights to load.
         top_k: k of the top-k accuracy.
-        (other arguments: see :class:`ClipMaterialTask`)
+
+    The other arguments are those of :class:`ClipMaterialTask`.
     """
 
     monitor = "val/accuracy"
