@@ -127,7 +127,7 @@ def annotate(
     _, h, w = fractions.shape
     side = min(h, w)
     # Distance kept from region borders: 1 px, plus what rounding costs when the protocol
-    # shrinks the image to EVAL_MAX_SIDE (up to ~1 px there, i.e. 1 / scale px here).
+    # shrinks the image to EVAL_MAX_SIDE (~1.25 px there, i.e. 1.25 / scale px here).
     scale = min(1.0, EVAL_MAX_SIDE / max(h, w))
     margin = 1.0 if scale == 1.0 else 1.0 + 1.25 / scale
     min_radius = max(2, round(2 / scale))
