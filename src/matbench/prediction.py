@@ -153,7 +153,10 @@ def load_task(config: str | None, ckpt: str | None) -> L.LightningModule:
         class_path = f"matbench.tasks.{class_path}"
     module_name, _, name = class_path.rpartition(".")
     cls = getattr(importlib.import_module(module_name), name)
-    task = cls(**(section.get("init_args") or {}))
+    init_args = dict(section.get("init_args") or {})
+    if ckpt is not None and "pretrained" in init_args:
+        init_args["pretrained"] = None  # the checkpoint's weights replace them: no download
+    task = cls(**init_args)
     if ckpt is not None:
         from matbench.utils.weights import load_state_dict_file
 

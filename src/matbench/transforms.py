@@ -98,19 +98,36 @@ def gaussian_kernel1d(sigma: float, dtype: torch.dtype = torch.float32) -> Tenso
     return kernel / kernel.sum()
 
 
-def gaussian_blur(image: Tensor, sigma: float) -> Tensor:
-    """Separable Gaussian blur of a (C, H, W) or (B, C, H, W) image, edges replicated."""
+def gaussian_blur(image: Tensor, sigma: float, exact: bool = False) -> Tensor:
+    """Gaussian blur of a (C, H, W) or (B, C, H, W) image, edges replicated.
+
+    A large blur (``sigma >= 4``) is computed, unless ``exact``, at a lower resolution:
+    area-downsample by ``k = floor(sigma / 2)``, blur with ``sigma / k``, upsample
+    bilinearly -- the same background softening at a fraction of the cost (the blur is a
+    context cue, not a measurement).
+    """
     if sigma <= 0:
         return image
     squeeze = image.ndim == 3
     x = image.unsqueeze(0) if squeeze else image
+    factor = 1 if exact else int(sigma // 2)
+    height, width = x.shape[-2:]
+    if factor > 1 and min(height, width) >= 4 * factor:
+        small = F.avg_pool2d(x, factor, ceil_mode=True)
+        small = _separable_blur(small, sigma / factor)
+        x = F.interpolate(small, size=(height, width), mode="bilinear", align_corners=False)
+    else:
+        x = _separable_blur(x, sigma)
+    return x.squeeze(0) if squeeze else x
+
+
+def _separable_blur(x: Tensor, sigma: float) -> Tensor:
     channels = x.shape[1]
     kernel = gaussian_kernel1d(sigma, x.dtype).to(x.device)
     radius = kernel.numel() // 2
     x = F.pad(x, (radius, radius, radius, radius), mode="replicate")
     x = F.conv2d(x, kernel.view(1, 1, 1, -1).expand(channels, 1, 1, -1), groups=channels)
-    x = F.conv2d(x, kernel.view(1, 1, -1, 1).expand(channels, 1, -1, 1), groups=channels)
-    return x.squeeze(0) if squeeze else x
+    return F.conv2d(x, kernel.view(1, 1, -1, 1).expand(channels, 1, -1, 1), groups=channels)
 
 
 def blur_outside(image: Tensor, mask: Tensor, sigma: float) -> Tensor:

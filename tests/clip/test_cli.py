@@ -106,6 +106,14 @@ def test_fit_test_predict_embed_text(
     assert line["text"] == "wood"
     assert np.allclose(line["embedding"], saved["embeddings"][0], atol=1e-5)
 
+    # Zero-shot with the fine-tuned weights: the same text embeddings.
+    from matbench.tasks.clip import ZeroShotTask
+
+    zero_shot = ZeroShotTask(
+        model=TINY, text_tower="minilm", checkpoint=str(ckpt), templates="name"
+    )
+    assert np.allclose(zero_shot.embed_text(["wood"])[0].numpy(), saved["embeddings"][0], atol=1e-5)
+
 
 @pytest.mark.slow
 @pytest.mark.parametrize(

@@ -96,3 +96,15 @@ def test_object_crop_transform_uses_box_for_empty_mask() -> None:
     assert out["box"].tolist() == [0, 0, 50, 50]
     with pytest.raises(ValueError, match="blur_sigma"):
         ObjectCrop(blur_sigma=-1)
+
+
+def test_large_blur_is_close_to_the_exact_blur() -> None:
+    g = torch.Generator().manual_seed(1)
+    smooth = torch.nn.functional.interpolate(
+        torch.rand(1, 3, 24, 24, generator=g), size=(96, 96), mode="bilinear"
+    )[0]
+    fast, exact = gaussian_blur(smooth, 6.0), gaussian_blur(smooth, 6.0, exact=True)
+    assert fast.shape == exact.shape
+    assert (fast - exact).abs().max() < 0.03
+    # It still blurs: far from the input.
+    assert (exact - smooth).abs().mean() > 5 * (fast - exact).abs().mean()

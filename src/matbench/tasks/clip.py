@@ -244,7 +244,9 @@ class ZeroShotTask(ClipMaterialTask):
         class_names: The classes, in label order; None = the datamodule's ``class_names``.
         templates: Template set name (``material``, ``name``) or a JSON file of templates.
         region: ``"crop"`` = the object crop rule (box padded to >= ``crop_min_size`` px,
-            resized, blurred outside the mask); ``"full"`` = the whole image resized.
+            resized, blurred outside the mask) applied here; ``"full"`` = the image as the
+            datamodule gives it, resized to the model (use it when the datamodule already
+            crops, e.g. FMD's ``object_crop``, which then runs in the loader workers).
         crop_min_size: Smallest side of the crop in original pixels.
         crop_blur_sigma: Blur outside the mask, in model-input pixels; 0 = off.
         checkpoint: A ClipMaterialTask checkpoint (``.ckpt``) whose weights to load.
@@ -293,7 +295,8 @@ class ZeroShotTask(ClipMaterialTask):
             )
         self.model = MaterialCLIP(
             model=hp.model,
-            pretrained=hp.pretrained,
+            # A fine-tuned checkpoint replaces the pretrained weights: do not fetch them.
+            pretrained=None if hp.checkpoint else hp.pretrained,
             text_tower=hp.text_tower,
             lock_image=True,
             lock_text=True,
@@ -370,6 +373,10 @@ class ZeroShotTask(ClipMaterialTask):
         images = batch["image"]
         masks = batch.get("mask")
         size = self.model.image.image_size
+        if self.hparams.region == "full" and isinstance(images, Tensor):
+            if tuple(images.shape[-2:]) == size:
+                return images.float()
+            return F.interpolate(images.float(), size=size, mode="bilinear", antialias=True)
         out = []
         for i in range(len(images)):
             image = images[i].float()
