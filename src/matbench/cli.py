@@ -7,12 +7,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from lightning.pytorch.cli import LightningCLI
-
 import matbench
-from matbench.datamodules.base import BaseDataModule
-from matbench.results import write_run
-from matbench.tasks.base import BaseTask
 
 #: Subcommands that are not Lightning runs: name -> ("module:function", one-line help).
 #: Each function takes the remaining argv and returns an exit code.
@@ -23,68 +18,6 @@ TOOL_COMMANDS: dict[str, tuple[str, str]] = {
     "benchmark": ("matbench.benchmark:main", "run a suite of `test` runs into one table"),
     "report": ("matbench.report:main", "rebuild results tables and plots from JSON files"),
 }
-
-
-class MatbenchCLI(LightningCLI):
-    """LightningCLI with matbench's defaults and a results JSON after ``test``."""
-
-    def add_arguments_to_parser(self, parser: Any) -> None:
-        parser.add_argument(
-            "--results_dir",
-            type=str,
-            default="results",
-            help="Where `test` writes its results JSON and the results table.",
-        )
-        parser.add_argument(
-            "--tag",
-            type=str | None,
-            default=None,
-            help="A label stored in the results JSON (a benchmark suite run uses its id).",
-        )
-
-    def after_test(self) -> None:
-        if not self.trainer.is_global_zero:
-            return
-        task = self.model
-        datamodule = self.datamodule
-        results_dir = self.config[self.subcommand]["results_dir"]
-        data_info = datamodule.describe() if isinstance(datamodule, BaseDataModule) else {}
-        names = getattr(datamodule, "dataloader_names", None)
-        for idx, metrics in enumerate(getattr(task, "results", {}).get("test", [])):
-            data = dict(data_info)
-            if names is not None and idx < len(names):
-                data["dataset"] = names[idx]
-            class_names = getattr(datamodule, "class_names", None)
-            if class_names is not None:
-                data["class_names"] = [str(c) for c in class_names]
-            record = {
-                "task": type(task).__name__,
-                "model_name": task.model_name if isinstance(task, BaseTask) else "",
-                "model": {k: _plain(v) for k, v in task.hparams.items()},
-                "checkpoint": self.config[self.subcommand].get("ckpt_path"),
-                "data": data,
-                "metrics": metrics,
-                "seed": self.config[self.subcommand].get("seed_everything"),
-                "tag": self.config[self.subcommand].get("tag"),
-            }
-            path = write_run(results_dir, record)
-            print(f"results: {path}")
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    return str(value)
-
-
-def _import_components() -> None:
-    """Import every task and datamodule so that short class names resolve in YAML."""
-    importlib.import_module("matbench.tasks")
-    importlib.import_module("matbench.datamodules")
 
 
 def _tools_epilog() -> str:
@@ -113,22 +46,6 @@ def main(args: Sequence[str] | None = None) -> Any:
         if args is None:
             sys.exit(code)
         return code
-    _import_components()
-    return MatbenchCLI(
-        BaseTask,
-        BaseDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        seed_everything_default=0,
-        save_config_kwargs={"overwrite": True},
-        trainer_defaults={
-            "logger": {
-                "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
-                "init_args": {"save_dir": "logs", "name": "matbench"},
-            },
-            "enable_progress_bar": True,
-        },
-        parser_kwargs={"epilog": _tools_epilog()} if TOOL_COMMANDS else None,
-        args=argv,
-        auto_configure_optimizers=False,
-    )
+    from matbench.lightning_cli import run  # Lightning is imported only from here on
+
+    return run(argv, epilog=_tools_epilog())
