@@ -1,0 +1,149 @@
+"""Benchmark: MatSeg training throughput (full pipeline vs the bare step) and generator speed.
+
+1. Training, in images/second, measured side by side in one run (CPU):
+   - pipeline: ``matbench``'s whole path -- generated scenes on disk (JPEG + soft PNG masks),
+     :class:`MatSegDataModule` (decode, random crop and resize, soft fractions and region of
+     interest, albumentations, material padding) in a loader worker, a Lightning ``Trainer``
+     fitting :class:`MatSegTask` (U-Net, loss, backward, AdamW);
+   - bare: the same model's forward, :func:`matseg_loss`, backward and AdamW step on one fixed
+     in-memory batch.
+   Target: pipeline >= 85 % of the bare rate. The bare rate is measured before and after the
+   pipeline and averaged, as the machine may be shared.
+2. Generator: :func:`matbench.synth.write_scenes` at 512 x 512 px, in scenes/second.
+
+    python benchmarks/matseg.py                    # the defaults reported in the docs
+    python benchmarks/matseg.py --steps 6 --gen 2  # a quick run
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from matbench.datamodules.matseg import MatSegDataModule  # noqa: E402
+from matbench.synth import write_scenes  # noqa: E402
+from matbench.tasks.matseg import MatSegTask, matseg_loss  # noqa: E402
+
+
+class StepTimer(Callback):
+    """Wall time of training batches after ``warmup`` batches (data loading included)."""
+
+    def __init__(self, warmup: int) -> None:
+        self.warmup = warmup
+        self.start: float | None = None
+        self.images = 0
+        self.elapsed = 0.0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:  # noqa: ANN001
+        if trainer.global_step == self.warmup and self.start is None:
+            self.start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
+        if self.start is not None:
+            self.images += batch["image"].shape[0]
+            self.elapsed = time.perf_counter() - self.start
+
+
+def bare_rate(task: MatSegTask, batch: dict, steps: int) -> float:
+    """Images/second of forward + loss + backward + AdamW on one in-memory batch."""
+    model = task.model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+    def step() -> None:
+        desc = model(batch["image"])
+        loss = matseg_loss(desc, batch["fractions"], batch["valid"], batch["roi"], 0.2)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    step()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return steps * batch["image"].shape[0] / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--scenes", type=int, default=24, help="generated training scenes")
+    parser.add_argument("--steps", type=int, default=20, help="timed training steps")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps first")
+    parser.add_argument("--crop", type=int, default=128, help="crop side (px)")
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--workers", type=int, default=1, help="loader workers")
+    parser.add_argument("--encoder", default="tu-convnext_atto")
+    parser.add_argument("--gen", type=int, default=6, help="scenes generated at 512 px")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        # -- generator ----------------------------------------------------------------------
+        start = time.perf_counter()
+        write_scenes(tmp / "gen512", args.gen, seed=0, min_size=512, max_size=512, workers=2)
+        gen_seconds = time.perf_counter() - start
+
+        # -- training data ------------------------------------------------------------------
+        write_scenes(tmp / "scenes", args.scenes, seed=1, min_size=256, max_size=384, workers=2)
+        dm = MatSegDataModule(
+            str(tmp / "scenes"),
+            crop_size=args.crop,
+            val_size=args.crop,
+            val_fraction=0.1,
+            batch_size=args.batch_size,
+            num_workers=args.workers,
+            augment=True,
+        )
+        L.seed_everything(0)
+        task = MatSegTask(encoder=args.encoder, descriptor_dim=128, lr=1e-4)
+        dm.setup("fit")
+        batch = next(iter(dm.train_dataloader()))
+        bare_before = bare_rate(task, batch, max(3, args.steps // 2))
+
+        timer = StepTimer(args.warmup)
+        trainer = L.Trainer(
+            accelerator="cpu",
+            devices=1,
+            max_steps=args.warmup + args.steps,
+            limit_val_batches=0,
+            num_sanity_val_steps=0,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            callbacks=[timer],
+            default_root_dir=str(tmp / "run"),
+        )
+        trainer.fit(task, datamodule=dm)
+        pipeline = timer.images / timer.elapsed
+        bare_after = bare_rate(task, batch, max(3, args.steps // 2))
+
+    bare = (bare_before + bare_after) / 2
+    print(
+        f"MatSeg training, {args.encoder} U-Net, {args.batch_size} x {args.crop} px crops, "
+        f"{args.threads} threads, {args.workers} loader worker(s):"
+    )
+    print(
+        f"  {'bare step (in-memory batch)':<36} {bare:8.2f} images/s  "
+        f"(before {bare_before:.2f}, after {bare_after:.2f})"
+    )
+    print(f"  {'full pipeline (disk → Trainer)':<36} {pipeline:8.2f} images/s")
+    print(f"  pipeline / bare = {100 * pipeline / bare:.1f} %  (target >= 85 %)")
+    print(
+        f"Generator: {args.gen} scenes at 512 x 512 px in {gen_seconds:.1f} s = "
+        f"{args.gen / gen_seconds:.2f} scenes/s (2 processes)"
+    )
+
+
+if __name__ == "__main__":
+    main()
