@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -138,8 +139,8 @@ def test_disk_cache_persists_and_a_changed_mask_is_a_miss(fmd_root: Path, tmp_pa
 
 def test_identical_logits_with_and_without_cache(fmd_root: Path, tmp_path: Path) -> None:
     cached = make_task(feature_cache="memory", streams="both", text_encoder="minilm")
-    plain = make_task(feature_cache="off", streams="both", text_encoder="minilm")
-    plain.load_state_dict(cached.state_dict())
+    plain = copy.deepcopy(cached)  # the same weights, without loading MiniLM twice
+    plain.hparams.feature_cache = "off"
     data = make_data(fmd_root)
     run = trainer(tmp_path)
     first = run.predict(cached, datamodule=data)
@@ -168,3 +169,27 @@ def test_cache_off_for_full_finetuning_and_augmented_training(
     assert data.val_dataset.feature_cache is augmented.cache
     # only validation samples are cached: 10 misses then 10 hits
     assert augmented.cache.misses == 10 and augmented.cache.hits == 10
+
+
+@pytest.mark.ddp
+def test_ddp_ranks_cache_their_own_samples_once(fmd_root: Path, tmp_path: Path) -> None:
+    cache_dir = tmp_path / "features"
+    task = make_task(feature_cache="disk", cache_dir=str(cache_dir))
+    run = L.Trainer(
+        max_epochs=1,
+        accelerator="cpu",
+        devices=2,
+        strategy="ddp_spawn",
+        logger=False,
+        default_root_dir=str(tmp_path / "run"),
+        num_sanity_val_steps=0,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    run.fit(task, datamodule=make_data(fmd_root))
+    files = list(cache_dir.rglob("*.pt"))
+    assert len(files) == 20  # 10 train + 10 val, each written once by the rank that saw it
+    assert not list(cache_dir.rglob(".tmp-*"))
+    single = make_task(feature_cache="disk", cache_dir=str(cache_dir))
+    trainer(tmp_path, epochs=1).fit(single, datamodule=make_data(fmd_root))
+    assert single.cache.misses == 0 and single.cache.hits == 20

@@ -157,9 +157,12 @@ class MaterialFolderDataModule(BaseDataModule):
 
     def _write_split(self) -> None:
         trainer = getattr(self, "trainer", None)
-        if trainer is None or not trainer.is_global_zero or self.splits is None:
+        if trainer is None or self.splits is None:
             return
+        # log_dir broadcasts from rank 0: every rank must ask for it
         out_dir = Path(trainer.log_dir or trainer.default_root_dir)
+        if not trainer.is_global_zero:
+            return
         h = self.hparams
         record = {
             "settings": {

@@ -258,9 +258,10 @@ class TwoStreamTask(BaseTask):
 
     def on_test_epoch_end(self) -> None:
         super().on_test_epoch_end()
+        # log_dir broadcasts from rank 0: every rank must ask for it
+        out_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir)
         if not self.trainer.is_global_zero:
             return
-        out_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir)
         names = (
             getattr(self.trainer.datamodule, "class_names", None)
             if self.trainer.datamodule
@@ -318,7 +319,7 @@ def save_confusion_matrix(
                         color="white" if recall[i, j] > 0.5 else "black",
                     )
     ax.set_title(title, fontsize=9)
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
