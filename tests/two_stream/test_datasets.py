@@ -253,3 +253,27 @@ def test_names_class_word_boundaries() -> None:
     assert not names_class("metallic sheen", "Metal")
     assert not names_class("woodland scene", "Wood")
     assert not names_class("a natural look", "Stone, natural")
+
+
+def test_fmd_datamodule_split_is_seeded_and_reusable(fmd_root: Path, tmp_path: Path) -> None:
+    from matbench.datamodules.fmd import FMDDataModule
+
+    first = FMDDataModule(str(fmd_root), image_size=16, val_fraction=0.5, seed=3)
+    first.setup("fit")
+    first.setup("test")
+    again = FMDDataModule(str(fmd_root), image_size=16, val_fraction=0.5, seed=3)
+    again.setup("fit")
+    assert again.splits == first.splits
+    assert len(first.train_dataset) == 10 and len(first.val_dataset) == 10
+    assert len(first.test_dataset) == 20 and first.class_names == list(FMD_CLASSES)
+    split_file = tmp_path / "split.json"
+    split_file.write_text(json.dumps({"settings": {}, "splits": first.splits}))
+    reused = FMDDataModule(str(fmd_root), image_size=16, seed=99, split_file=str(split_file))
+    reused.setup("test")
+    assert [s[0] for s in reused.test_dataset.samples] == first.splits["test"]
+    assert reused.describe()["split_sha256"] == first.describe()["split_sha256"]
+    other = FMDDataModule(str(fmd_root), image_size=16, val_fraction=0.5, seed=4)
+    other.setup("fit")
+    assert other.describe()["split_sha256"] != first.describe()["split_sha256"]
+    batch = next(iter(first.train_dataloader()))
+    assert batch["image"].shape == (8, 3, 16, 16) and batch["mask"].dtype == torch.bool

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.pytorch.loggers.logger import DummyLogger
 
 from matbench.cache import feature_collate
 from matbench.datamodules.base import BaseDataModule
@@ -56,8 +58,9 @@ class MaterialFolderDataModule(BaseDataModule):
     """A seeded per-class train/val/test split of a :class:`MaterialFolder`.
 
     The split (see :func:`matbench.datasets.folder.split_per_class`) is written as
-    ``<split_name>.json`` into the run's log directory (``trainer.log_dir``), with the settings
-    that made it; pass that file as ``split_file`` to reuse it exactly.
+    ``<split_name>.json`` into the run's log directory (``trainer.log_dir``, when the run has
+    a logger), with the settings that made it; pass that file as ``split_file`` to reuse it
+    exactly. The results JSON records the split's sizes and SHA-256 (:meth:`describe`).
 
     Args:
         root: Folder holding ``image/<class>/`` (and optionally ``mask/<class>/``).
@@ -159,6 +162,8 @@ class MaterialFolderDataModule(BaseDataModule):
         trainer = getattr(self, "trainer", None)
         if trainer is None or self.splits is None:
             return
+        if trainer.logger is None or isinstance(trainer.logger, DummyLogger):
+            return  # no run directory (logger=False, fast_dev_run): describe() records the hash
         # log_dir broadcasts from rank 0: every rank must ask for it
         out_dir = Path(trainer.log_dir or trainer.default_root_dir)
         if not trainer.is_global_zero:
@@ -183,4 +188,6 @@ class MaterialFolderDataModule(BaseDataModule):
             info["split_file"] = str(self.split_path)
         if self.splits is not None:
             info["split_sizes"] = {k: len(v) for k, v in self.splits.items()}
+            text = json.dumps(self.splits, sort_keys=True).encode()
+            info["split_sha256"] = hashlib.sha256(text).hexdigest()
         return info
