@@ -5,10 +5,11 @@ Writes a fake FMD copy of real-sized images (512 x 384 JPEGs with masks) to a te
 folder, then times, on the CPU:
 
 1. the bare frozen forward: one pass of the loader (decode + resize) and the frozen streams'
-   features, no cache, no training (the least work any first epoch has to do);
-2. training epochs of the MLP with ``feature_cache="off"`` (features recomputed every epoch);
-3. training epochs with the in-memory feature cache (attached to the dataset, so that cached
-   samples are not even decoded).
+   features, no cache, no training (the least work any first epoch has to do), alternated
+   with the first epoch of a fresh cache (best of ``--rounds`` each, as the machine is shared);
+2. training epochs with the in-memory feature cache (attached to the dataset, so that cached
+   samples are not even decoded);
+3. training epochs of the MLP with the cache off (features recomputed every epoch).
 
 Targets: from the second epoch on, a cached epoch is at least 20x faster than a recomputing one;
 the first cached epoch runs at least 85% of the bare forward's images per second.
@@ -85,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--workers", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=2, help="bare vs first epoch rounds")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -108,16 +110,24 @@ def main(argv: list[str] | None = None) -> int:
             first = next(iter(loader(dataset, args.batch_size, 0)))
             task.model.features(first["image"], first["mask"], list(first["description"]))
 
-        bare = bare_forward(task, dataset, args.batch_size, args.workers)
-
-        task.cache = None  # recompute every epoch
-        dataset.feature_cache = None
-        plain = train_epochs(task, dataset, args.epochs, args.batch_size, args.workers)
-
-        task.cache = FeatureCache(task.model.cache_id())
-        dataset.feature_cache = task.cache
-        cached = train_epochs(task, dataset, args.epochs, args.batch_size, args.workers)
+        # The first cached epoch against the bare forward: alternated, best of N rounds,
+        # so that load from other processes hits both alike.
+        bare_runs, first_runs = [], []
+        model_id = task.model.cache_id()
+        for _ in range(args.rounds):
+            task.cache = dataset.feature_cache = None
+            bare_runs.append(bare_forward(task, dataset, args.batch_size, args.workers))
+            task.cache = FeatureCache(model_id)
+            dataset.feature_cache = task.cache
+            first_runs.append(train_epochs(task, dataset, 1, args.batch_size, args.workers)[0])
+        bare = min(bare_runs)
+        # later cached epochs (the cache of the last round is complete)
+        cached = [min(first_runs)]
+        cached += train_epochs(task, dataset, args.epochs - 1, args.batch_size, args.workers)
         hits, misses = task.cache.hits, task.cache.misses
+
+        task.cache = dataset.feature_cache = None  # recompute every epoch
+        plain = train_epochs(task, dataset, args.epochs, args.batch_size, args.workers)
 
     header = "".join(f"{f'epoch {i + 1}':>12}" for i in range(args.epochs))
     print(f"\n{'seconds per epoch':<24}{header}")
@@ -127,12 +137,12 @@ def main(argv: list[str] | None = None) -> int:
         f"{'speed-up':<24}" + "".join(f"{p / c:11.1f}x" for p, c in zip(plain, cached, strict=True))
     )
     later = sum(plain[1:]) / max(sum(cached[1:]), 1e-9) if args.epochs > 1 else float("nan")
-    print(f"\ncache hits/misses: {hits}/{misses}")
+    print(f"\ncache hits/misses (last round and later epochs): {hits}/{misses}")
     print(f"from epoch 2: cached epochs are {later:.1f}x faster (target >= 20x)")
     bare_ips, first_ips = n / bare, n / cached[0]
     print(
         f"first cached epoch: {first_ips:.2f} images/s vs bare frozen forward {bare_ips:.2f} "
-        f"images/s = {100 * first_ips / bare_ips:.0f}% (target >= 85%)"
+        f"images/s = {100 * first_ips / bare_ips:.0f}% (target >= 85%; best of {args.rounds})"
     )
     return 0
 
