@@ -152,6 +152,13 @@ def test_identical_logits_with_and_without_cache(fmd_root: Path, tmp_path: Path)
         assert a["key"] == c["key"]
         assert torch.equal(a["logits"], b["logits"])
         assert torch.allclose(a["logits"], c["logits"], atol=1e-6)
+    # other frozen weights (e.g. a checkpoint loaded for test): a new cache, all misses
+    old_cache = cached.cache
+    with torch.no_grad():
+        cached.model.vision.vit.patch_embed.proj.weight.mul_(2.0)
+    changed = run.predict(cached, datamodule=data)
+    assert cached.cache is not old_cache and cached.cache.misses == 20
+    assert not torch.allclose(changed[0]["logits"], first[0]["logits"])
 
 
 def test_cache_off_for_full_finetuning_and_augmented_training(

@@ -117,8 +117,9 @@ class TwoStreamTask(BaseTask):
         )
 
     # -- feature cache -------------------------------------------------------------------------
-    def _setup_cache(self) -> None:
-        """Create the cache (once) and attach it to the datamodule's datasets."""
+    def _setup_cache(self, refresh: bool = True) -> None:
+        """Create the cache (again if the frozen weights changed) and attach it to the
+        datamodule's datasets."""
         h = self.hparams
         if h.feature_cache == "off":
             self.cache_disabled_reason = "feature_cache is 'off'"
@@ -130,13 +131,16 @@ class TwoStreamTask(BaseTask):
                     "feature cache not used: finetune='full' trains the backbone", stacklevel=2
                 )
             return
-        if self.cache is None:
-            directory = None
-            if h.feature_cache == "disk":
-                directory = Path(
-                    h.cache_dir or Path(self.trainer.default_root_dir) / "feature_cache"
-                )
-            self.cache = FeatureCache(self.model.cache_id(), directory=directory)
+        if self.cache is None or refresh:
+            # the weights may have changed since (a checkpoint loaded for test/predict)
+            model_id = self.model.cache_id()
+            if self.cache is None or self.cache.model_id != model_id:
+                directory = None
+                if h.feature_cache == "disk":
+                    directory = Path(
+                        h.cache_dir or Path(self.trainer.default_root_dir) / "feature_cache"
+                    )
+                self.cache = FeatureCache(model_id, directory=directory)
         datamodule = getattr(self.trainer, "datamodule", None)
         if datamodule is None:
             self.cache_disabled_reason = "no datamodule: datasets cannot be fingerprinted"
@@ -162,7 +166,8 @@ class TwoStreamTask(BaseTask):
         self._setup_cache()
 
     def on_validation_start(self) -> None:
-        self._setup_cache()
+        # every epoch during fit: the identity was checked at fit start
+        self._setup_cache(refresh=self.trainer.state.fn != "fit")
 
     def on_test_start(self) -> None:
         self._setup_cache()
