@@ -140,3 +140,40 @@ def test_cache_id_changes_with_weights_and_settings() -> None:
     assert a.cache_id() != d.cache_id()
     b.head[0].weight.data.add_(1.0)  # the head is not part of the identity
     assert a.cache_id() == b.cache_id()
+
+
+def test_open_clip_text_stream(tmp_path: Path) -> None:
+    import json
+
+    import open_clip
+
+    config = tmp_path / "two_stream_tiny_clip.json"
+    config.write_text(
+        json.dumps(
+            {
+                "embed_dim": 24,
+                "vision_cfg": {
+                    "image_size": 32,
+                    "layers": 1,
+                    "width": 32,
+                    "head_width": 16,
+                    "patch_size": 16,
+                },
+                "text_cfg": {
+                    "context_length": 16,
+                    "vocab_size": 49408,
+                    "width": 32,
+                    "heads": 2,
+                    "layers": 1,
+                },
+            }
+        )
+    )
+    open_clip.add_model_config(config)
+    model = TwoStreamModel(
+        3, backbone="test_vit", image_size=32, text_encoder="open_clip:two_stream_tiny_clip"
+    )
+    assert model.feature_dim == model.vision.dim + 24
+    image, mask = torch.rand(2, 3, 32, 32), torch.ones(2, 32, 32, dtype=torch.bool)
+    assert model(image, mask, ["glossy", "matte"]).shape == (2, 3)
+    assert not any(p.requires_grad for p in model.text.parameters())
