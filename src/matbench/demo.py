@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", default="demo_out", help="output folder (default demo_out)")
     parser.add_argument("--train-scenes", type=int, default=32, help="generated training scenes")
     parser.add_argument("--bench-images", type=int, default=12, help="generated benchmark images")
-    parser.add_argument("--steps", type=int, default=250, help="training steps")
+    parser.add_argument("--steps", type=int, default=200, help="training steps")
     parser.add_argument("--crop", type=int, default=96, help="training crop side (px)")
     parser.add_argument("--batch-size", type=int, default=4, help="training batch size")
     parser.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate")
@@ -191,7 +191,7 @@ def baseline_config(out: Path, bench: Path, model: str, seed: int) -> Path:
             "class_path": "matbench.datamodules.MatSegBenchmarkDataModule",
             "init_args": {"root": str(bench), "batch_size": 1},
         },
-        "trainer": _trainer(enable_progress_bar=False),
+        "trainer": _trainer(enable_progress_bar=False, default_root_dir=str(out / model)),
         "results_dir": str(out / "results"),
     }
     return _write_yaml(out / f"{model}_baseline.yaml", config)
@@ -254,7 +254,9 @@ def picture(out: Path, ckpt: Path, bench: Path, n_images: int) -> Path:
             ax.add_patch(plt.Circle((x, y), max(r, 2), color=cmap(g % 10), fill=False, lw=1.5))
         qx, qy, _ = points[query].tolist()
         ax.plot(qx, qy, marker="*", color="white", markersize=14, markeredgecolor="black")
-        ax.set_title(f"{sample['key']}: {len(points)} points, {int(groups.max()) + 1} groups")
+        ax.set_title(
+            f"{sample['key']}: {len(points)} points, {int(groups.max()) + 1} groups", fontsize=9
+        )
         for col, (name, model) in enumerate((("trained U-Net", task), ("rgb baseline", rgb)), 1):
             with torch.no_grad():
                 desc = model.descriptor_map(image)
@@ -263,7 +265,7 @@ def picture(out: Path, ckpt: Path, bench: Path, n_images: int) -> Path:
             ax = axes[row][col]
             shown = ax.imshow(sim.numpy(), cmap="magma", vmin=-1 if col == 1 else 0.5, vmax=1)
             ax.plot(qx, qy, marker="*", color="cyan", markersize=12, markeredgecolor="black")
-            ax.set_title(f"{name}: similarity to ★")
+            ax.set_title(f"{name}: similarity to ★", fontsize=9)
             fig.colorbar(shown, ax=ax, fraction=0.046)
         for ax in axes[row]:
             ax.set_axis_off()

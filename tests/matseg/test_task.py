@@ -75,6 +75,7 @@ def test_baseline_test_without_checkpoint(data_root: Path, tmp_path: Path, basel
             str(CONFIGS / f"{baseline}_baseline.yaml"),
             f"--data.root={data_root / 'benchmark'}",
             f"--results_dir={results}",
+            f"--trainer.default_root_dir={tmp_path}",
         ]
     )
     metrics = cli.model.results["test"][0]
