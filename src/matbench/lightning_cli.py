@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from jsonargparse import DefaultHelpFormatter
+from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.cli import LightningCLI
 
 from matbench.datamodules.base import BaseDataModule
@@ -32,33 +33,69 @@ class MatbenchCLI(LightningCLI):
             help="A label stored in the results JSON (a benchmark suite run uses its id).",
         )
 
-    def after_test(self) -> None:
-        if not self.trainer.is_global_zero:
+    def before_test(self) -> None:
+        # A callback, not after_test: under ddp_spawn only the workers hold the results.
+        config = self.config[self.subcommand]
+        self.trainer.callbacks.append(
+            ResultsWriter(
+                results_dir=config["results_dir"],
+                checkpoint=config.get("ckpt_path"),
+                seed=config.get("seed_everything"),
+                tag=config.get("tag"),
+            )
+        )
+
+
+class ResultsWriter(Callback):
+    """Writes one results JSON per test dataloader on global rank 0 when testing ends.
+
+    Args:
+        results_dir: Folder of the JSON files and the results table.
+        checkpoint: The checkpoint tested (recorded as given).
+        seed: The run's seed.
+        tag: A free label (a suite run's id).
+    """
+
+    def __init__(
+        self,
+        results_dir: str,
+        checkpoint: str | None = None,
+        seed: int | None = None,
+        tag: str | None = None,
+    ) -> None:
+        self.results_dir = results_dir
+        self.checkpoint = checkpoint
+        self.seed = seed
+        self.tag = tag
+        self.paths: list[str] = []
+
+    def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if not trainer.is_global_zero:
             return
-        task = self.model
-        datamodule = self.datamodule
-        results_dir = self.config[self.subcommand]["results_dir"]
+        datamodule = trainer.datamodule
         data_info = datamodule.describe() if isinstance(datamodule, BaseDataModule) else {}
         names = getattr(datamodule, "dataloader_names", None)
-        for idx, metrics in enumerate(getattr(task, "results", {}).get("test", [])):
+        class_names = getattr(datamodule, "class_names", None)
+        for idx, metrics in enumerate(getattr(pl_module, "results", {}).get("test", [])):
             data = dict(data_info)
             if names is not None and idx < len(names):
                 data["dataset"] = names[idx]
-            class_names = getattr(datamodule, "class_names", None)
             if class_names is not None:
                 data["class_names"] = [str(c) for c in class_names]
             record = {
-                "task": type(task).__name__,
-                "model_name": task.model_name if isinstance(task, BaseTask) else "",
-                "model": {k: _plain(v) for k, v in task.hparams.items()},
-                "checkpoint": self.config[self.subcommand].get("ckpt_path"),
+                "task": type(pl_module).__name__,
+                "model_name": pl_module.model_name if isinstance(pl_module, BaseTask) else "",
+                "model": {k: _plain(v) for k, v in pl_module.hparams.items()},
+                "checkpoint": self.checkpoint,
                 "data": data,
                 "metrics": metrics,
-                "seed": self.config[self.subcommand].get("seed_everything"),
-                "tag": self.config[self.subcommand].get("tag"),
+                "seed": self.seed,
+                "tag": self.tag,
+                "world_size": trainer.world_size,
             }
-            path = write_run(results_dir, record)
-            print(f"results: {path}")
+            path = write_run(self.results_dir, record)
+            self.paths.append(str(path))
+            print(f"results: {path}", flush=True)
 
 
 def _plain(value: Any) -> Any:

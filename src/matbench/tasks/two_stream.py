@@ -13,6 +13,7 @@ from torchmetrics import Metric
 
 from matbench.cache import FeatureCache
 from matbench.models.two_stream import TwoStreamModel
+from matbench.plots import save_confusion_matrix
 from matbench.tasks.base import BaseTask
 
 
@@ -281,53 +282,3 @@ class TwoStreamTask(BaseTask):
             path = out_dir / f"confusion_matrix_test{suffix}.png"
             save_confusion_matrix(matrix, path, names, title=f"{self.model_name} — test")
             metrics["confusion_matrix_png"] = str(path)
-
-
-def save_confusion_matrix(
-    matrix: list[list[float]] | Tensor,
-    path: str | Path,
-    class_names: list[str] | None = None,
-    title: str = "",
-) -> Path:
-    """Save a confusion matrix (rows = target) as a PNG, rows normalised to recall."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    counts = torch.as_tensor(matrix, dtype=torch.float64)
-    recall = counts / counts.sum(1, keepdim=True).clamp_min(1)
-    n = counts.shape[0]
-    names = (
-        list(class_names)
-        if class_names is not None and len(class_names) == n
-        else [str(i) for i in range(n)]
-    )
-    side = max(4.0, 0.35 * n + 2)
-    fig, ax = plt.subplots(figsize=(side, side))
-    im = ax.imshow(recall.numpy(), cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(n), names, rotation=90, fontsize=7 if n > 15 else 9)
-    ax.set_yticks(range(n), names, fontsize=7 if n > 15 else 9)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    if n <= 15:
-        for i in range(n):
-            for j in range(n):
-                if counts[i, j] > 0:
-                    ax.text(
-                        j,
-                        i,
-                        f"{int(counts[i, j])}",
-                        ha="center",
-                        va="center",
-                        fontsize=8,
-                        color="white" if recall[i, j] > 0.5 else "black",
-                    )
-    ax.set_title(title, fontsize=9)
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
