@@ -340,11 +340,10 @@ class ZeroShotTask(ClipMaterialTask):
     def class_embeddings(self, classes: list[str]) -> Tensor:
         """(C, D) class embeddings: prompt embeddings averaged over the templates."""
         templates = load_templates(self.hparams.templates)
-        out = []
-        for name in classes:
-            prompts = [t.format(prompt_name(name)) for t in templates]
-            out.append(F.normalize(self.model.encode_text(prompts).mean(0), dim=-1))
-        return torch.stack(out)
+        prompts = [t.format(prompt_name(name)) for name in classes for t in templates]
+        chunks = [self.model.encode_text(prompts[i : i + 256]) for i in range(0, len(prompts), 256)]
+        embeddings = torch.cat(chunks).view(len(classes), len(templates), -1)
+        return F.normalize(embeddings.mean(1), dim=-1)
 
     def _prepare(self) -> None:
         classes = self.classes
