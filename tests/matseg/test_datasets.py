@@ -256,7 +256,7 @@ def test_sized_batches_and_padding(scenes_root: Path) -> None:
     ds = MatSegScenes(scenes_root, seed=0, fixed_crops=True)
     sampler = SizedBatchSampler(range(2), batch_size=2, min_size=16, max_size=40, seed=3)
     for batch_index in sampler:
-        sizes = {size for _, size in batch_index}
+        sizes = {size for _, size, _ in batch_index}
         assert len(sizes) == 1
         (h, w) = sizes.pop()
         assert 16 <= h <= 40 and 16 <= w <= 40
@@ -264,9 +264,29 @@ def test_sized_batches_and_padding(scenes_root: Path) -> None:
         assert batch["image"].shape == (2, 3, h, w)
         m = batch["fractions"].shape[1]
         assert batch["valid"].shape == (2, m) and batch["valid"].any(1).all()
-        for i, (idx, size) in enumerate(batch_index):
-            n = ds[(idx, size)]["fractions"].shape[0]
+        for i, (idx, size, seed) in enumerate(batch_index):
+            n = ds[(idx, size, seed)]["fractions"].shape[0]
             assert batch["valid"][i].sum() == n
+
+
+def test_batch_draws_are_a_function_of_seed_and_epoch(scenes_root: Path) -> None:
+    from torch.utils.data import DistributedSampler
+
+    from matbench.datamodules.matseg import MatSegAugment
+
+    dataset = list(range(6))
+
+    def draws(epoch: int) -> list:
+        inner = DistributedSampler(dataset, num_replicas=1, rank=0, shuffle=True, seed=0)
+        inner.set_epoch(epoch)
+        return list(SizedBatchSampler(inner, batch_size=2, min_size=16, max_size=40, seed=3))
+
+    assert draws(1) == draws(1)  # a resumed epoch repeats exactly
+    assert draws(1) != draws(2)
+    # the same (index, size, seed) gives the same crop and augmentation, in any process
+    ds = MatSegScenes(scenes_root, transform=MatSegAugment())
+    item = draws(1)[0][0]
+    assert torch.equal(ds[item]["image"], ds[item]["image"])
 
 
 def test_datamodule_split_and_loaders(tmp_path: Path) -> None:

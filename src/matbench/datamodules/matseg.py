@@ -9,7 +9,8 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from torch.utils.data import BatchSampler, DataLoader, RandomSampler, Sampler
+import torch.distributed as dist
+from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, Sampler
 
 from matbench.datamodules.base import BaseDataModule, list_collate
 from matbench.datasets.errors import DatasetNotFoundError
@@ -48,7 +49,9 @@ class MatSegAugment:
             ]
         )
 
-    def __call__(self, image: np.ndarray) -> np.ndarray:
+    def __call__(self, image: np.ndarray, seed: int | None = None) -> np.ndarray:
+        if seed is not None:  # the augmentation of a sample is a function of its seed
+            self.compose.set_random_seed(seed)
         return self.compose(image=image)["image"]
 
 
@@ -84,16 +87,22 @@ def matseg_collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 class SizedBatchSampler(BatchSampler):
-    """Batches of ``(index, (height, width))``: one random crop size per batch.
+    """Batches of ``(index, (height, width), sample_seed)``: one random crop size per batch.
+
+    Sizes and per-sample seeds (which fix each sample's crop and augmentation) are drawn from a
+    generator seeded by ``(seed, epoch, rank)``, the epoch being the one Lightning sets on the
+    inner ``sampler``: a run resumed from a checkpoint draws exactly what an uninterrupted one
+    would, whatever the number of loader workers.
 
     Args:
-        sampler: Index sampler.
+        sampler: Index sampler (a seeded ``DistributedSampler``, so its order is a function of
+            the epoch too).
         batch_size: Samples per batch.
         drop_last: Drop the last incomplete batch.
         min_size: Smallest crop side.
         max_size: Largest crop side.
         multiple: Sizes are multiples of this (keeps the encoder stride happy; 1 = any).
-        seed: Seed of the size draws.
+        seed: Seed of the size and sample-seed draws.
     """
 
     def __init__(
@@ -109,17 +118,24 @@ class SizedBatchSampler(BatchSampler):
         super().__init__(sampler, batch_size, drop_last)
         if min_size < 1 or max_size < min_size:
             raise ValueError(f"need 1 <= min_size <= max_size, got {min_size}, {max_size}")
-        self.min_size, self.max_size, self.multiple = min_size, max_size, max(1, multiple)
-        self.generator = np.random.default_rng(seed)
+        self.min_size, self.max_size, self.multiple = (
+            min_size,
+            max(min_size, max_size),
+            max(1, multiple),
+        )
+        self.seed = seed
 
-    def _size(self) -> int:
-        size = int(self.generator.integers(self.min_size, self.max_size + 1))
+    def _size(self, generator: np.random.Generator) -> int:
+        size = int(generator.integers(self.min_size, self.max_size + 1))
         return max(self.multiple, size // self.multiple * self.multiple)
 
-    def __iter__(self) -> Iterator[list[tuple[int, tuple[int, int]]]]:
+    def __iter__(self) -> Iterator[list[tuple[int, tuple[int, int], int]]]:
+        epoch = int(getattr(self.sampler, "epoch", 0))
+        rank = int(getattr(self.sampler, "rank", 0))
+        generator = np.random.default_rng([self.seed, epoch, rank])
         for batch in super().__iter__():
-            size = (self._size(), self._size())
-            yield [(i, size) for i in batch]
+            size = (self._size(generator), self._size(generator))
+            yield [(i, size, int(generator.integers(2**62))) for i in batch]
 
 
 class MatSegDataModule(BaseDataModule):
@@ -227,8 +243,16 @@ class MatSegDataModule(BaseDataModule):
         dataset = self._require("train")
         hp = self.hparams
         low, high = (hp.crop_size, hp.crop_size) if hp.crop_size else (hp.min_size, hp.max_size)
+        distributed = dist.is_available() and dist.is_initialized()
+        shuffle = DistributedSampler(
+            dataset,
+            num_replicas=dist.get_world_size() if distributed else 1,
+            rank=dist.get_rank() if distributed else 0,
+            shuffle=True,
+            seed=hp.seed,
+        )
         sampler = SizedBatchSampler(
-            RandomSampler(dataset),
+            shuffle,
             self.batch_size,
             drop_last=False,
             min_size=low,

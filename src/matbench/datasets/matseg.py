@@ -312,7 +312,8 @@ class MatSegScenes(Dataset):
         root: Folder of scene folders.
         crop_size: Output size for plain integer indices.
         min_crop_fraction: Smallest crop side, as a fraction of the scene's shorter side.
-        transform: Image-only augmentation: a callable on an (H, W, 3) uint8 array.
+        transform: Image-only augmentation: ``transform(image, seed)`` on an (H, W, 3) uint8
+            array, ``seed`` being the sample's seed (or None) from the batch sampler.
         on_error: ``"raise"`` a :class:`DatasetFormatError` naming the file, or ``"skip"``:
             log it, count it and return another scene instead.
         scenes: Restrict to these scene folder names (used for splits).
@@ -325,7 +326,7 @@ class MatSegScenes(Dataset):
         root: str | Path,
         crop_size: int = 256,
         min_crop_fraction: float = 0.3,
-        transform: Callable[[np.ndarray], np.ndarray] | None = None,
+        transform: Callable[[np.ndarray, int | None], np.ndarray] | None = None,
         on_error: Literal["raise", "skip"] = "raise",
         scenes: list[str] | None = None,
         seed: int | None = None,
@@ -409,17 +410,21 @@ class MatSegScenes(Dataset):
             self._rng_owner = owner
         return self._rng
 
-    def __getitem__(self, item: int | tuple[int, tuple[int, int]]) -> dict[str, Any]:
+    def __getitem__(
+        self, item: int | tuple[int, tuple[int, int]] | tuple[int, tuple[int, int], int]
+    ) -> dict[str, Any]:
+        seed = None
         if isinstance(item, tuple):
-            index, out_size = item
+            index, out_size, *rest = item
+            seed = rest[0] if rest else None
         else:
             index, out_size = item, (self.crop_size, self.crop_size)
         if self.on_error == "raise":
-            return self._load(index, out_size)
+            return self._load(index, out_size, seed)
         for attempt in range(len(self.scenes)):
             current = (index + attempt) % len(self.scenes)
             try:
-                return self._load(current, out_size)
+                return self._load(current, out_size, seed)
             except DatasetFormatError as err:
                 self.num_skipped += 1
                 log.warning(
@@ -429,16 +434,23 @@ class MatSegScenes(Dataset):
                 )
         raise RuntimeError(f"MatSegScenes: every scene under {self.root} failed to load")
 
-    def _load(self, index: int, out_size: tuple[int, int]) -> dict[str, Any]:
+    def _load(
+        self, index: int, out_size: tuple[int, int], seed: int | None = None
+    ) -> dict[str, Any]:
         scene = self.scenes[index]
         image = np.asarray(load_rgb(scene["image"]))
         masks = np.stack([_read_mask(p, image.shape[:2]) for p in scene["masks"]])
         crop_h, crop_w = out_size
-        rng = np.random.default_rng([self.seed or 0, index]) if self.fixed_crops else self.rng
+        if self.fixed_crops:
+            rng = np.random.default_rng([self.seed or 0, index])
+        elif seed is not None:
+            rng = np.random.default_rng(seed)
+        else:
+            rng = self.rng
         image, masks = self._random_crop(rng, image, masks, crop_h, crop_w)
         fractions, roi = scene_targets(masks)
         if self.transform is not None:
-            image = self.transform(image)
+            image = self.transform(image, seed)
         return {
             "image": to_tensor(image),
             "fractions": torch.from_numpy(np.ascontiguousarray(fractions)),
