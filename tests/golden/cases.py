@@ -1,0 +1,155 @@
+"""Seeded tiny runs of every task on fake data in the real layouts.
+
+Each case is a shipped config with overrides that shrink it to a CPU-sized model; the goldens
+(`tests/golden/<case>.json`) hold the test metrics these runs produced, and the DDP tests run
+the same cases on two processes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from matbench.cli import main
+from tests.data.fmd.data import make as make_fmd
+from tests.data.lvis_materials.data import make as make_lvis
+from tests.data.matseg.data import make as make_matseg
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIGS = ROOT / "configs"
+TINY_CLIP = ROOT / "tests" / "clip" / "tiny_clip.json"
+
+
+@dataclass(frozen=True)
+class Case:
+    """One seeded tiny experiment: data maker, config, overrides, and how long to train."""
+
+    name: str
+    config: str
+    make_data: Callable[[Path], list[str]]
+    overrides: list[str]
+    fit: list[str] | None = field(default=None)  # None: nothing to train (a baseline)
+
+
+def _matseg(root: Path) -> list[str]:
+    data = make_matseg(root)
+    return [f"--data.root={data / 'scenes'}", f"--data.benchmark_root={data / 'benchmark'}"]
+
+
+def _matseg_benchmark(root: Path) -> list[str]:
+    return [f"--data.root={make_matseg(root) / 'benchmark'}"]
+
+
+def _fmd(root: Path) -> list[str]:
+    return [f"--data.root={make_fmd(root, per_class=4)}"]
+
+
+def _lvis(root: Path) -> list[str]:
+    return [f"--data.root={make_lvis(root)}"]
+
+
+CASES = {
+    case.name: case
+    for case in [
+        Case(
+            "matseg_unet",
+            "matseg/train.yaml",
+            _matseg,
+            [
+                "--model.encoder=tu-test_convnext",
+                "--model.descriptor_dim=8",
+                "--data.min_size=32",
+                "--data.max_size=48",
+                "--data.val_size=32",
+                "--data.batch_size=2",
+                "--data.num_workers=0",
+            ],
+            fit=["--trainer.max_steps=4", "--trainer.val_check_interval=4"],
+        ),
+        Case("matseg_rgb", "matseg/rgb_baseline.yaml", _matseg_benchmark, []),
+        Case(
+            "two_stream_fmd",
+            "two_stream/fmd.yaml",
+            _fmd,
+            [
+                "--model.backbone=test_vit",
+                "--model.weights=null",
+                "--model.image_size=32",
+                "--data.image_size=32",
+                "--data.num_workers=0",
+                "--data.batch_size=4",
+            ],
+            fit=["--trainer.max_epochs=2"],
+        ),
+        Case(
+            "clip_lvis",
+            "clip/lvis_materials.yaml",
+            _lvis,
+            [
+                f"--model.model={TINY_CLIP}",
+                "--model.pretrained=null",
+                "--data.image_size=32",
+                "--data.batch_size=4",
+                "--data.num_workers=0",
+            ],
+            fit=["--trainer.max_epochs=1", "--trainer.limit_train_batches=3", "--model.lr=1e-3"],
+        ),
+    ]
+}
+
+
+def common_args(case: Case, tmp: Path) -> list[str]:
+    """Write the case's fake data under ``tmp`` and return the CLI arguments of its runs."""
+    return [
+        "--config",
+        str(CONFIGS / case.config),
+        *case.make_data(tmp / "data"),
+        *case.overrides,
+        "--seed_everything=0",
+        "--trainer.logger=false",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.accelerator=cpu",
+    ]
+
+
+def fit_case(case: Case, tmp: Path, common: list[str], *extra: str) -> list[str]:
+    """Train the case (if it trains); return the ``--ckpt_path`` argument for ``test``."""
+    if case.fit is None:
+        return []
+    out = tmp / "fit"
+    main(["fit", *common, *case.fit, *extra, f"--trainer.default_root_dir={out}"])
+    (last,) = out.rglob("last.ckpt")
+    return [f"--ckpt_path={last}"]
+
+
+def run_test(case: Case, tmp: Path, common: list[str], ckpt: list[str], *extra: str) -> dict:
+    """Run ``matbench test``; return its scalar metrics (NaN for null)."""
+    results = tmp / "results"
+    main(
+        [
+            "test",
+            *common,
+            *ckpt,
+            *extra,
+            f"--results_dir={results}",
+            f"--trainer.default_root_dir={tmp}",
+        ]
+    )
+    (path,) = results.glob("*.json")
+    seen = path.with_suffix(".seen")
+    path.rename(seen)  # the next test run in this folder starts clean
+    metrics = json.loads(seen.read_text())["metrics"]
+    return {
+        k: (math.nan if v is None else float(v))
+        for k, v in metrics.items()
+        if v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
+    }
+
+
+def run_case(case: Case, tmp: Path) -> dict[str, float]:
+    """Fit (if the case trains), then test; return the scalar test metrics."""
+    common = common_args(case, tmp)
+    return run_test(case, tmp, common, fit_case(case, tmp, common))
