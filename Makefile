@@ -39,6 +39,9 @@ demo: install ## The main job: generate MatSeg data, train a U-Net on CPU, test 
 bench: install ## Speed benchmarks (ratios measured side by side)
 	@set -e; for f in benchmarks/*.py; do echo "== $$f"; $(PY) $$f; done
 
+golden: install ## Rewrite tests/golden/*.json from the current code (review the diff, then commit)
+	MATBENCH_UPDATE_GOLDEN=1 $(PY) -m pytest tests/golden/test_golden.py -q
+
 docs: install ## Build the documentation site into site/ (warnings are errors)
 	$(VENV)/bin/mkdocs build --strict -d site
 

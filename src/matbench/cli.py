@@ -49,4 +49,6 @@ def main(args: Sequence[str] | None = None) -> Any:
         return code
     from matbench.lightning_cli import run  # Lightning is imported only from here on
 
-    return run(argv, epilog=_tools_epilog())
+    cli = run(argv, epilog=_tools_epilog())
+    # From the console script the return value is the exit status; from Python, the CLI.
+    return 0 if args is None else cli

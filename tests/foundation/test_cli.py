@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -91,3 +92,31 @@ def test_bad_config_value_is_reported(capsys: pytest.CaptureFixture[str]) -> Non
         main(["fit", "--config", str(TOY), "--model.init_args.hidden", "many"])
     assert exit_info.value.code != 0
     assert "hidden" in capsys.readouterr().err
+
+
+def test_console_exit_status(tmp_path: Path) -> None:
+    """A successful Lightning run exits 0 from the command line (scripts rely on it)."""
+    root = Path(__file__).resolve().parents[2]
+    run = subprocess.run(
+        [sys.executable, "-m", "matbench", "validate", "--config", str(TOY),
+         "--trainer.logger", "false", "--trainer.enable_progress_bar", "false"],
+        cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(root)},
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    bad = subprocess.run(
+        [sys.executable, "-m", "matbench", "validate", "--config", str(tmp_path / "none.yaml")],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert bad.returncode != 0
+
+
+def test_tool_commands_import() -> None:
+    """Every tool command's module imports on its own (no circular imports)."""
+    from matbench.cli import TOOL_COMMANDS
+
+    for name, (target, _) in TOOL_COMMANDS.items():
+        module, func = target.split(":")
+        code = f"import importlib; assert callable(getattr(importlib.import_module('{module}'), '{func}'))"
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        assert out.returncode == 0, f"{name}: {out.stderr[-1500:]}"

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from matbench.datasets.errors import DatasetFormatError
+from matbench.errors import DatasetFormatError
 from matbench.materials.vocabulary import canonical, is_material
 
 SIDECAR_VERSION = 1

@@ -155,7 +155,7 @@ class BaseTask(L.LightningModule, ABC):
 
 def _collect_rng_states() -> dict[str, Any]:
     """torch, numpy and Python RNG states, as tensors and plain values (weights_only-safe)."""
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()  # noqa: NPY002 (the global RNG)
     return {
         "torch": torch.get_rng_state(),
         "numpy": (
@@ -172,7 +172,7 @@ def _collect_rng_states() -> dict[str, Any]:
 def _set_rng_states(states: dict[str, Any]) -> None:
     torch.set_rng_state(states["torch"])
     kind, keys, pos, has_gauss, cached = states["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))  # noqa: NPY002
     version, internal, gauss = states["python"]
     random.setstate((version, tuple(internal), gauss))
 
