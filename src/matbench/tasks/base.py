@@ -11,8 +11,10 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
+import torch.distributed as dist
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 from torchmetrics import Metric
 
 
@@ -106,7 +108,19 @@ class BaseTask(L.LightningModule, ABC):
             return 1
         return len(loaders) if isinstance(loaders, (list, tuple)) else 1
 
+    def _sync_buffers_for_eval(self) -> None:
+        """Under DDP, broadcast buffers (e.g. BatchNorm statistics) from rank 0 once, here,
+        where every rank is, and skip DDP's own sync in the first evaluation forward: with
+        the unpadded sampler a rank may run fewer batches, or none, and would never join it."""
+        ddp = getattr(self._trainer.strategy, "model", None) if self._trainer else None
+        if not isinstance(ddp, DistributedDataParallel) or not dist.is_initialized():
+            return
+        for buffer in ddp.module.buffers():
+            dist.broadcast(buffer, src=0)
+        ddp.require_forward_param_sync = False
+
     def _start_eval(self, stage: str) -> None:
+        self._sync_buffers_for_eval()
         for idx in range(self._num_dataloaders(stage)):
             metric = self.build_metric(stage)
             if metric is not None:
