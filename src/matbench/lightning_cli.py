@@ -112,8 +112,9 @@ class _HelpFormatter(DefaultHelpFormatter, argparse.RawDescriptionHelpFormatter)
     """Keeps the line breaks of the epilog that lists the other commands."""
 
 
-def run(argv: Sequence[str], epilog: str = "") -> MatbenchCLI:
-    """Run ``matbench fit|validate|test|predict`` with ``argv``."""
+def run(argv: Sequence[str], epilog: str = "", run_subcommand: bool = True) -> MatbenchCLI:
+    """Run ``matbench fit|validate|test|predict`` with ``argv``; with ``run_subcommand=False``
+    (and no subcommand in ``argv``) only parse and instantiate the classes."""
     # Import every task and datamodule so that short class names resolve in YAML.
     importlib.import_module("matbench.tasks")
     importlib.import_module("matbench.datamodules")
@@ -133,5 +134,6 @@ def run(argv: Sequence[str], epilog: str = "") -> MatbenchCLI:
         },
         parser_kwargs={"epilog": epilog, "formatter_class": _HelpFormatter} if epilog else None,
         args=list(argv),
+        run=run_subcommand,
         auto_configure_optimizers=False,
     )
