@@ -9,8 +9,8 @@ import math
 import os
 import platform
 import tempfile
-import time
 import uuid
+from datetime import datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -70,9 +70,10 @@ def write_run(results_dir: str | Path, record: dict[str, Any]) -> Path:
     results_dir = Path(results_dir)
     record = dict(record)
     record.setdefault("run_id", uuid.uuid4().hex[:8])
-    record.setdefault("time", time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    now = datetime.now().astimezone()
+    record.setdefault("time", now.isoformat(timespec="microseconds"))
     record.setdefault("versions", package_versions())
-    stamp = time.strftime("%Y%m%d-%H%M%S")
+    stamp = now.strftime("%Y%m%d-%H%M%S-%f")
     name = f"{stamp}_{record.get('task', 'run')}_{record['run_id']}.json"
     path = results_dir / name
     atomic_write_text(path, json.dumps(_json_safe(record), indent=2, sort_keys=False) + "\n")
