@@ -22,8 +22,9 @@ WEIGHT_KEYS = ("pretrained", "weights", "encoder_weights", "fusion_pretrained")
 EXPERIMENTS = sorted(
     str(p.relative_to(CONFIGS))
     for p in CONFIGS.rglob("*.yaml")
-    if str(p.relative_to(CONFIGS)) not in FRAGMENTS
+    if str(p.relative_to(CONFIGS)) not in FRAGMENTS and p.parent.name != "suite"
 )
+SUITES = sorted(CONFIGS.glob("suite/*.yaml"))
 
 
 def test_every_config_is_listed() -> None:
@@ -45,3 +46,24 @@ def test_config_instantiates(name: str, tmp_path: Path, monkeypatch: pytest.Monk
     for key, value in model_args.items():
         if key not in WEIGHT_KEYS:
             assert cli.model.hparams[key] == value, key
+
+
+@pytest.mark.parametrize("path", SUITES, ids=lambda p: p.name)
+def test_suite_files_resolve(path: Path) -> None:
+    """Suite files name existing experiment configs and only variables they define."""
+    from matbench.benchmark import load_suite
+
+    suite = load_suite(path, {})
+    assert suite["runs"]
+    for run_ in suite["runs"]:
+        assert Path(run_["config"]).is_file()
+        assert not any("{" in o for o in run_["overrides"])
+
+
+def test_fmd_dms_matseg_suite_covers_the_three_benchmarks() -> None:
+    from matbench.benchmark import load_suite
+
+    suite = load_suite(CONFIGS / "suite" / "fmd_dms_matseg.yaml", {"fmd": "/x/fmd"})
+    configs = " ".join(r["config"] for r in suite["runs"])
+    assert "zeroshot_fmd" in configs and "zeroshot_dms" in configs and "matseg" in configs
+    assert suite["runs"][0]["overrides"] == ["--data.root", "/x/fmd"]
