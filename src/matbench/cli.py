@@ -49,6 +49,7 @@ def main(args: Sequence[str] | None = None) -> Any:
         return code
     from matbench.lightning_cli import run  # Lightning is imported only from here on
 
-    cli = run(argv, epilog=_tools_epilog())
+    # From the console LightningCLI reads sys.argv itself (args=None): no "args and argv" warning.
+    cli = run(None if args is None else argv, epilog=_tools_epilog())
     # From the console script the return value is the exit status; from Python, the CLI.
     return 0 if args is None else cli

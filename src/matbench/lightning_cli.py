@@ -112,8 +112,8 @@ class _HelpFormatter(DefaultHelpFormatter, argparse.RawDescriptionHelpFormatter)
     """Keeps the line breaks of the epilog that lists the other commands."""
 
 
-def run(argv: Sequence[str], epilog: str = "", run_subcommand: bool = True) -> MatbenchCLI:
-    """Run ``matbench fit|validate|test|predict`` with ``argv``; with ``run_subcommand=False``
+def run(argv: Sequence[str] | None, epilog: str = "", run_subcommand: bool = True) -> MatbenchCLI:
+    """Run ``matbench fit|validate|test|predict`` with ``argv`` (None: ``sys.argv``); with ``run_subcommand=False``
     (and no subcommand in ``argv``) only parse and instantiate the classes."""
     # Import every task and datamodule so that short class names resolve in YAML.
     importlib.import_module("matbench.tasks")
@@ -133,7 +133,7 @@ def run(argv: Sequence[str], epilog: str = "", run_subcommand: bool = True) -> M
             "enable_progress_bar": True,
         },
         parser_kwargs={"epilog": epilog, "formatter_class": _HelpFormatter} if epilog else None,
-        args=list(argv),
+        args=None if argv is None else list(argv),
         run=run_subcommand,
         auto_configure_optimizers=False,
     )
