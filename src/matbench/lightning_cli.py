@@ -12,7 +12,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.cli import LightningCLI
 
 from matbench.datamodules.base import BaseDataModule
-from matbench.results import write_run
+from matbench.results import plain, write_run
 from matbench.tasks.base import BaseTask
 
 
@@ -85,7 +85,7 @@ class ResultsWriter(Callback):
             record = {
                 "task": type(pl_module).__name__,
                 "model_name": pl_module.model_name if isinstance(pl_module, BaseTask) else "",
-                "model": {k: _plain(v) for k, v in pl_module.hparams.items()},
+                "model": {k: plain(v) for k, v in pl_module.hparams.items()},
                 "checkpoint": self.checkpoint,
                 "data": data,
                 "metrics": metrics,
@@ -96,16 +96,6 @@ class ResultsWriter(Callback):
             path = write_run(self.results_dir, record)
             self.paths.append(str(path))
             print(f"results: {path}", flush=True)
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    return str(value)
 
 
 class _HelpFormatter(DefaultHelpFormatter, argparse.RawDescriptionHelpFormatter):

@@ -52,6 +52,17 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
+def plain(value: Any) -> Any:
+    """``value`` as JSON-ready primitives: containers recursively, anything else as ``str``."""
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    return str(value)
+
+
 def _json_safe(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None if math.isnan(value) else ("inf" if value > 0 else "-inf")

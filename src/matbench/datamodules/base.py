@@ -11,6 +11,8 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, SequentialSampler
 from torch.utils.data._utils.collate import default_collate
 
+from matbench.results import plain
+
 
 def list_collate(samples: list[dict[str, Any]]) -> dict[str, list[Any]]:
     """Collate dict samples into a dict of lists (for samples of different sizes)."""
@@ -131,15 +133,5 @@ class BaseDataModule(L.LightningDataModule):
             "datamodule": type(self).__name__,
             "root": str(self.hparams.get("root", "")),
             "split": self.test_split,
-            "hparams": {k: _plain(v) for k, v in self.hparams.items()},
+            "hparams": {k: plain(v) for k, v in self.hparams.items()},
         }
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    return str(value)
