@@ -126,8 +126,44 @@ class FeatureCache:
                 Path(tmp).unlink(missing_ok=True)
                 raise
 
+    @property
+    def entries(self) -> dict[str, Tensor]:
+        """The in-memory entries, by key."""
+        return self._store
+
+    def update(self, entries: dict[str, Tensor]) -> None:
+        """Add in-memory entries (as saved from :attr:`entries`, e.g. in a checkpoint)."""
+        self._store.update(entries)
+
     def __len__(self) -> int:
         return len(self._store)
+
+
+def pack_entries(store: dict[str, Tensor]) -> dict[str, Any]:
+    """A ``key → 1-D tensor`` store as sorted keys and one stacked tensor (checkpoint-ready)."""
+    keys = sorted(store)
+    values = torch.stack([store[k].detach().cpu() for k in keys]) if keys else torch.empty(0)
+    return {"keys": keys, "values": values}
+
+
+def unpack_entries(packed: dict[str, Any]) -> dict[str, Tensor]:
+    """The store :func:`pack_entries` packed."""
+    return {k: v.clone() for k, v in zip(packed["keys"], packed["values"], strict=True)}
+
+
+def gather_entries(store: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Under DDP, the union of every rank's store (each rank caches the samples it saw);
+    a collective: every rank must call it. Otherwise ``store`` itself."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return store
+    gathered: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, pack_entries(store))
+    union: dict[str, Tensor] = {}
+    for packed in gathered:
+        union.update(unpack_entries(packed))
+    return union
 
 
 def cached_sample(dataset: Any, index: int, meta: dict[str, Any]) -> dict[str, Any] | None:

@@ -105,7 +105,8 @@ class ToyTask(BaseTask):
 
     def _eval(self, stage: str, batch: dict, dataloader_idx: int) -> None:
         logits = self.net(batch["image"])
-        self.log(f"{stage}/loss", nn.functional.cross_entropy(logits, batch["label"]))
+        loss = nn.functional.cross_entropy(logits, batch["label"])
+        self.log_eval_loss(stage, loss, logits.shape[0])
         correct = (logits.argmax(1) == batch["label"]).float()
         self.eval_metric(stage, dataloader_idx).update(batch["index"], correct)
 

@@ -200,3 +200,45 @@ def test_ddp_ranks_cache_their_own_samples_once(fmd_root: Path, tmp_path: Path) 
     single = make_task(feature_cache="disk", cache_dir=str(cache_dir))
     trainer(tmp_path, epochs=1).fit(single, datamodule=make_data(fmd_root))
     assert single.cache.misses == 0 and single.cache.hits == 20
+
+
+def test_fit_checkpoints_carry_the_memory_cache(fmd_root: Path, tmp_path: Path) -> None:
+    """A resumed fit reuses the checkpoint's features instead of recomputing them (which, in
+    other batches, would differ in the last bits from an uninterrupted run's)."""
+    first = make_task()
+    trainer(tmp_path / "a", epochs=1).fit(first, datamodule=make_data(fmd_root))
+    (last,) = (tmp_path / "a").rglob("last.ckpt")
+    saved = torch.load(last, weights_only=True)["matbench_caches"]
+    assert list(saved) == [f"features:{first.cache.model_id}"]
+    packed = saved[f"features:{first.cache.model_id}"]
+    assert len(packed["keys"]) == 20
+    for key, row in zip(packed["keys"], packed["values"], strict=True):
+        assert torch.equal(row, first.cache.entries[key])
+    resumed = make_task()
+    trainer(tmp_path / "b", epochs=2).fit(resumed, datamodule=make_data(fmd_root), ckpt_path=last)
+    assert resumed.cache.misses == 0 and resumed.cache.hits == 20
+    # a disk cache keeps itself: nothing in the checkpoint
+    disk = make_task(feature_cache="disk", cache_dir=str(tmp_path / "features"))
+    trainer(tmp_path / "c", epochs=1).fit(disk, datamodule=make_data(fmd_root))
+    (last,) = (tmp_path / "c").rglob("last.ckpt")
+    assert torch.load(last, weights_only=True)["matbench_caches"] == {}
+
+
+@pytest.mark.ddp
+def test_ddp_checkpoint_holds_every_ranks_features(fmd_root: Path, tmp_path: Path) -> None:
+    task = make_task()
+    run = L.Trainer(
+        max_epochs=1,
+        accelerator="cpu",
+        devices=2,
+        strategy="ddp_spawn",
+        logger=False,
+        default_root_dir=str(tmp_path / "run"),
+        num_sanity_val_steps=0,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    run.fit(task, datamodule=make_data(fmd_root))
+    (last,) = (tmp_path / "run").rglob("last.ckpt")
+    (packed,) = torch.load(last, weights_only=True)["matbench_caches"].values()
+    assert len(packed["keys"]) == 20  # each rank computed half; the checkpoint has the union

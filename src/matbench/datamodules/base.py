@@ -7,6 +7,8 @@ from collections.abc import Callable
 from typing import Any
 
 import lightning as L
+import numpy as np
+import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, SequentialSampler
 from torch.utils.data._utils.collate import default_collate
@@ -39,6 +41,27 @@ class UnpaddedDistributedSampler(DistributedSampler):
 
     def __len__(self) -> int:
         return max(self.num_samples, 1)
+
+
+class EpochSeededSampler(DistributedSampler):
+    """The shuffled training sampler: the order is a function of ``(seed, epoch)``, and so is
+    :attr:`generator`, the loader's own generator (the seed of its workers).
+
+    A ``DataLoader`` otherwise draws its workers' base seed from the global torch RNG each
+    time an iterator is created, and Lightning creates an extra one when it resumes from a
+    checkpoint: the resumed run's global RNG, augmentations included, would drift from an
+    uninterrupted run. Seeded here per epoch and rank, neither happens.
+    """
+
+    def __init__(self, dataset: Dataset, num_replicas: int, rank: int, seed: int) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
+        self.generator = torch.Generator()
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        super().set_epoch(epoch)
+        state = np.random.SeedSequence([self.seed, epoch, self.rank]).generate_state(2)
+        self.generator.manual_seed(int(state[0]) << 32 | int(state[1]))
 
 
 class BaseDataModule(L.LightningDataModule):
@@ -107,23 +130,28 @@ class BaseDataModule(L.LightningDataModule):
         world = dist.get_world_size() if distributed else 1
         rank = dist.get_rank() if distributed else 0
         if train:
-            # The shuffle order is a function of (seed, epoch): Lightning calls set_epoch, so a
-            # run resumed from a checkpoint sees the same order as an uninterrupted one.
+            # Order and worker seeds are functions of (seed, epoch): Lightning calls
+            # set_epoch, so a run resumed from a checkpoint continues exactly.
             seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
-            sampler: Sampler = DistributedSampler(
-                dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed
-            )
-        elif distributed:
-            sampler = UnpaddedDistributedSampler(dataset, num_replicas=world, rank=rank)
+            sampler: Sampler = EpochSeededSampler(dataset, world, rank, seed)
+            generator = sampler.generator
         else:
-            sampler = SequentialSampler(dataset)
+            if distributed:
+                sampler = UnpaddedDistributedSampler(dataset, num_replicas=world, rank=rank)
+            else:
+                sampler = SequentialSampler(dataset)
+            # Creating an iterator must not draw from the global RNG (training's augmentations).
+            generator = torch.Generator().manual_seed(rank)
         return DataLoader(
             dataset,
             batch_size=self.batch_size if train else self.eval_batch_size,
             sampler=sampler,
             num_workers=self.num_workers,
             collate_fn=self.collate_fn,
-            persistent_workers=self.num_workers > 0,
+            # Training workers start afresh each epoch, seeded from (seed, epoch, rank), so
+            # their augmentations do not depend on how many epochs this process has run.
+            persistent_workers=self.num_workers > 0 and not train,
+            generator=generator,
             drop_last=False,
         )
 

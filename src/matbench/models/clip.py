@@ -126,19 +126,20 @@ class ProjectedMiniLM(nn.Module):
         self.proj = nn.Linear(self.encoder.dim, dim, bias=False)
         nn.init.normal_(self.proj.weight, std=self.encoder.dim**-0.5)
         self.cache_size = cache_size
-        self._cache: dict[str, Tensor] = {}
+        #: Frozen embeddings by string (kept in fit checkpoints by the task, for exact resume).
+        self.cache: dict[str, Tensor] = {}
 
     @torch.no_grad()
     def base(self, texts: list[str]) -> Tensor:
         """The frozen 384-d MiniLM embeddings (cached)."""
         device = self.proj.weight.device
-        todo = list(dict.fromkeys(t for t in texts if t not in self._cache))
+        todo = list(dict.fromkeys(t for t in texts if t not in self.cache))
         if todo:
             out = self.encoder(todo).float().cpu()
-            if len(self._cache) + len(todo) > self.cache_size:
-                self._cache.clear()
-            self._cache.update(zip(todo, out, strict=True))
-        return torch.stack([self._cache[t] for t in texts]).to(device)
+            if len(self.cache) + len(todo) > self.cache_size:
+                self.cache.clear()
+            self.cache.update(zip(todo, out, strict=True))
+        return torch.stack([self.cache[t] for t in texts]).to(device)
 
     def forward(self, texts: list[str]) -> Tensor:
         return self.proj(self.base(texts))

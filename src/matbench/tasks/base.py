@@ -17,6 +17,8 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torchmetrics import Metric
 
+from matbench.cache import gather_entries, pack_entries, unpack_entries
+
 
 class BaseTask(L.LightningModule, ABC):
     """Template for tasks: ``configure_models``, ``configure_losses``, ``configure_metrics``.
@@ -44,6 +46,8 @@ class BaseTask(L.LightningModule, ABC):
         self.configure_losses()
         self.configure_metrics()
         self._eval_metrics = nn.ModuleDict()
+        # Per stage: (sum of loss × samples, samples) of the current evaluation epoch.
+        self._eval_loss_sums: dict[str, Tensor] = {}
         #: Per stage, one dict of computed metrics per dataloader (the latest epoch's).
         self.results: dict[str, list[dict[str, Any]]] = {}
 
@@ -84,14 +88,33 @@ class BaseTask(L.LightningModule, ABC):
         return type(self).__name__
 
     # -- checkpoints -------------------------------------------------------------------------
+    def memory_caches(self) -> dict[str, dict[str, Tensor]]:
+        """Named in-memory caches of frozen features (``key → 1-D tensor``) to keep in the
+        checkpoints of a fit. Features computed in another batch differ in the last bits, so
+        a resumed run that recomputed them would drift from an uninterrupted one."""
+        return {}
+
+    def restore_memory_cache(self, name: str, entries: dict[str, Tensor]) -> None:
+        """Take back one cache of :meth:`memory_caches` when a fit resumes."""
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Random augmentations draw from these: restoring them makes a resumed run continue
         # exactly as an uninterrupted one would.
         checkpoint["matbench_rng_states"] = _collect_rng_states()
+        if self._trainer is not None and self.trainer.state.fn == "fit":
+            # every rank dumps the checkpoint (rank 0 writes it): the gather is safe here
+            checkpoint["matbench_caches"] = {
+                name: pack_entries(gather_entries(store))
+                for name, store in self.memory_caches().items()
+            }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if "matbench_rng_states" in checkpoint and self._resuming_fit():
+        if not self._resuming_fit():
+            return
+        if "matbench_rng_states" in checkpoint:
             _set_rng_states(checkpoint["matbench_rng_states"])
+        for name, packed in checkpoint.get("matbench_caches", {}).items():
+            self.restore_memory_cache(name, unpack_entries(packed))
 
     def _resuming_fit(self) -> bool:
         trainer = self._trainer
@@ -101,6 +124,15 @@ class BaseTask(L.LightningModule, ABC):
     def eval_metric(self, stage: str, dataloader_idx: int = 0) -> Metric:
         """The metric of ``stage`` for dataloader ``dataloader_idx``."""
         return self._eval_metrics[f"{stage}_{dataloader_idx}"]
+
+    def log_eval_loss(self, stage: str, loss: Tensor, batch_size: int) -> None:
+        """Count one evaluation batch's mean loss into ``{stage}/loss``, logged at epoch end as
+        the sample-weighted mean over every batch, dataloader and rank. Every rank logs it,
+        even one that received no sample, so checkpoints can monitor ``val/loss`` under DDP
+        with any validation set size."""
+        sums = self._eval_loss_sums[stage]
+        sums[0] += loss.detach().to(sums.dtype) * batch_size
+        sums[1] += batch_size
 
     def _num_dataloaders(self, stage: str) -> int:
         loaders = getattr(self.trainer, f"{stage}_dataloaders", None)
@@ -121,6 +153,7 @@ class BaseTask(L.LightningModule, ABC):
 
     def _start_eval(self, stage: str) -> None:
         self._sync_buffers_for_eval()
+        self._eval_loss_sums[stage] = torch.zeros(2, dtype=torch.float64, device=self.device)
         for idx in range(self._num_dataloaders(stage)):
             metric = self.build_metric(stage)
             if metric is not None:
@@ -146,6 +179,17 @@ class BaseTask(L.LightningModule, ABC):
             # Values are already reduced over all ranks by the metric itself.
             self.log_dict(scalars, sync_dist=False, add_dataloader_idx=False)
         self.results[stage] = results
+        self._log_eval_loss(stage)
+
+    def _log_eval_loss(self, stage: str) -> None:
+        sums = self._eval_loss_sums.pop(stage, None)
+        if sums is None:
+            return
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(sums)  # every rank is here, including one without samples
+        if sums[1] > 0:
+            loss = float(sums[0] / sums[1])
+            self.log(f"{stage}/loss", loss, prog_bar=stage == "val", sync_dist=False)
 
     def dataloader_name(self, stage: str, idx: int) -> str:
         """Name used in logged keys when a stage has several dataloaders."""

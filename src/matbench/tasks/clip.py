@@ -22,7 +22,7 @@ from torch import Tensor
 from torchmetrics import Metric, MetricCollection
 
 from matbench.metrics import ClassificationMetrics, RetrievalMetrics
-from matbench.models.clip import ContrastiveLoss, MaterialCLIP
+from matbench.models.clip import ContrastiveLoss, MaterialCLIP, ProjectedMiniLM
 from matbench.tasks.base import BaseTask
 from matbench.transforms import crop_object
 
@@ -113,6 +113,14 @@ class ClipMaterialTask(BaseTask):
             compute_groups=True,
         )
 
+    def memory_caches(self) -> dict[str, dict[str, Tensor]]:
+        text = self.model.text
+        return {"minilm_text": text.cache} if isinstance(text, ProjectedMiniLM) else {}
+
+    def restore_memory_cache(self, name: str, entries: dict[str, Tensor]) -> None:
+        if name == "minilm_text" and isinstance(self.model.text, ProjectedMiniLM):
+            self.model.text.cache.update(entries)
+
     # -- model -------------------------------------------------------------------------------
     def forward(self, images: Tensor, context: Tensor | None = None) -> Tensor:
         """L2-normalised object embeddings."""
@@ -140,7 +148,7 @@ class ClipMaterialTask(BaseTask):
         image, text = self._embed(batch)
         # No collective per batch: under DDP, ranks may hold different numbers of batches.
         loss = self.criterion(image, text, gather=False)
-        self.log(f"{stage}/loss", loss, batch_size=image.shape[0], sync_dist=True)
+        self.log_eval_loss(stage, loss, image.shape[0])
         self.eval_metric(stage, dataloader_idx).update(
             image, text, list(batch["caption"]), batch["index"]
         )

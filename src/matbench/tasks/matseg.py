@@ -210,8 +210,7 @@ class MatSegTask(BaseTask):
         return loss
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        loss = self._scene_loss(batch)
-        self.log("val/loss", loss, prog_bar=True, batch_size=batch["image"].shape[0])
+        self.log_eval_loss("val", self._scene_loss(batch), batch["image"].shape[0])
 
     # -- benchmark ----------------------------------------------------------------------------
     def descriptor_map(self, image: Tensor) -> Tensor:

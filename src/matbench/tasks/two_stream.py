@@ -78,6 +78,8 @@ class TwoStreamTask(BaseTask):
         self.cache: FeatureCache | None = None
         #: Why the cache is not used, or not for every split (None when it is fully used).
         self.cache_disabled_reason: str | None = None
+        # Memory-cache entries from the checkpoint a fit resumes from, by cache name.
+        self._restored_caches: dict[str, dict[str, Tensor]] = {}
 
     # -- template hooks ------------------------------------------------------------------------
     def configure_models(self) -> None:
@@ -142,6 +144,9 @@ class TwoStreamTask(BaseTask):
                         h.cache_dir or Path(self.trainer.default_root_dir) / "feature_cache"
                     )
                 self.cache = FeatureCache(model_id, directory=directory)
+                restored = self._restored_caches.pop(self._cache_name(model_id), None)
+                if restored is not None:
+                    self.cache.update(restored)
         datamodule = getattr(self.trainer, "datamodule", None)
         if datamodule is None:
             self.cache_disabled_reason = "no datamodule: datasets cannot be fingerprinted"
@@ -162,6 +167,20 @@ class TwoStreamTask(BaseTask):
                 dataset.feature_cache = None
                 continue
             dataset.feature_cache = self.cache
+
+    @staticmethod
+    def _cache_name(model_id: str) -> str:
+        return f"features:{model_id}"
+
+    def memory_caches(self) -> dict[str, dict[str, Tensor]]:
+        # A disk cache persists by itself.
+        if self.cache is None or self.cache.directory is not None:
+            return {}
+        return {self._cache_name(self.cache.model_id): self.cache.entries}
+
+    def restore_memory_cache(self, name: str, entries: dict[str, Tensor]) -> None:
+        # The cache is created at fit start, after the checkpoint is loaded.
+        self._restored_caches[name] = entries
 
     def on_fit_start(self) -> None:
         self._setup_cache()
@@ -231,7 +250,7 @@ class TwoStreamTask(BaseTask):
     def _eval_step(self, stage: str, batch: dict[str, Any], dataloader_idx: int) -> Tensor:
         logits = self(batch)
         loss = self.criterion(logits, batch["label"])
-        self.log(f"{stage}/loss", loss, batch_size=logits.shape[0], add_dataloader_idx=False)
+        self.log_eval_loss(stage, loss, logits.shape[0])
         self.eval_metric(stage, dataloader_idx).update(logits, batch["label"])
         return loss
 
