@@ -92,3 +92,46 @@ def test_frozen_module_stays_in_eval() -> None:
     parent.child.freeze(False)
     parent.train()
     assert parent.child.training and all(p.requires_grad for p in parent.child.parameters())
+
+
+def test_timm_model_by_file_tag_or_random(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import timm
+
+    from matbench.utils.weights import create_timm_model, timm_normalization
+
+    torch.manual_seed(0)
+    src = create_timm_model("test_vit", None, num_classes=0)
+    path = tmp_path / "vit.safetensors"
+    save_file(src.state_dict(), str(path))
+    torch.manual_seed(1)
+    loaded = create_timm_model("test_vit", str(path), num_classes=0)
+    for key, value in src.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+    mean, std = timm_normalization(loaded)
+    assert mean.shape == std.shape == (1, 3, 1, 1)
+
+    bad = tmp_path / "other.pt"
+    torch.save({"conv.weight": torch.zeros(1)}, bad)
+    with pytest.raises(ValueError, match="other.pt"):
+        create_timm_model("test_vit", str(bad), num_classes=0)
+    with pytest.raises(FileNotFoundError, match="missing.pth"):
+        create_timm_model("test_vit", str(tmp_path / "missing.pth"))
+
+    asked = []
+    monkeypatch.setattr(
+        timm, "create_model", lambda name, pretrained, **kw: asked.append((name, pretrained))
+    )
+    create_timm_model("resnet18", "timm")
+    create_timm_model("resnet18", "a1_in1k")
+    assert asked == [("resnet18", True), ("resnet18.a1_in1k", True)]
+
+
+def test_timm_file_with_another_image_size_is_resampled(tmp_path: Path) -> None:
+    from matbench.utils.weights import create_timm_model
+
+    src = create_timm_model("test_vit", None, num_classes=0, img_size=32)
+    path = tmp_path / "vit.pth"
+    torch.save(src.state_dict(), path)
+    dst = create_timm_model("test_vit", str(path), num_classes=0, img_size=64)
+    assert dst.pos_embed.shape[1] > src.pos_embed.shape[1]
+    assert torch.equal(dst.patch_embed.proj.weight, src.patch_embed.proj.weight)

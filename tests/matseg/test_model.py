@@ -52,6 +52,10 @@ def test_unet_local_weights_and_unknown_encoder(tmp_path: Path) -> None:
     assert torch.all(stem == 0.125)
     with pytest.raises(FileNotFoundError):
         MatSegUNet("tu-test_convnext", encoder_weights=str(tmp_path / "missing.pth"))
+    wrong = tmp_path / "wrong.pth"
+    torch.save({"conv.weight": torch.zeros(1)}, wrong)
+    with pytest.raises(ValueError, match="wrong.pth"):  # timm alone would only log it
+        MatSegUNet("tu-test_convnext", encoder_weights=str(wrong))
     with pytest.raises(Exception, match="nonexistent_net"):
         MatSegUNet("tu-nonexistent_net")
 

@@ -16,7 +16,11 @@ from torch import Tensor, nn
 
 from matbench.models.text import MINILM_NAME, MiniLMTextEncoder
 from matbench.models.utils import Freezable
-from matbench.utils.weights import load_weights, looks_like_path
+from matbench.utils.weights import (
+    create_timm_model,
+    looks_like_path,
+    timm_normalization,
+)
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -156,7 +160,8 @@ class LateFusion(nn.Module):
     Args:
         dim: Object embedding size.
         backbone: Any timm model name (CNNs give h·w tokens, ViTs their patch tokens).
-        pretrained: timm pretrained tag (True-like ``"timm"``), a local weights file, or None.
+        pretrained: ``"timm"`` (timm's default weights), a timm tag, a local file, or None
+            (see :func:`matbench.utils.weights.create_timm_model`).
         num_heads: Attention heads (``dim`` must be divisible by it).
         lock_backbone: Freeze the context backbone.
     """
@@ -170,26 +175,13 @@ class LateFusion(nn.Module):
         lock_backbone: bool = True,
     ) -> None:
         super().__init__()
-        import timm
-
         if dim % num_heads:
             raise ValueError(f"fusion: embedding size {dim} is not divisible by {num_heads} heads")
-        use_hub = pretrained is not None and not looks_like_path(pretrained)
-        net = timm.create_model(backbone, pretrained=use_hub, num_classes=0)
-        if pretrained is not None and not use_hub:
-            load_weights(net, pretrained)
+        net = create_timm_model(backbone, pretrained, num_classes=0)
         self.backbone = _FrozenBackbone(net).freeze(lock_backbone)
-        cfg = net.pretrained_cfg or {}
-        self.register_buffer(
-            "mean",
-            torch.tensor(cfg.get("mean", (0.485, 0.456, 0.406))).view(1, 3, 1, 1),
-            persistent=False,
-        )
-        self.register_buffer(
-            "std",
-            torch.tensor(cfg.get("std", (0.229, 0.224, 0.225))).view(1, 3, 1, 1),
-            persistent=False,
-        )
+        mean, std = timm_normalization(net)
+        self.register_buffer("mean", mean, persistent=False)
+        self.register_buffer("std", std, persistent=False)
         self.context_proj = nn.Linear(net.num_features, dim)
         self.norm_q = nn.LayerNorm(dim)
         self.norm_kv = nn.LayerNorm(dim)

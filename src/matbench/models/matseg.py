@@ -10,7 +10,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from matbench.utils.weights import load_weights, looks_like_path
+from matbench.utils.weights import (
+    check_timm_weights_file,
+    load_weights,
+    looks_like_path,
+    weights_file,
+)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -88,7 +93,9 @@ class MatSegUNet(nn.Module):
         if encoder_weights is not None and looks_like_path(encoder_weights):
             local = encoder_weights
             if encoder.startswith("tu-"):
-                # timm loads the file itself, with its own key filtering for features_only models.
+                # timm loads the file itself, with its own key filtering for features_only
+                # models, but only logs keys that do not match: check the file first.
+                check_timm_weights_file(encoder[3:], str(weights_file(encoder_weights)))
                 smp_weights, kwargs = True, {"pretrained_cfg_overlay": {"file": encoder_weights}}
                 local = None
             else:

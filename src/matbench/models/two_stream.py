@@ -22,7 +22,13 @@ from torch import Tensor, nn
 
 from matbench.models.text import build_text_encoder
 from matbench.models.utils import Freezable
-from matbench.utils.weights import looks_like_path, sha256, weights_file
+from matbench.utils.weights import (
+    create_timm_model,
+    looks_like_path,
+    sha256,
+    timm_normalization,
+    weights_file,
+)
 
 Streams = Literal["both", "vision", "text"]
 
@@ -83,36 +89,16 @@ class VisionStream(Freezable):
         image_size: int = 224,
     ) -> None:
         super().__init__()
-        import timm
-
-        kwargs: dict = {"num_classes": 0, "img_size": image_size, "dynamic_img_size": True}
-        name = backbone
-        if weights is None:
-            pretrained = False
-        elif looks_like_path(weights):
-            pretrained = True
-            kwargs["pretrained_cfg_overlay"] = {"file": str(weights_file(weights))}
-        elif weights == "timm":
-            pretrained = True
-        else:
-            pretrained = True
-            name = f"{backbone}.{weights}"
-        self.vit = timm.create_model(name, pretrained=pretrained, **kwargs)
+        self.vit = create_timm_model(
+            backbone, weights, num_classes=0, img_size=image_size, dynamic_img_size=True
+        )
         if not hasattr(self.vit, "patch_embed") or not hasattr(self.vit, "num_prefix_tokens"):
             raise ValueError(f"'{backbone}' is not a timm ViT with patch tokens")
         self.dim = int(self.vit.num_features)
         self.patch_size = tuple(self.vit.patch_embed.patch_size)
-        cfg = self.vit.pretrained_cfg
-        self.register_buffer(
-            "mean",
-            torch.tensor(cfg.get("mean", (0.485, 0.456, 0.406))).view(1, 3, 1, 1),
-            persistent=False,
-        )
-        self.register_buffer(
-            "std",
-            torch.tensor(cfg.get("std", (0.229, 0.224, 0.225))).view(1, 3, 1, 1),
-            persistent=False,
-        )
+        mean, std = timm_normalization(self.vit)
+        self.register_buffer("mean", mean, persistent=False)
+        self.register_buffer("std", std, persistent=False)
 
     def forward(self, image: Tensor) -> Tensor:
         """(B, 3, H, W) in [0, 1] → patch grid (B, D, H / p, W / p)."""

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import sys
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -59,25 +61,98 @@ def load_weights(
     Keys absent from the file keep their initialisation (e.g. a new classifier head); a file
     that shares no key with the module is an error, as it is surely the wrong file.
     """
-    state = load_state_dict_file(path)
-    for prefix in strip_prefixes:
+    load_state(module, strip_prefix(load_state_dict_file(path), strip_prefixes), source=path)
+
+
+def strip_prefix(state: dict[str, Tensor], prefixes: tuple[str, ...]) -> dict[str, Tensor]:
+    """Drop each prefix that every key has (``module.`` of DDP, ``bert.``…)."""
+    for prefix in prefixes:
         if state and all(k.startswith(prefix) for k in state):
             state = {k[len(prefix) :]: v for k, v in state.items()}
+    return state
+
+
+def load_state(module: nn.Module, state: Mapping[str, Tensor], source: str | Path) -> None:
+    """Load the keys ``state`` shares with ``module`` (see :func:`load_weights`); errors name
+    ``source``."""
+    shared = check_state(module, state, source)
+    module.load_state_dict({k: state[k] for k in shared}, strict=False)
+
+
+def check_state(module: nn.Module, state: Mapping[str, Tensor], source: str | Path) -> list[str]:
+    """The keys ``state`` shares with ``module``; ValueError naming ``source`` when there are
+    none or a shape differs."""
     own = module.state_dict()
     shared = [k for k in state if k in own]
     if not shared:
         raise ValueError(
-            f"{path}: none of its {len(state)} keys match {type(module).__name__} "
+            f"{source}: none of its {len(state)} keys match {type(module).__name__} "
             f"(e.g. file has '{next(iter(state), '')}', model has '{next(iter(own), '')}')"
         )
     bad = [k for k in shared if state[k].shape != own[k].shape]
     if bad:
         k = bad[0]
         raise ValueError(
-            f"{path}: shape mismatch for '{k}': file {tuple(state[k].shape)}, "
+            f"{source}: shape mismatch for '{k}': file {tuple(state[k].shape)}, "
             f"model {tuple(own[k].shape)} ({len(bad)} mismatching keys)"
         )
-    module.load_state_dict({k: state[k] for k in shared}, strict=False)
+    return shared
+
+
+def create_timm_model(name: str, weights: str | None = None, **kwargs: Any) -> nn.Module:
+    """A timm model with weights by name or by local file.
+
+    Args:
+        name: timm model name.
+        weights: None = random init; ``"timm"`` = timm's default pretrained weights for
+            ``name``; a local file (timm's key layout or one timm's ``checkpoint_filter_fn``
+            for the architecture converts, e.g. resampling a ViT's position embedding; keys
+            the file lacks, such as a classifier, keep their initialisation); any other
+            string = a timm pretrained tag (``<name>.<tag>``).
+        kwargs: Passed to ``timm.create_model`` (e.g. ``num_classes=0``).
+    """
+    import timm
+
+    if weights is None:
+        return timm.create_model(name, pretrained=False, **kwargs)
+    if looks_like_path(weights):
+        model = timm.create_model(name, pretrained=False, **kwargs)
+        load_state(model, timm_state_from_file(model, name, weights), source=weights)
+        return model
+    if weights != "timm":
+        name = f"{name}.{weights}"
+    return timm.create_model(name, pretrained=True, **kwargs)
+
+
+def timm_state_from_file(model: nn.Module, name: str, weights: str) -> dict[str, Tensor]:
+    """A local weights file's state dict converted for ``model`` by timm's own
+    ``checkpoint_filter_fn`` of the architecture (e.g. a ViT's position embedding resampled
+    to the model's size, original DINOv2 key names)."""
+    state = strip_prefix(load_state_dict_file(weights), ("module.",))
+    convert = getattr(sys.modules[type(model).__module__], "checkpoint_filter_fn", None)
+    if convert is None:
+        return state
+    try:
+        return convert(state, model)
+    except Exception as err:  # noqa: BLE001 - any failure means a wrong file
+        raise ValueError(f"{weights}: not weights of timm model '{name}': {err}") from err
+
+
+def check_timm_weights_file(name: str, weights: str, **kwargs: Any) -> None:
+    """ValueError naming the file unless it holds weights of timm model ``name`` (for code
+    that lets timm load the file itself, which skips mismatching keys with only a log line)."""
+    import timm
+
+    model = timm.create_model(name, pretrained=False, **kwargs)
+    check_state(model, timm_state_from_file(model, name, weights), source=weights)
+
+
+def timm_normalization(model: nn.Module) -> tuple[Tensor, Tensor]:
+    """The (1, 3, 1, 1) mean and std a timm model's weights expect (ImageNet's by default)."""
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    mean = torch.tensor(cfg.get("mean", (0.485, 0.456, 0.406)), dtype=torch.float32)
+    std = torch.tensor(cfg.get("std", (0.229, 0.224, 0.225)), dtype=torch.float32)
+    return mean.view(1, 3, 1, 1), std.view(1, 3, 1, 1)
 
 
 @lru_cache(maxsize=16)
