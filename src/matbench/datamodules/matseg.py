@@ -10,9 +10,9 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, Sampler
+from torch.utils.data import BatchSampler, DataLoader, Sampler
 
-from matbench.datamodules.base import BaseDataModule, list_collate
+from matbench.datamodules.base import BaseDataModule, EpochSeededSampler, list_collate
 from matbench.datasets.errors import DatasetNotFoundError
 from matbench.datasets.matseg import FINISHED, MatSegBenchmark, MatSegScenes
 
@@ -244,11 +244,10 @@ class MatSegDataModule(BaseDataModule):
         hp = self.hparams
         low, high = (hp.crop_size, hp.crop_size) if hp.crop_size else (hp.min_size, hp.max_size)
         distributed = dist.is_available() and dist.is_initialized()
-        shuffle = DistributedSampler(
+        shuffle = EpochSeededSampler(
             dataset,
             num_replicas=dist.get_world_size() if distributed else 1,
             rank=dist.get_rank() if distributed else 0,
-            shuffle=True,
             seed=hp.seed,
         )
         sampler = SizedBatchSampler(
@@ -264,7 +263,9 @@ class MatSegDataModule(BaseDataModule):
             batch_sampler=sampler,
             num_workers=self.num_workers,
             collate_fn=self.collate_fn,
+            # samples carry their own seeds: persistent workers stay exact on resume
             persistent_workers=self.num_workers > 0,
+            generator=shuffle.generator,  # leaves the global RNG alone
         )
 
     def describe(self) -> dict[str, Any]:
