@@ -41,10 +41,12 @@ def make_data(root: Path, **kwargs) -> FMDDataModule:
     return FMDDataModule(str(root), **args)
 
 
-def trainer(tmp_path: Path, epochs: int = 3) -> L.Trainer:
+def trainer(tmp_path: Path, epochs: int = 3, devices: int = 1) -> L.Trainer:
     return L.Trainer(
         max_epochs=epochs,
         accelerator="cpu",
+        devices=devices,
+        strategy="ddp_spawn" if devices > 1 else "auto",
         logger=False,
         default_root_dir=str(tmp_path / "run"),
         num_sanity_val_steps=0,
@@ -182,17 +184,7 @@ def test_cache_off_for_full_finetuning_and_augmented_training(
 def test_ddp_ranks_cache_their_own_samples_once(fmd_root: Path, tmp_path: Path) -> None:
     cache_dir = tmp_path / "features"
     task = make_task(feature_cache="disk", cache_dir=str(cache_dir))
-    run = L.Trainer(
-        max_epochs=1,
-        accelerator="cpu",
-        devices=2,
-        strategy="ddp_spawn",
-        logger=False,
-        default_root_dir=str(tmp_path / "run"),
-        num_sanity_val_steps=0,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
+    run = trainer(tmp_path, epochs=1, devices=2)
     run.fit(task, datamodule=make_data(fmd_root))
     files = list(cache_dir.rglob("*.pt"))
     assert len(files) == 20  # 10 train + 10 val, each written once by the rank that saw it
@@ -227,17 +219,7 @@ def test_fit_checkpoints_carry_the_memory_cache(fmd_root: Path, tmp_path: Path) 
 @pytest.mark.ddp
 def test_ddp_checkpoint_holds_every_ranks_features(fmd_root: Path, tmp_path: Path) -> None:
     task = make_task()
-    run = L.Trainer(
-        max_epochs=1,
-        accelerator="cpu",
-        devices=2,
-        strategy="ddp_spawn",
-        logger=False,
-        default_root_dir=str(tmp_path / "run"),
-        num_sanity_val_steps=0,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
+    run = trainer(tmp_path, epochs=1, devices=2)
     run.fit(task, datamodule=make_data(fmd_root))
     (last,) = (tmp_path / "run").rglob("last.ckpt")
     (packed,) = torch.load(last, weights_only=True)["matbench_caches"].values()
