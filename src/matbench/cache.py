@@ -34,8 +34,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import Tensor
 from torch.utils.data._utils.collate import default_collate
+
+from matbench.utils.distributed import world_and_rank
 
 Fingerprint = dict[str, str]
 
@@ -154,11 +157,10 @@ def unpack_entries(packed: dict[str, Any]) -> dict[str, Tensor]:
 def gather_entries(store: dict[str, Tensor]) -> dict[str, Tensor]:
     """Under DDP, the union of every rank's store (each rank caches the samples it saw);
     a collective: every rank must call it. Otherwise ``store`` itself."""
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    world, _ = world_and_rank()
+    if world == 1:
         return store
-    gathered: list[Any] = [None] * dist.get_world_size()
+    gathered: list[Any] = [None] * world
     dist.all_gather_object(gathered, pack_entries(store))
     union: dict[str, Tensor] = {}
     for packed in gathered:

@@ -103,8 +103,9 @@ class _HelpFormatter(DefaultHelpFormatter, argparse.RawDescriptionHelpFormatter)
 
 
 def run(argv: Sequence[str] | None, epilog: str = "", run_subcommand: bool = True) -> MatbenchCLI:
-    """Run ``matbench fit|validate|test|predict`` with ``argv`` (None: ``sys.argv``); with ``run_subcommand=False``
-    (and no subcommand in ``argv``) only parse and instantiate the classes."""
+    """Run ``matbench fit|validate|test|predict`` with ``argv`` (None: ``sys.argv``); with
+    ``run_subcommand=False`` (and no subcommand in ``argv``) only parse and instantiate the
+    classes."""
     # Import every task and datamodule so that short class names resolve in YAML.
     importlib.import_module("matbench.tasks")
     importlib.import_module("matbench.datamodules")

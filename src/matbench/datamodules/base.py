@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, S
 from torch.utils.data._utils.collate import default_collate
 
 from matbench.results import plain
+from matbench.utils.distributed import world_and_rank
 
 
 def list_collate(samples: list[dict[str, Any]]) -> dict[str, list[Any]]:
@@ -126,9 +127,7 @@ class BaseDataModule(L.LightningDataModule):
         return dataset
 
     def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
-        distributed = dist.is_available() and dist.is_initialized()
-        world = dist.get_world_size() if distributed else 1
-        rank = dist.get_rank() if distributed else 0
+        world, rank = world_and_rank()
         if train:
             # Order and worker seeds are functions of (seed, epoch): Lightning calls
             # set_epoch, so a run resumed from a checkpoint continues exactly.
@@ -136,7 +135,7 @@ class BaseDataModule(L.LightningDataModule):
             sampler: Sampler = EpochSeededSampler(dataset, world, rank, seed)
             generator = sampler.generator
         else:
-            if distributed:
+            if dist.is_available() and dist.is_initialized():
                 sampler = UnpaddedDistributedSampler(dataset, num_replicas=world, rank=rank)
             else:
                 sampler = SequentialSampler(dataset)

@@ -9,12 +9,12 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch.utils.data import BatchSampler, DataLoader, Sampler
 
 from matbench.datamodules.base import BaseDataModule, EpochSeededSampler, list_collate
 from matbench.datasets.errors import DatasetNotFoundError
 from matbench.datasets.matseg import FINISHED, MatSegBenchmark, MatSegScenes
+from matbench.utils.distributed import world_and_rank
 
 log = logging.getLogger(__name__)
 
@@ -243,13 +243,7 @@ class MatSegDataModule(BaseDataModule):
         dataset = self._require("train")
         hp = self.hparams
         low, high = (hp.crop_size, hp.crop_size) if hp.crop_size else (hp.min_size, hp.max_size)
-        distributed = dist.is_available() and dist.is_initialized()
-        shuffle = EpochSeededSampler(
-            dataset,
-            num_replicas=dist.get_world_size() if distributed else 1,
-            rank=dist.get_rank() if distributed else 0,
-            seed=hp.seed,
-        )
+        shuffle = EpochSeededSampler(dataset, *world_and_rank(), seed=hp.seed)
         sampler = SizedBatchSampler(
             shuffle,
             self.batch_size,

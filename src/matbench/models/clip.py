@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from matbench.models.text import MINILM_NAME, MiniLMTextEncoder
 from matbench.models.utils import Freezable
+from matbench.utils.distributed import world_and_rank
 from matbench.utils.weights import (
     create_timm_model,
     looks_like_path,
@@ -341,9 +342,9 @@ def gather_with_local_grad(x: Tensor) -> tuple[Tensor, int]:
     the exact gradient through its own features. Ranks may hold different row counts.
     Outside a distributed run, returns ``(x, 0)``.
     """
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    world, rank = world_and_rank()
+    if world == 1:
         return x, 0
-    world, rank = dist.get_world_size(), dist.get_rank()
     size = torch.tensor([x.shape[0]], device=x.device)
     sizes = [torch.zeros_like(size) for _ in range(world)]
     dist.all_gather(sizes, size)
