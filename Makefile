@@ -14,10 +14,10 @@ help: ## Show the targets
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[dev,docs]"
+	$(PY) -m pip install --quiet -e ".[all]"
 	@touch $@
 
-install: $(STAMP) ## Create .venv and install matbench (editable, with test and docs tools)
+install: $(STAMP) ## Create .venv and install matbench (editable, with every optional extra, test and docs tools)
 
 test: install ## Run the whole test suite (CPU)
 	$(PY) -m pytest
