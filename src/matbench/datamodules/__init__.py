@@ -2,6 +2,7 @@
 
 from matbench.datamodules.base import BaseDataModule, list_collate
 from matbench.datamodules.dms import DMSDataModule
+from matbench.datamodules.fgovd import FGOVDDataModule
 from matbench.datamodules.fmd import FMDDataModule
 from matbench.datamodules.folder import MaterialFolderDataModule
 from matbench.datamodules.lvis_materials import LVISMaterialsDataModule
@@ -10,6 +11,7 @@ from matbench.datamodules.matseg import MatSegBenchmarkDataModule, MatSegDataMod
 __all__ = [
     "BaseDataModule",
     "DMSDataModule",
+    "FGOVDDataModule",
     "FMDDataModule",
     "LVISMaterialsDataModule",
     "MaterialFolderDataModule",

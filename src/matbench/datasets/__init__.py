@@ -2,6 +2,7 @@
 
 from matbench.datasets.dms import DMS
 from matbench.datasets.errors import DatasetFormatError, DatasetNotFoundError
+from matbench.datasets.fgovd import FGOVD
 from matbench.datasets.fmd import FMD
 from matbench.datasets.folder import MaterialFolder
 from matbench.datasets.lvis_materials import LVISMaterials
@@ -11,6 +12,7 @@ __all__ = [
     "DMS",
     "DatasetFormatError",
     "DatasetNotFoundError",
+    "FGOVD",
     "FMD",
     "LVISMaterials",
     "MaterialFolder",

@@ -5,11 +5,13 @@ forms in :mod:`matbench.metrics.functional` return the same keys for one call.
 """
 
 from matbench.metrics.classification import ClassificationMetrics
+from matbench.metrics.ranking import CandidateRankMetrics
 from matbench.metrics.retrieval import RetrievalMetrics
 from matbench.metrics.segmentation import SegmentationMetrics
 from matbench.metrics.triplet import MatSegMetrics, TripletAccuracy
 
 __all__ = [
+    "CandidateRankMetrics",
     "ClassificationMetrics",
     "MatSegMetrics",
     "RetrievalMetrics",

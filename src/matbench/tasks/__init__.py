@@ -2,7 +2,15 @@
 
 from matbench.tasks.base import BaseTask
 from matbench.tasks.clip import ClipMaterialTask, ZeroShotTask
+from matbench.tasks.fgovd import FineGrainedMatchingTask
 from matbench.tasks.matseg import MatSegTask
 from matbench.tasks.two_stream import TwoStreamTask
 
-__all__ = ["BaseTask", "ClipMaterialTask", "ZeroShotTask", "MatSegTask", "TwoStreamTask"]
+__all__ = [
+    "BaseTask",
+    "ClipMaterialTask",
+    "FineGrainedMatchingTask",
+    "ZeroShotTask",
+    "MatSegTask",
+    "TwoStreamTask",
+]

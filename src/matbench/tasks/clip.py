@@ -192,6 +192,23 @@ class ClipMaterialTask(BaseTask):
         )
 
 
+def load_clip_task_weights(model: MaterialCLIP, path: str) -> None:
+    """Load the ``model.*`` weights of a :class:`ClipMaterialTask` checkpoint into ``model``
+    (built with the same model/text_tower/reproject settings)."""
+    from matbench.utils.weights import load_state_dict_file
+
+    state = load_state_dict_file(path)
+    model_state = {k[len("model.") :]: v for k, v in state.items() if k.startswith("model.")}
+    if not model_state:
+        raise ValueError(f"{path}: no 'model.*' weights (not a ClipMaterialTask checkpoint?)")
+    missing, unexpected = model.load_state_dict(model_state, strict=False)
+    if missing or unexpected:
+        raise ValueError(
+            f"{path}: weights do not match this model (missing {missing[:3]}, "
+            f"unexpected {unexpected[:3]}); use the same model/text_tower/reproject settings"
+        )
+
+
 # -- zero-shot ---------------------------------------------------------------------------------
 def load_templates(templates: str) -> list[str]:
     """Prompt templates: a set name of ``matbench/data/templates.json`` (``material``,
@@ -318,18 +335,7 @@ class ZeroShotTask(ClipMaterialTask):
 
     def load_task_checkpoint(self, path: str) -> None:
         """Load the ``model.*`` weights of a ClipMaterialTask checkpoint."""
-        from matbench.utils.weights import load_state_dict_file
-
-        state = load_state_dict_file(path)
-        model_state = {k[len("model.") :]: v for k, v in state.items() if k.startswith("model.")}
-        if not model_state:
-            raise ValueError(f"{path}: no 'model.*' weights (not a ClipMaterialTask checkpoint?)")
-        missing, unexpected = self.model.load_state_dict(model_state, strict=False)
-        if missing or unexpected:
-            raise ValueError(
-                f"{path}: weights do not match this model (missing {missing[:3]}, "
-                f"unexpected {unexpected[:3]}); use the same model/text_tower/reproject settings"
-            )
+        load_clip_task_weights(self.model, path)
 
     @property
     def classes(self) -> list[str]:
