@@ -23,6 +23,7 @@ import torch.multiprocessing as mp
 from torchmetrics import Metric, MetricCollection
 
 from matbench.metrics import (
+    CandidateRankMetrics,
     ClassificationMetrics,
     MatSegMetrics,
     RetrievalMetrics,
@@ -70,6 +71,13 @@ def _triplet_images() -> list[tuple]:
     return images  # 8 images, one unscorable
 
 
+def _candidate_batches() -> list[tuple]:
+    gen = torch.Generator().manual_seed(3)
+    scores = torch.round(torch.rand(41, 11, generator=gen) * 4) / 4  # ties
+    lengths = torch.randint(2, 12, (41,), generator=gen)
+    return [(scores[r], lengths[r]) for r in torch.arange(41).split(6)]  # 7 batches
+
+
 # name -> (metric factory, all updates in dataset order)
 CASES: dict[str, tuple[Callable[[], Metric | MetricCollection], Callable[[], list[tuple]]]] = {
     "classification": (lambda: ClassificationMetrics(6, top_k=3), _classification_batches),
@@ -84,6 +92,7 @@ CASES: dict[str, tuple[Callable[[], Metric | MetricCollection], Callable[[], lis
         ),
         _retrieval_batches,
     ),
+    "candidate_ranks": (lambda: CandidateRankMetrics(max_negatives=10), _candidate_batches),
     "triplet_all": (lambda: TripletAccuracy(), _triplet_images),
     "triplet_soft": (lambda: TripletAccuracy(soft_only=True), _triplet_images),
     "matseg": (lambda: MatSegMetrics(), _triplet_images),
