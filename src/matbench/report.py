@@ -13,7 +13,13 @@ from matbench.plots import save_confusion_matrix, save_grouped_bars, save_per_cl
 from matbench.results import atomic_write_text, load_runs, write_table
 
 #: Datamodule name fragment → benchmark name used by the published rows.
-BENCHMARKS = {"fmd": "fmd", "dms": "dms", "matseg": "matseg", "lvis": "lvis_materials"}
+BENCHMARKS = {
+    "fmd": "fmd",
+    "dms": "dms",
+    "matseg": "matseg",
+    "lvis": "lvis_materials",
+    "fgovd": "fgovd",
+}
 
 
 def benchmark_of(run: dict[str, Any]) -> str:
