@@ -37,6 +37,7 @@ import multiprocessing as mp
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import lightning as L
@@ -141,13 +142,18 @@ def pipeline_train(
 
 
 @torch.no_grad()
-def bare_encode(task: ZeroShotTask, batch_size: int, batches: int) -> float:
-    task.eval()
-    images = torch.rand(batch_size, 3, 224, 224)
-    task.model.encode_image(images)
+def bare_images_per_s(
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    size: tuple[int, int],
+    batch_size: int,
+    batches: int,
+) -> float:
+    """Images/s of ``forward`` alone on an in-memory batch of model-size images."""
+    images = torch.rand(batch_size, 3, *size)
+    forward(images)
     start = time.perf_counter()
     for _ in range(batches):
-        task.model.encode_image(images)
+        forward(images)
     return batch_size * batches / (time.perf_counter() - start)
 
 
@@ -163,18 +169,6 @@ def pipeline_zero_shot(
     start = time.perf_counter()
     trainer.test(task, dataloaders=loader, verbose=False)
     return len(dataset) / (time.perf_counter() - start), len(dataset)
-
-
-@torch.no_grad()
-def bare_image_tower(task: FineGrainedMatchingTask, batch_size: int, batches: int) -> float:
-    """Objects/s of the image tower alone on in-memory model-size crops."""
-    task.eval()
-    images = torch.rand(batch_size, 3, *task.model.image.image_size)
-    task.model.image(images)
-    start = time.perf_counter()
-    for _ in range(batches):
-        task.model.image(images)
-    return batch_size * batches / (time.perf_counter() - start)
 
 
 def pipeline_fgovd(
@@ -232,11 +226,14 @@ def pipeline_fgovd(
 
 
 def run_fgovd(args: argparse.Namespace, root: Path) -> None:
-    task = FineGrainedMatchingTask(model=args.fgovd_model, text_tower="open_clip")
+    task = FineGrainedMatchingTask(model=args.fgovd_model, text_tower="open_clip").eval()
     images_per_batch = max(1, args.batch // 2)  # about 2 objects per image
     bare, full = [], []
     for _ in range(args.rounds):
-        bare.append(bare_image_tower(task, args.batch, max(2, args.fgovd_images // args.batch)))
+        batches = max(2, args.fgovd_images // args.batch)
+        bare.append(
+            bare_images_per_s(task.model.image, task.model.image.image_size, args.batch, batches)
+        )
         full.append(pipeline_fgovd(task, root, images_per_batch, args.workers))
     best = max(full, key=lambda r: r["objects_per_s"])
     steady = max(r["steady_objects_per_s"] for r in full)
@@ -327,7 +324,10 @@ def main() -> None:
         n_batches = max(2, 10 * args.fmd_per_class // args.batch)
         bare_zs, full_zs = [], []
         for _ in range(args.rounds):
-            bare_zs.append(bare_encode(zs, args.batch, n_batches))
+            zs.eval()
+            bare_zs.append(
+                bare_images_per_s(zs.model.encode_image, (224, 224), args.batch, n_batches)
+            )
             rate, n = pipeline_zero_shot(zs, fmd, args.batch, args.workers)
             full_zs.append(rate)
         start = time.perf_counter()

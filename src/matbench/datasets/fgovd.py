@@ -26,7 +26,6 @@ blur. ``crop="object"`` uses matbench's object crop instead (square box padded t
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any, Literal
@@ -38,7 +37,12 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from matbench.datasets.errors import DatasetFormatError, DatasetNotFoundError
-from matbench.datasets.lvis_materials import decode_polygons, image_candidates
+from matbench.datasets.lvis_materials import (
+    decode_polygons,
+    find_image_files,
+    index_image_records,
+    read_lvis_json,
+)
 from matbench.transforms import crop_object
 
 Sample = dict[str, Any]
@@ -165,42 +169,16 @@ class FGOVD(Dataset):
             raise DatasetNotFoundError(
                 type(self).__name__, self.image_root, ["train2017/", "val2017/"], DOWNLOAD_HINT
             )
-        self._index(self._read())
+        self._index(read_lvis_json(self.annotation_file, "an FG-OVD file"))
 
     # -- index -------------------------------------------------------------------------------
-    def _read(self) -> dict[str, Any]:
-        path = self.annotation_file
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise DatasetFormatError(path, f"not valid JSON ({err})") from err
-        if not isinstance(data, dict):
-            raise DatasetFormatError(path, "not an FG-OVD file (top level is not an object)")
-        for key in ("images", "annotations", "categories"):
-            if not isinstance(data.get(key), list):
-                raise DatasetFormatError(path, f"not an FG-OVD file (no '{key}' list)")
-        return data
-
     def _index(self, data: dict[str, Any]) -> None:
         path = self.annotation_file
         try:
             sentences = {int(c["id"]): str(c["name"]) for c in data["categories"]}
         except (KeyError, TypeError, ValueError) as err:
             raise DatasetFormatError(path, f"category without id/name: {err}") from err
-        images: dict[int, dict[str, Any]] = {}
-        for record in data["images"]:
-            try:
-                image_id = int(record["id"])
-                size = (int(record["width"]), int(record["height"]))
-            except (KeyError, TypeError, ValueError) as err:
-                raise DatasetFormatError(
-                    path, f"image record without id/width/height: {err}"
-                ) from err
-            if not image_candidates(record):
-                raise DatasetFormatError(
-                    path, f"image {image_id} has neither file_name nor coco_url"
-                )
-            images[image_id] = {"record": record, "size": size}
+        images = index_image_records(data["images"], path)
         objects = []
         self.num_dropped = 0
         for position, ann in enumerate(data["annotations"]):
@@ -223,21 +201,13 @@ class FGOVD(Dataset):
                 self.image_ranges.append((i, i + 1))
             else:
                 self.image_ranges[-1] = (self.image_ranges[-1][0], i + 1)
-        missing = []
-        for image_id in dict.fromkeys(o["image_id"] for o in objects):
-            info = images[image_id]
-            candidates = image_candidates(info["record"])
-            found = next((c for c in candidates if (self.image_root / c).is_file()), None)
-            if found is None:
-                missing.append(str(self.image_root / candidates[0]))
-            info["path"] = found or candidates[0]
-        if missing:
-            raise DatasetNotFoundError(
-                type(self).__name__,
-                self.image_root,
-                missing[:5],
-                f"{len(missing)} image file(s) of {path.name} are missing. {DOWNLOAD_HINT}",
-            )
+        find_image_files(
+            images,
+            dict.fromkeys(o["image_id"] for o in objects),
+            self.image_root,
+            type(self).__name__,
+            f"of {path.name} are missing. {DOWNLOAD_HINT}",
+        )
         self.images = images
 
     def _object(
@@ -267,7 +237,7 @@ class FGOVD(Dataset):
                 )
         if image_id not in images:
             raise DatasetFormatError(path, f"annotation {ann_id}: unknown image_id {image_id}")
-        width, height = images[image_id]["size"]
+        width, height = images[image_id]["width"], images[image_id]["height"]
         x, y, w, h = bbox if len(bbox) == 4 else (math.nan,) * 4
         inside = (
             all(math.isfinite(v) for v in (x, y, w, h))
@@ -314,11 +284,11 @@ class FGOVD(Dataset):
                 img = img.convert("RGB")
         except OSError as err:
             raise DatasetFormatError(path, f"cannot decode the image ({err})") from err
-        if img.size != info["size"]:
+        if img.size != (info["width"], info["height"]):
             raise DatasetFormatError(
                 path,
                 f"image is {img.size[0]}x{img.size[1]} but {self.annotation_file.name} records "
-                f"{info['size'][0]}x{info['size'][1]}",
+                f"{info['width']}x{info['height']}",
             )
         return img
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +57,65 @@ def image_candidates(record: dict[str, Any]) -> list[str]:
         stripped = _COCO_PREFIX.sub("", Path(name).name)
         out += [f"train2017/{stripped}", f"val2017/{stripped}"]
     return list(dict.fromkeys(out))
+
+
+def read_lvis_json(path: Path, kind: str) -> dict[str, Any]:
+    """An LVIS-format json file (``images``, ``annotations``, ``categories`` lists); ``kind``
+    names the expected file in errors (``"an LVIS annotation file"``)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise DatasetFormatError(path, f"not valid JSON ({err})") from err
+    if not isinstance(data, dict):
+        raise DatasetFormatError(path, f"not {kind} (top level is not an object)")
+    for key in ("images", "annotations", "categories"):
+        if not isinstance(data.get(key), list):
+            raise DatasetFormatError(path, f"not {kind} (no '{key}' list)")
+    return data
+
+
+def index_image_records(records: list[Any], path: Path) -> dict[int, dict[str, Any]]:
+    """LVIS image records by id: ``{"record", "height", "width", "path": None}``; a record
+    without id/height/width or without a file location is a :class:`DatasetFormatError`."""
+    images: dict[int, dict[str, Any]] = {}
+    for record in records:
+        try:
+            image_id = int(record["id"])
+            height, width = int(record["height"]), int(record["width"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise DatasetFormatError(path, f"image record without id/height/width: {err}") from err
+        if not image_candidates(record):
+            raise DatasetFormatError(path, f"image {image_id} has neither coco_url nor file_name")
+        images[image_id] = {"record": record, "height": height, "width": width, "path": None}
+    return images
+
+
+def find_image_files(
+    images: dict[int, dict[str, Any]],
+    image_ids: Iterable[int],
+    image_root: Path,
+    dataset: str,
+    missing_hint: str,
+) -> None:
+    """Set ``images[i]["path"]`` (relative to ``image_root``) for every id in ``image_ids``
+    to the first existing :func:`image_candidates` of its ``"record"``.
+
+    Raises:
+        DatasetNotFoundError: naming up to five missing files, their count and
+            ``"<count> image file(s) " + missing_hint``.
+    """
+    missing = []
+    for image_id in image_ids:
+        info = images[image_id]
+        candidates = image_candidates(info["record"])
+        found = next((c for c in candidates if (image_root / c).is_file()), None)
+        if found is None:
+            missing.append(str(image_root / candidates[0]))
+        info["path"] = found or candidates[0]
+    if missing:
+        raise DatasetNotFoundError(
+            dataset, image_root, missing[:5], f"{len(missing)} image file(s) {missing_hint}"
+        )
 
 
 def decode_polygons(polygons: list[list[float]], height: int, width: int) -> np.ndarray:
@@ -151,36 +210,11 @@ class LVISMaterials(Dataset):
 
     # -- index -------------------------------------------------------------------------------
     def _read_annotations(self) -> dict[str, Any]:
-        path = self.annotation_file
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise DatasetFormatError(path, f"not valid JSON ({err})") from err
-        if not isinstance(data, dict):
-            raise DatasetFormatError(
-                path, "not an LVIS annotation file (top level is not an object)"
-            )
-        for key in ("images", "annotations", "categories"):
-            if not isinstance(data.get(key), list):
-                raise DatasetFormatError(path, f"not an LVIS annotation file (no '{key}' list)")
-        return data
+        return read_lvis_json(self.annotation_file, "an LVIS annotation file")
 
     def _index(self, data: dict[str, Any], labels: dict[int, MaterialLabel] | None) -> None:
         path = self.annotation_file
-        images: dict[int, dict[str, Any]] = {}
-        for record in data["images"]:
-            try:
-                image_id = int(record["id"])
-                height, width = int(record["height"]), int(record["width"])
-            except (KeyError, TypeError, ValueError) as err:
-                raise DatasetFormatError(
-                    path, f"image record without id/height/width: {err}"
-                ) from err
-            if not image_candidates(record):
-                raise DatasetFormatError(
-                    path, f"image {image_id} has neither coco_url nor file_name"
-                )
-            images[image_id] = {"record": record, "height": height, "width": width, "path": None}
+        images = index_image_records(data["images"], path)
         self.category_names = {int(c["id"]): str(c["name"]) for c in data["categories"]}
         if labels is not None:
             vocabulary = sorted({m for label in labels.values() for m in label.materials})
@@ -243,23 +277,15 @@ class LVISMaterials(Dataset):
                     f"{len(missing)} sidecar annotation ids are not in {path.name}, e.g. "
                     f"{missing[:5]}: is the sidecar for another annotation file?",
                 )
-        used = {o["image_id"] for o in self.objects}
-        missing_files = []
-        for image_id in sorted(used):
-            info = images[image_id]
-            candidates = image_candidates(info["record"])
-            found = next((c for c in candidates if (self.image_root / c).is_file()), None)
-            if found is None:
-                missing_files.append(str(self.image_root / candidates[0]))
-            info["path"] = found or candidates[0]
-        if missing_files:
-            raise DatasetNotFoundError(
-                type(self).__name__,
-                self.image_root,
-                missing_files[:5],
-                f"{len(missing_files)} image file(s) of {path.name} are missing under the "
-                "images root (expected <images root>/<train2017|val2017>/<id>.jpg)",
-            )
+        used = sorted({o["image_id"] for o in self.objects})
+        find_image_files(
+            images,
+            used,
+            self.image_root,
+            type(self).__name__,
+            f"of {path.name} are missing under the images root (expected "
+            "<images root>/<train2017|val2017>/<id>.jpg)",
+        )
         self.images = images
 
     # -- samples -----------------------------------------------------------------------------
