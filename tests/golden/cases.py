@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from matbench.cli import main
+from tests.data.fgovd.data import make as make_fgovd
 from tests.data.fmd.data import make as make_fmd
 from tests.data.lvis_materials.data import make as make_lvis
 from tests.data.matseg.data import make as make_matseg
@@ -49,6 +50,10 @@ def _fmd(root: Path) -> list[str]:
 
 def _lvis(root: Path) -> list[str]:
     return [f"--data.root={make_lvis(root)}"]
+
+
+def _fgovd(root: Path) -> list[str]:
+    return [f"--data.root={make_fgovd(root)}"]
 
 
 CASES = {
@@ -96,6 +101,20 @@ CASES = {
                 "--data.num_workers=0",
             ],
             fit=["--trainer.max_epochs=1", "--trainer.limit_train_batches=3", "--model.lr=1e-3"],
+        ),
+        Case(
+            "fgovd_fgclip",
+            "clip/fgovd_fgclip_train.yaml",
+            _fgovd,
+            [
+                f"--model.model={TINY_CLIP}",
+                "--model.pretrained=null",
+                "--data.image_size=32",
+                "--data.batch_size=4",
+                "--data.eval_batch_size=2",
+                "--data.num_workers=0",
+            ],
+            fit=["--trainer.max_epochs=2", "--model.lr=1e-2"],
         ),
     ]
 }
