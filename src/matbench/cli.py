@@ -14,7 +14,10 @@ import matbench
 TOOL_COMMANDS: dict[str, tuple[str, str]] = {
     "materials": ("matbench.materials.cli:main", "LVIS-materials sidecars, vocabulary and prior"),
     "embed-text": ("matbench.prediction:embed_text_main", "text embeddings of material queries"),
-    "synth": ("matbench.synth.cli:main", "MatSeg scenes or benchmark by pattern infusion"),
+    "synth": (
+        "matbench.synth.cli:main",
+        "MatSeg scenes (2D, 3D), PBR materials or a benchmark by pattern infusion",
+    ),
     "demo": ("matbench.demo:main", "MatSeg end to end on generated data, on CPU (make demo)"),
     "benchmark": ("matbench.benchmark:main", "run a suite of `test` runs into one table"),
     "report": ("matbench.report:main", "rebuild results tables and plots from JSON files"),

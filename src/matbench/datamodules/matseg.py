@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from torch.utils.data import BatchSampler, DataLoader, Sampler
+from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler
 
 from matbench.datamodules.base import BaseDataModule, EpochSeededSampler, list_collate
 from matbench.datasets.errors import DatasetNotFoundError
@@ -138,6 +138,90 @@ class SizedBatchSampler(BatchSampler):
             yield [(i, size, int(generator.integers(2**62))) for i in batch]
 
 
+class MixedScenes(Dataset):
+    """Several :class:`MatSegScenes` behind one index space (scene roots one after another).
+
+    Items are those of :class:`MatSegScenes` (an index, or ``(index, size, seed)``); ``key`` is
+    prefixed with the root's position (``"1/000042"``) so that scene names of two roots stay
+    apart.
+    """
+
+    def __init__(self, parts: list[MatSegScenes]) -> None:
+        self.parts = parts
+        self.offsets = np.cumsum([0] + [len(p) for p in parts])
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def __getitem__(self, item: int | tuple[Any, ...]) -> dict[str, Any]:
+        index, rest = (item[0], item[1:]) if isinstance(item, tuple) else (item, ())
+        if not 0 <= index < len(self):
+            raise IndexError(f"scene index {index} out of range for {len(self)} scenes")
+        part = int(np.searchsorted(self.offsets, index, side="right")) - 1
+        local = index - int(self.offsets[part])
+        sample = self.parts[part][(local, *rest) if rest else local]
+        sample["key"] = f"{part}/{sample['key']}"
+        sample["index"] = index
+        return sample
+
+
+class MixedRootSampler(EpochSeededSampler):
+    """Training indices over several scene roots drawn by weight (sampling with replacement).
+
+    Each epoch makes ``epoch_size`` draws, the same on every rank (seeded by ``(seed, epoch)``):
+    a root with probability proportional to its weight, then one of its scenes uniformly. Rank
+    ``r`` of ``w`` takes draws ``r, r + w, …``. :attr:`counts` holds this rank's draws per
+    root in the current epoch.
+
+    Args:
+        sizes: Number of scenes of each root (indices are concatenated in this order).
+        weights: Sampling weight of each root (non-negative, not all zero).
+        epoch_size: Draws per epoch (over all ranks).
+        num_replicas: World size.
+        rank: This rank.
+        seed: Seed of the draws.
+    """
+
+    def __init__(
+        self,
+        sizes: list[int],
+        weights: list[float],
+        epoch_size: int,
+        num_replicas: int,
+        rank: int,
+        seed: int,
+    ) -> None:
+        if len(sizes) != len(weights):
+            raise ValueError(f"{len(sizes)} roots but {len(weights)} weights")
+        w = np.asarray(weights, dtype=np.float64)
+        if (
+            (w < 0).any()
+            or w.sum() <= 0
+            or any(s == 0 for s, x in zip(sizes, w, strict=True) if x > 0)
+        ):
+            raise ValueError(f"weights must be >= 0, not all 0, on non-empty roots: {weights}")
+        if epoch_size < 1:
+            raise ValueError(f"epoch_size must be at least 1, got {epoch_size}")
+        self.sizes = np.asarray(sizes, dtype=np.int64)
+        self.probabilities = w / w.sum()
+        self.offsets = np.concatenate([[0], np.cumsum(self.sizes)[:-1]])
+        super().__init__(range(int(self.sizes.sum())), num_replicas, rank, seed)
+        self.num_samples = -(-epoch_size // num_replicas)
+        self.total_size = self.num_samples * num_replicas
+        self.counts = np.zeros(len(sizes), dtype=np.int64)
+
+    def __iter__(self) -> Iterator[int]:
+        rng = np.random.default_rng([self.seed, self.epoch, 0x6D6978])
+        roots = rng.choice(len(self.sizes), size=self.total_size, p=self.probabilities)
+        within = np.floor(rng.random(self.total_size) * self.sizes[roots]).astype(np.int64)
+        indices = (self.offsets[roots] + within)[self.rank : self.total_size : self.num_replicas]
+        self.counts = np.bincount(
+            roots[self.rank : self.total_size : self.num_replicas], minlength=len(self.sizes)
+        )
+        log.info("MatSeg mixed sampling, epoch %d: draws per root %s", self.epoch, self.counts)
+        return iter(indices.tolist())
+
+
 class MatSegDataModule(BaseDataModule):
     """MatSeg training scenes for fit/validate; the point benchmark for test/predict.
 
@@ -148,7 +232,13 @@ class MatSegDataModule(BaseDataModule):
     predict writes the validation scenes' descriptor maps).
 
     Args:
-        root: Folder of scene folders (``<root>/<scene>/Finished.txt``…).
+        root: Folder of scene folders (``<root>/<scene>/Finished.txt``…), or a list of such
+            folders (e.g. 2D, 3D and released scenes) for mixed training: each root is split
+            into train/val on its own, training draws roots by ``root_weights``.
+        root_weights: Sampling weight of each root of a list (default: equal weights). Only
+            the ratios count; a weight of 0 keeps a root for validation only.
+        epoch_size: Training draws per epoch with several roots (default: the number of
+            training scenes of all roots).
         benchmark_root: MatSeg benchmark folder (``images/``, ``data/``) for test and predict.
         crop_size: Fixed training crop side; None = draw in ``[min_size, max_size]`` per batch.
         min_size: Smallest training crop side.
@@ -170,8 +260,10 @@ class MatSegDataModule(BaseDataModule):
 
     def __init__(
         self,
-        root: str,
+        root: str | list[str],
         benchmark_root: str | None = None,
+        root_weights: list[float] | None = None,
+        epoch_size: int | None = None,
         crop_size: int | None = None,
         min_size: int = 250,
         max_size: int = 900,
@@ -190,10 +282,28 @@ class MatSegDataModule(BaseDataModule):
         self.save_hyperparameters()
         if not 0 <= val_fraction < 1:
             raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+        roots = self.roots
+        if root_weights is not None and len(root_weights) != len(roots):
+            raise ValueError(f"root_weights has {len(root_weights)} values for {len(roots)} roots")
+        if root_weights is not None and (min(root_weights) < 0 or sum(root_weights) <= 0):
+            raise ValueError(f"root_weights must be >= 0 and not all 0, got {root_weights}")
         self.collate_fn = matseg_collate
+        #: Per root after :meth:`setup`: path, training and validation scenes, weight.
+        self.scene_counts: list[dict[str, Any]] = []
 
-    def _split(self) -> tuple[list[str], list[str]]:
-        root = Path(self.hparams.root)
+    @property
+    def roots(self) -> list[str]:
+        """The scene roots (one for a plain string)."""
+        root = self.hparams.root
+        return [root] if isinstance(root, str) else list(root)
+
+    @property
+    def mixed(self) -> bool:
+        """Whether training mixes several scene roots."""
+        return len(self.roots) > 1
+
+    def _split(self, root_path: str) -> tuple[list[str], list[str]]:
+        root = Path(root_path)
         if not root.is_dir():
             raise DatasetNotFoundError("MatSegScenes", root, [f"<scene>/{FINISHED}"])
         names = sorted(p.name for p in root.iterdir() if (p / FINISHED).is_file())
@@ -207,26 +317,32 @@ class MatSegDataModule(BaseDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         hp = self.hparams
-        if stage in ("fit", "validate", None) or (stage == "predict" and not hp.benchmark_root):
-            train, val = self._split()
+        if self.mixed and (
+            stage in ("fit", "validate", None) or (stage == "predict" and not hp.benchmark_root)
+        ):
+            self._setup_mixed(stage)
+        elif stage in ("fit", "validate", None) or (stage == "predict" and not hp.benchmark_root):
+            root = self.roots[0]
+            train, val = self._split(root)
             if not train:
                 raise DatasetNotFoundError(
-                    "MatSegScenes", hp.root, [f"<scene>/{FINISHED}", "<scene>/RGB__RGB.jpg"]
+                    "MatSegScenes", root, [f"<scene>/{FINISHED}", "<scene>/RGB__RGB.jpg"]
                 )
             common = dict(
                 min_crop_fraction=hp.min_crop_fraction, on_error=hp.on_error, seed=hp.seed
             )
             if stage in ("fit", None):
                 self.train_dataset = MatSegScenes(
-                    hp.root,
+                    root,
                     crop_size=hp.crop_size or hp.min_size,
                     transform=MatSegAugment() if hp.augment else None,
                     scenes=train,
                     **common,
                 )
             self.val_dataset = MatSegScenes(
-                hp.root, crop_size=hp.val_size, scenes=val, fixed_crops=True, **common
+                root, crop_size=hp.val_size, scenes=val, fixed_crops=True, **common
             )
+            self.scene_counts = [{"root": root, "train": len(train), "val": len(val)}]
             if stage == "predict":
                 self.predict_dataset = self.val_dataset
         if stage in ("test", "predict", None) and hp.benchmark_root:
@@ -239,11 +355,62 @@ class MatSegDataModule(BaseDataModule):
                 "benchmark folder (images/, data/)"
             )
 
+    def _setup_mixed(self, stage: str | None) -> None:
+        hp = self.hparams
+        weights = hp.root_weights or [1.0] * len(self.roots)
+        common = dict(min_crop_fraction=hp.min_crop_fraction, on_error=hp.on_error, seed=hp.seed)
+        train_parts, val_parts, self.scene_counts = [], [], []
+        for root, weight in zip(self.roots, weights, strict=True):
+            train, val = self._split(root)
+            if not train:
+                raise DatasetNotFoundError(
+                    "MatSegScenes", root, [f"<scene>/{FINISHED}", "<scene>/RGB__RGB.jpg"]
+                )
+            if stage in ("fit", None):
+                train_parts.append(
+                    MatSegScenes(
+                        root,
+                        crop_size=hp.crop_size or hp.min_size,
+                        transform=MatSegAugment() if hp.augment else None,
+                        scenes=train,
+                        **common,
+                    )
+                )
+            val_parts.append(
+                MatSegScenes(root, crop_size=hp.val_size, scenes=val, fixed_crops=True, **common)
+            )
+            self.scene_counts.append(
+                {"root": root, "train": len(train), "val": len(val), "weight": float(weight)}
+            )
+        total = sum(weights)
+        for entry in self.scene_counts:
+            log.info(
+                "MatSegDataModule: %s: %d training scenes (sampling share %.1f%%), %d validation",
+                entry["root"],
+                entry["train"],
+                100.0 * entry["weight"] / total,
+                entry["val"],
+            )
+        if train_parts:
+            self.train_dataset = MixedScenes(train_parts)
+        self.val_dataset = MixedScenes(val_parts)
+        if stage == "predict":
+            self.predict_dataset = self.val_dataset
+
     def train_dataloader(self) -> DataLoader:
         dataset = self._require("train")
         hp = self.hparams
         low, high = (hp.crop_size, hp.crop_size) if hp.crop_size else (hp.min_size, hp.max_size)
-        shuffle = EpochSeededSampler(dataset, *world_and_rank(), seed=hp.seed)
+        if isinstance(dataset, MixedScenes):
+            shuffle: EpochSeededSampler = MixedRootSampler(
+                [len(p) for p in dataset.parts],
+                hp.root_weights or [1.0] * len(dataset.parts),
+                hp.epoch_size or len(dataset),
+                *world_and_rank(),
+                seed=hp.seed,
+            )
+        else:
+            shuffle = EpochSeededSampler(dataset, *world_and_rank(), seed=hp.seed)
         sampler = SizedBatchSampler(
             shuffle,
             self.batch_size,
@@ -265,6 +432,8 @@ class MatSegDataModule(BaseDataModule):
     def describe(self) -> dict[str, Any]:
         info = super().describe()
         info["root"] = str(self.hparams.benchmark_root or self.hparams.root)
+        if self.scene_counts:
+            info["scenes"] = self.scene_counts
         return info
 
 

@@ -1,4 +1,5 @@
-"""``matbench synth``: generate MatSeg training scenes or a point-annotated benchmark."""
+"""``matbench synth``: generate MatSeg training scenes (2D, or 3D with Blender), PBR materials, or a
+point-annotated benchmark."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import sys
 import time
 
 from matbench.datasets.errors import DatasetFormatError, DatasetNotFoundError
+from matbench.synth import cli_3d
 from matbench.synth.scene import TextureNotFoundError
 from matbench.synth.writer import NotEnoughImagesError, write_benchmark, write_scenes
 
@@ -77,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--workers", type=_positive, default=2, help="processes (1 = in-process)")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier output in --out")
+    cli_3d.add_parsers(
+        sub, {"positive": _positive, "non_negative": _non_negative, "probability": _probability}
+    )
     return parser
 
 
@@ -84,6 +89,8 @@ def main(argv: list[str]) -> int:
     """Run ``matbench synth`` with ``argv`` (without the ``synth`` word); returns an exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.kind in cli_3d.KINDS:
+        return cli_3d.run(args, parser)
     bench = args.benchmark
     min_materials = args.min_materials or (2 if bench else 1)
     max_materials = args.max_materials or max(min_materials, 6 if bench else 10)
