@@ -212,8 +212,12 @@ class MixedRootSampler(EpochSeededSampler):
 
     def __iter__(self) -> Iterator[int]:
         rng = np.random.default_rng([self.seed, self.epoch, 0x6D6978])
-        roots = rng.choice(len(self.sizes), size=self.total_size, p=self.probabilities)
-        within = np.floor(rng.random(self.total_size) * self.sizes[roots]).astype(np.int64)
+        # Two uniforms per draw: draw k is the same whatever the world size pads the epoch to.
+        uniforms = rng.random((self.total_size, 2))
+        edges = np.cumsum(self.probabilities)
+        roots = np.minimum(np.searchsorted(edges, uniforms[:, 0], side="right"), len(edges) - 1)
+        roots = np.where(self.probabilities[roots] > 0, roots, np.argmax(self.probabilities))
+        within = np.floor(uniforms[:, 1] * self.sizes[roots]).astype(np.int64)
         indices = (self.offsets[roots] + within)[self.rank : self.total_size : self.num_replicas]
         self.counts = np.bincount(
             roots[self.rank : self.total_size : self.num_replicas], minlength=len(self.sizes)

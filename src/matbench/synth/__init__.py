@@ -4,7 +4,9 @@ Soft maps from natural images (:mod:`~matbench.synth.maps`), textures cut from n
 by cell-histogram region growing (:mod:`~matbench.synth.textures`), scenes that blend textures
 by the maps (:mod:`~matbench.synth.scene`), point annotation in the benchmark's terms
 (:mod:`~matbench.synth.benchmark`), and writers for the MatSeg layouts
-(:mod:`~matbench.synth.writer`). Command line: ``matbench synth matseg2d --out DIR --n N``.
+(:mod:`~matbench.synth.writer`); PBR materials from textures (:mod:`~matbench.synth.pbr`) and 3D
+scenes rendered with Blender (:mod:`~matbench.synth.render`, imported on demand). Command line:
+``matbench synth matseg2d|pbr|render --out DIR --n N``.
 """
 
 from matbench.synth.benchmark import Annotation, annotate

@@ -368,7 +368,7 @@ def draw_scene(
     elevation = rng.uniform(np.radians(12), np.radians(65))
     azimuth = rng.uniform(0, 2 * np.pi)
     lens = rng.uniform(35, 60)
-    distance = (2.6 + spread) * lens / 35 * rng.uniform(1.3, 2.0)
+    distance = (2.2 + spread) * lens / 35 * rng.uniform(0.9, 1.5)
     direction = np.array(
         [
             np.cos(elevation) * np.cos(azimuth),

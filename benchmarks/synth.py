@@ -1,0 +1,77 @@
+"""Benchmark: 3D MatSeg scenes per minute with N Blender processes against one, side by side.
+
+:func:`matbench.synth.render.write_3d_scenes` renders the same kind of scenes (different
+seeds, so no cache helps) with ``--workers 1`` and ``--workers N``, each Blender process on one
+CPU thread, at the demo's scene size; the whole path is timed (scene drawing, Blender start,
+Cycles, masks, files). Target: rate(N) >= 0.85 x N x rate(1). The one-process rate is measured
+before and after the parallel run and averaged, as the machine may be shared. Needs bpy
+(``pip install "matbench[render]"``).
+
+    python benchmarks/synth.py                       # N = all cores, 2 scenes per process
+    python benchmarks/synth.py --workers 2 --per-worker 3 --size 160 --samples 16
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from matbench.synth.render import RenderConfig, blender_python, write_3d_scenes  # noqa: E402
+
+
+def scenes_per_minute(out: Path, n: int, seed: int, workers: int, config: RenderConfig) -> float:
+    """Render ``n`` scenes on ``workers`` processes; returns scenes per minute."""
+    start = time.perf_counter()
+    records, failures = write_3d_scenes(out, n, seed, config=config, workers=workers)
+    seconds = time.perf_counter() - start
+    if failures:
+        raise SystemExit(f"{len(failures)} scenes failed: {failures[0].errors}")
+    return 60.0 * len(records) / seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--per-worker", type=int, default=2, help="scenes per process")
+    parser.add_argument("--size", type=int, default=192, help="image side (demo: 128-224 px)")
+    parser.add_argument("--samples", type=int, default=16)
+    args = parser.parse_args()
+    _, version = blender_python()
+    config = RenderConfig(
+        width=args.size,
+        height=args.size,
+        samples=args.samples,
+        device="cpu",
+        threads=1,
+        map_size=256,
+        max_materials=4,
+    )
+    n_parallel = args.workers * args.per_worker
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        one_a = scenes_per_minute(root / "one_a", args.per_worker, 1, 1, config)
+        many = scenes_per_minute(root / "many", n_parallel, 2, args.workers, config)
+        one_b = scenes_per_minute(root / "one_b", args.per_worker, 3, 1, config)
+    one = (one_a + one_b) / 2
+    ratio = many / one
+    print(
+        f"3D scenes (Blender {version}, {args.size}x{args.size} px, {args.samples} samples, "
+        f"Cycles CPU, 1 thread per process, {os.cpu_count()} cores)"
+    )
+    print(f"  1 process : {one:6.2f} scenes/min  (runs before/after: {one_a:.2f}, {one_b:.2f})")
+    print(f"  {args.workers} processes: {many:6.2f} scenes/min")
+    target = 0.85 * args.workers
+    verdict = "meets" if ratio >= target else "misses"
+    print(
+        f"  speed-up  : {ratio:.2f}x with {args.workers} processes ({verdict} 0.85 x N = {target:.2f})"
+    )
+
+
+if __name__ == "__main__":
+    main()
