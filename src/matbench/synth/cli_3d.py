@@ -10,6 +10,15 @@ import time
 KINDS = ("pbr", "render")
 
 
+def _run_arguments(parser: argparse.ArgumentParser, what: str, non_negative: object) -> None:
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--n", required=True, type=non_negative, help=f"number of {what}")
+    parser.add_argument("--seed", type=non_negative, default=0, help="run seed (default 0)")
+    parser.add_argument(
+        "--images", default=None, help="folder of natural images (default: scikit-image's)"
+    )
+
+
 def add_parsers(sub: argparse._SubParsersAction, types: dict[str, object]) -> None:
     """Add the ``pbr`` and ``render`` subcommands to ``matbench synth``'s subparsers.
 
@@ -30,10 +39,7 @@ def add_parsers(sub: argparse._SubParsersAction, types: dict[str, object]) -> No
         "<out>/<material>/albedo.png, roughness.png, metallic.png, height.png, "
         "transmission.png, normal.png and material.json (every random draw).",
     )
-    p.add_argument("--out", required=True, help="output folder (created; must be empty)")
-    p.add_argument("--n", required=True, type=non_negative, help="number of materials")
-    p.add_argument("--seed", type=non_negative, default=0, help="run seed (default 0)")
-    p.add_argument("--images", default=None, help="folder of natural images (default: skimage)")
+    _run_arguments(p, "materials", non_negative)
     p.add_argument(
         "--mix-prob", type=probability, default=0.3, help="probability of mixing two materials"
     )
@@ -47,9 +53,7 @@ def add_parsers(sub: argparse._SubParsersAction, types: dict[str, object]) -> No
         "by natural-image soft maps, Cycles on CPU or GPU. Layout: <out>/<scene>/RGB__RGB.jpg, "
         "ObjectMaskOcluded.png, mask001.png..., CameraParameters.json, scene.json, Finished.txt.",
     )
-    r.add_argument("--out", required=True, help="output folder")
-    r.add_argument("--n", required=True, type=non_negative, help="number of scenes")
-    r.add_argument("--seed", type=non_negative, default=0, help="run seed (default 0)")
+    _run_arguments(r, "scenes", non_negative)
     r.add_argument("--size", type=positive, default=512, help="image side in pixels")
     r.add_argument("--samples", type=positive, default=64, help="Cycles samples per pixel")
     r.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto")
@@ -57,7 +61,6 @@ def add_parsers(sub: argparse._SubParsersAction, types: dict[str, object]) -> No
     r.add_argument(
         "--threads", type=non_negative, default=0, help="CPU threads per render (0: cores/workers)"
     )
-    r.add_argument("--images", default=None, help="natural images for maps and textures")
     r.add_argument("--pbr", default=None, help="folder of PBR materials (matbench synth pbr)")
     r.add_argument("--meshes", default=None, help="folder of OBJ/GLB/GLTF/PLY/STL meshes")
     r.add_argument("--hdri", default=None, help="folder of HDRI environment maps")

@@ -332,14 +332,10 @@ def write_materials(
     Returns:
         The material folders, in index order.
     """
-    from matbench.synth.writer import _images_key, _mapper, _prepare_out
+    from matbench.synth.writer import _mapper, _prepare_out, check_run
 
-    if n < 0:
-        raise ValueError(f"n must be non-negative, got {n}")
+    key = check_run(n, seed, images)
     config = config or PBRConfig()
-    material_seed(seed, 0)
-    key = _images_key(images)
-    resolve_images(key)
     out = Path(out)
     _prepare_out(out, lambda p: p.is_dir() and p.name.isdigit(), overwrite)
     args = [(str(out), i, seed, config, key) for i in range(n)]

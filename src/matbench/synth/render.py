@@ -38,7 +38,7 @@ from PIL import Image
 from matbench.synth.maps import random_view, soft_map
 from matbench.synth.pbr import PBRConfig, list_materials, make_material, save_material
 from matbench.synth.scene import resolve_images, scene_seed
-from matbench.synth.writer import FINISHED, JPEG_QUALITY, _images_key, _prepare_out, scene_name
+from matbench.synth.writer import FINISHED, JPEG_QUALITY, _prepare_out, check_run, scene_name
 
 log = logging.getLogger(__name__)
 
@@ -675,14 +675,10 @@ def write_3d_scenes(
     Raises:
         RenderUnavailableError: If no interpreter can import ``bpy`` (names the install line).
     """
-    if n < 0:
-        raise ValueError(f"n must be non-negative, got {n}")
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
+    key = check_run(n, seed, images)
     config = config or RenderConfig()
-    scene_seed(seed, 0)
-    key = _images_key(images)
-    resolve_images(key)
     assets = RenderAssets(
         images=key,
         materials=tuple(str(p) for p in list_materials(materials)) if materials else (),

@@ -129,6 +129,17 @@ def _warm(images: NaturalImagesKey) -> None:
     resolve_images(images)
 
 
+def check_run(n: int, seed: int, images: str | Path | None) -> NaturalImagesKey:
+    """Validate a run's count and seed and load its natural images in this process (a bad image
+    folder fails here, before any worker starts); returns the images' key for workers."""
+    if n < 0:
+        raise ValueError(f"n must be non-negative, got {n}")
+    scene_seed(seed, 0)
+    key = _images_key(images)
+    resolve_images(key)
+    return key
+
+
 def scene_name(index: int) -> str:
     """Folder name of training scene ``index``."""
     return f"{index:06d}"
