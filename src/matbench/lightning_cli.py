@@ -88,6 +88,7 @@ class ResultsWriter(Callback):
                 "model": {k: plain(v) for k, v in pl_module.hparams.items()},
                 "checkpoint": self.checkpoint,
                 "data": data,
+                "protocol": pl_module.protocol() if isinstance(pl_module, BaseTask) else {},
                 "metrics": metrics,
                 "seed": self.seed,
                 "tag": self.tag,

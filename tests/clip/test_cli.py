@@ -65,6 +65,10 @@ def test_fit_test_predict_embed_text(
         assert 0.0 < metrics[f"{protocol}_mrr"] <= 1.0
         assert metrics[f"{protocol}_recall@5"] == 1.0  # 4 materials: always within 5
     assert record["data"]["split"] == "val"
+    protocol = record["protocol"]  # the config's explicit temperature, then learned
+    assert protocol["temperature_source"] == "config"
+    assert protocol["initial_temperature"] == pytest.approx(0.07)
+    assert protocol["temperature"] != pytest.approx(0.07)
 
     main(["predict", *common, f"--ckpt_path={ckpt}"])
     data = np.load(tmp_path / "out" / "embeddings.npz", allow_pickle=False)

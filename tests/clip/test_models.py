@@ -80,6 +80,43 @@ def test_temperature_learnable_or_fixed() -> None:
         ContrastiveLoss("triplet")
 
 
+def test_scale_at_the_cap_comes_back_down() -> None:
+    """open_clip's rule: the loss uses the scale as it is (same value and gradient as open_clip's
+    losses), the parameter is clamped to [0, log 100] after the step. A scale at the cap
+    whose loss wants it lower moves down (a clamp inside the loss would zero its gradient)."""
+    from open_clip.loss import ClipLoss, SigLipLoss
+
+    image, text = _pair(n=8, seed=3)  # random pairs: a lower scale lowers the loss
+    for kind, reference in (("clip", ClipLoss()), ("siglip", SigLipLoss())):
+        criterion = ContrastiveLoss(kind, temperature=0.01, bias=-3.0)  # scale 100: the cap
+        loss = criterion(image, text)
+        loss.backward()
+        scale = torch.tensor(math.log(100.0), requires_grad=True)
+        bias = torch.tensor(-3.0, requires_grad=True) if kind == "siglip" else None
+        expected = reference(image, text, scale.exp(), *([bias] if bias is not None else []))
+        expected.backward()
+        assert loss.item() == pytest.approx(expected.item(), rel=1e-6), kind
+        assert criterion.logit_scale.grad.item() == pytest.approx(scale.grad.item(), rel=1e-5)
+        assert criterion.logit_scale.grad > 0, kind
+        torch.optim.SGD(criterion.parameters(), lr=0.01).step()
+        criterion.clamp_()
+        assert 0 < criterion.scale.item() < 100, kind
+    criterion = ContrastiveLoss("clip")
+    for start, clamped in ((math.log(150.0), math.log(100.0)), (-1.0, 0.0), (2.0, 2.0)):
+        criterion.logit_scale.data.fill_(start)
+        criterion.clamp_()
+        assert criterion.logit_scale.item() == pytest.approx(clamped)
+
+
+def test_task_clamps_the_scale_after_each_optimizer_step() -> None:
+    from matbench.tasks.clip import ClipMaterialTask
+
+    task = ClipMaterialTask(model=TINY, temperature=0.005)  # scale 200, above the cap
+    assert task.criterion.scale.item() == pytest.approx(200.0)
+    task.optimizer_step(0, 0, torch.optim.SGD(task.parameters(), lr=0.0))
+    assert task.criterion.scale.item() == pytest.approx(100.0)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -87,40 +124,77 @@ def _free_port() -> int:
 
 
 def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
+    from open_clip.loss import ClipLoss, SigLipLoss
+
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
-    image, text = _pair(n=7, d=5, seed=2)
-    sizes = [4, 3]  # ranks hold different batch sizes
-    lo = sum(sizes[:rank])
-    result = {}
-    for kind in ("clip", "siglip"):
-        local_image = image[lo : lo + sizes[rank]].clone().requires_grad_(True)
-        local_text = text[lo : lo + sizes[rank]].clone().requires_grad_(True)
-        criterion = ContrastiveLoss(kind, temperature=0.2, learn_temperature=False)
-        loss = criterion(local_image, local_text)
-        loss.backward()
-        result[kind] = {"loss": loss.detach(), "gi": local_image.grad, "gt": local_text.grad}
+    image, text = _pair(n=8, d=5, seed=2)
+    result: dict[str, dict] = {}
+    references = {
+        "clip": ClipLoss(rank=rank, world_size=world),
+        "siglip": SigLipLoss(rank=rank, world_size=world),
+    }
+    for sizes in ([4, 4], [5, 3]):  # equal batches (open_clip needs them), then unequal
+        lo = sum(sizes[:rank])
+        for kind, reference in references.items():
+            for impl in ("matbench", "open_clip"):
+                if impl == "open_clip" and sizes[0] != sizes[1]:
+                    continue
+                local_image = image[lo : lo + sizes[rank]].clone().requires_grad_(True)
+                local_text = text[lo : lo + sizes[rank]].clone().requires_grad_(True)
+                criterion = ContrastiveLoss(kind, temperature=0.2, bias=-1.0)
+                if impl == "matbench":
+                    loss = criterion(local_image, local_text)
+                else:
+                    bias = [criterion.logit_bias] if kind == "siglip" else []
+                    loss = reference(local_image, local_text, criterion.scale, *bias)
+                loss.backward()
+                result[f"{kind}/{impl}/{sizes[0]}"] = {
+                    "loss": loss.detach(),
+                    "image": local_image.grad,
+                    "text": local_text.grad,
+                    "scale": criterion.logit_scale.grad,
+                    "bias": None if criterion.logit_bias is None else criterion.logit_bias.grad,
+                }
     torch.save(result, f"{out}.{rank}")
     dist.destroy_process_group()
 
 
+def _close(a: torch.Tensor | None, b: torch.Tensor | None) -> bool:
+    return (a is None and b is None) or torch.allclose(a, b, atol=1e-6, rtol=1e-5)
+
+
 @pytest.mark.ddp
-def test_gathered_loss_equals_global_batch(tmp_path: Path) -> None:
-    """2 gloo processes: each rank's loss and its features' gradients equal those of the
-    global batch computed in one process (CLIP and SigLIP)."""
+def test_gathered_loss_equals_open_clip_and_the_global_batch(tmp_path: Path) -> None:
+    """2 gloo processes. Per rank, the gradients of the features, scale and bias equal those of
+    open_clip's ClipLoss(rank, world_size) and SigLipLoss(rank, world_size); DDP's average of
+    the per-rank gradients is the global batch's (SigLIP) or 1/2 of it (CLIP, as open_clip);
+    every rank's loss equals the single-process loss of the global batch, also with unequal
+    batches."""
     out = str(tmp_path / "r")
     mp.spawn(_ddp_worker, args=(2, _free_port(), out), nprocs=2, join=True)
-    parts = [torch.load(f"{out}.{r}") for r in range(2)]
+    ranks = [torch.load(f"{out}.{r}") for r in range(2)]
+    image, text = _pair(n=8, d=5, seed=2)
     for kind in ("clip", "siglip"):
-        image, text = _pair(n=7, d=5, seed=2)
-        image.requires_grad_(True)
-        text.requires_grad_(True)
-        loss = ContrastiveLoss(kind, temperature=0.2, learn_temperature=False)(image, text)
+        for part in ranks:
+            ours, theirs = part[f"{kind}/matbench/4"], part[f"{kind}/open_clip/4"]
+            for key in ("image", "text", "scale", "bias"):
+                assert _close(ours[key], theirs[key]), (kind, key)
+        image.grad = text.grad = None
+        whole = ContrastiveLoss(kind, temperature=0.2, bias=-1.0)
+        global_image, global_text = image.clone().requires_grad_(), text.clone().requires_grad_()
+        loss = whole(global_image, global_text)
         loss.backward()
-        for part in parts:
-            assert torch.allclose(part[kind]["loss"], loss.detach(), atol=1e-6), kind
-        assert torch.allclose(torch.cat([p[kind]["gi"] for p in parts]), image.grad, atol=1e-6)
-        assert torch.allclose(torch.cat([p[kind]["gt"] for p in parts]), text.grad, atol=1e-6)
+        factor = 2.0 if kind == "siglip" else 1.0  # DDP divides the feature gradients by 2
+        for size in (4, 5):
+            parts = [part[f"{kind}/matbench/{size}"] for part in ranks]
+            for part in parts:
+                assert torch.allclose(part["loss"], loss.detach(), atol=1e-6), (kind, size)
+            for key, grad in (("image", global_image.grad), ("text", global_text.grad)):
+                got = torch.cat([part[key] for part in parts])
+                assert torch.allclose(got, factor * grad, atol=1e-6), (kind, size, key)
+            mean_scale = (parts[0]["scale"] + parts[1]["scale"]) / 2
+            assert torch.allclose(mean_scale, whole.logit_scale.grad, atol=1e-6), (kind, size)
 
 
 def test_late_fusion_shapes_and_identity_at_init() -> None:

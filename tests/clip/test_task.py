@@ -3,6 +3,8 @@ through the task's own test loop (both protocols: groups of 64 and the whole voc
 
 from __future__ import annotations
 
+import json
+import math
 from pathlib import Path
 
 import lightning as L
@@ -98,3 +100,52 @@ def test_training_step_and_optimizer(task: ClipMaterialTask) -> None:
     locked = ClipMaterialTask(model=TINY, lock_image=True, lock_text=True, learn_temperature=False)
     with pytest.raises(ValueError, match="no trainable parameters"):
         locked.configure_optimizers()
+
+
+def _checkpoint(config: Path, path: Path, scale: float, bias: float | None = None) -> str:
+    import open_clip
+
+    open_clip.add_model_config(config)
+    clip = open_clip.create_model(config.stem)
+    clip.logit_scale.data.fill_(math.log(scale))
+    if bias is not None:
+        clip.logit_bias.data.fill_(bias)
+    torch.save(clip.state_dict(), path)
+    return str(path)
+
+
+def test_fine_tuning_starts_from_the_models_own_temperature(tmp_path: Path) -> None:
+    """A pretrained model's own logit scale (and SigLIP bias) is the starting point; an explicit
+    temperature overrides it; the protocol says which was used."""
+    weights = _checkpoint(Path(TINY), tmp_path / "clip.pt", scale=50.0)
+    task = ClipMaterialTask(model=TINY, pretrained=weights, text_tower="open_clip")
+    assert task.criterion.scale.item() == pytest.approx(50.0)
+    assert task.protocol()["temperature_source"] == "model"
+    assert task.protocol()["initial_temperature"] == pytest.approx(1 / 50)
+    # The scale lives only in the loss: the kept open_clip text model has none left over.
+    assert not [n for n, _ in task.model.named_parameters() if "logit" in n]
+    # Checkpoints written while the text model still held it load (the stale copy is dropped).
+    checkpoint = {
+        "state_dict": {**task.state_dict(), "model.text.clip.logit_scale": torch.ones(())}
+    }
+    task.on_load_checkpoint(checkpoint)
+    task.load_state_dict(checkpoint["state_dict"])
+    explicit = ClipMaterialTask(model=TINY, pretrained=weights, temperature=0.07)
+    assert explicit.criterion.scale.item() == pytest.approx(1 / 0.07)
+    assert explicit.protocol()["temperature_source"] == "config"
+    # A new text tower (MiniLM projection) or a sigmoid loss on a softmax model: defaults.
+    for kwargs in ({"text_tower": "minilm-random"}, {"loss": "siglip"}):
+        other = ClipMaterialTask(model=TINY, pretrained=weights, **kwargs)
+        assert other.protocol()["temperature_source"] == "default"
+        assert other.criterion.temperature == pytest.approx(
+            0.1 if kwargs.get("loss") == "siglip" else 0.07
+        )
+
+    siglip_config = tmp_path / "tiny_sigmoid.json"
+    config = json.loads(Path(TINY).read_text())
+    siglip_config.write_text(json.dumps({**config, "init_logit_bias": -10.0}))
+    weights = _checkpoint(siglip_config, tmp_path / "sigmoid.pt", scale=20.0, bias=-7.0)
+    task = ClipMaterialTask(model=str(siglip_config), pretrained=weights, loss="siglip")
+    assert task.criterion.scale.item() == pytest.approx(20.0)
+    assert task.criterion.logit_bias.item() == pytest.approx(-7.0)
+    assert task.protocol()["logit_bias"] == pytest.approx(-7.0)

@@ -120,6 +120,20 @@ CASES = {
 }
 
 
+#: Extra combinations that only the DDP end-to-end test runs (no golden of their own).
+DDP_ONLY_CASES = {
+    # Vanilla CLIP fine-tuning: open_clip's own text tower, trained. Its logit scale must not
+    # stay behind in the text tower as a parameter without gradient (DDP refuses those).
+    "clip_lvis_open_clip_text": Case(
+        "clip_lvis_open_clip_text",
+        CASES["clip_lvis"].config,
+        _lvis,
+        [*CASES["clip_lvis"].overrides, "--model.text_tower=open_clip", "--model.lock_text=false"],
+        fit=CASES["clip_lvis"].fit,
+    ),
+}
+
+
 def common_args(case: Case, tmp: Path) -> list[str]:
     """Write the case's fake data under ``tmp`` and return the CLI arguments of its runs."""
     return [

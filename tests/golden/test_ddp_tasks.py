@@ -8,16 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.golden.cases import CASES, common_args, fit_case, run_test
+from tests.golden.cases import CASES, DDP_ONLY_CASES, common_args, fit_case, run_test
 
 DDP = ("--trainer.strategy=ddp_spawn", "--trainer.devices=2")
 
 
 @pytest.mark.ddp
 @pytest.mark.slow
-@pytest.mark.parametrize("name", sorted(CASES))
+@pytest.mark.parametrize("name", sorted(CASES) + sorted(DDP_ONLY_CASES))
 def test_ddp_equals_single_process(name: str, tmp_path: Path) -> None:
-    case = CASES[name]
+    case = CASES.get(name) or DDP_ONLY_CASES[name]
     # The fake MatSeg scenes leave one validation scene: rank 1 validates nothing.
     common = common_args(case, tmp_path)
     ckpt = fit_case(case, tmp_path, common, *DDP)

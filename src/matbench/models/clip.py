@@ -103,6 +103,11 @@ class OpenCLIPTextTower(Freezable):
         import open_clip
 
         clip.visual = None
+        # The temperature lives in the loss (MaterialCLIP.logit_scale_init hands it over): a
+        # copy left here would be a parameter without gradient, which DDP refuses.
+        for name in ("logit_scale", "logit_bias"):
+            if hasattr(clip, name):
+                delattr(clip, name)
         self.clip = clip
         self.tokenizer = open_clip.get_tokenizer(model)
 
@@ -276,6 +281,10 @@ class MaterialCLIP(nn.Module):
         super().__init__()
         model = resolve_model_name(model)
         clip = create_open_clip(model, pretrained)
+        #: The open_clip model's own logit scale and bias (None: it has none), read before the
+        #: towers are split; the loss starts from them when it pairs the same two towers.
+        self.logit_scale_init = _scalar(getattr(clip, "logit_scale", None))
+        self.logit_bias_init = _scalar(getattr(clip, "logit_bias", None))
         self.image = ImageTower(clip.visual)
         self.dim = self.image.dim
         if text_tower == "open_clip":
@@ -333,6 +342,10 @@ class MaterialCLIP(nn.Module):
         return F.normalize(features, dim=-1) if normalize else features
 
 
+def _scalar(value: Tensor | None) -> float | None:
+    return None if value is None else float(value.detach().reshape(-1)[0])
+
+
 # -- losses ----------------------------------------------------------------------------------
 def gather_with_local_grad(x: Tensor) -> tuple[Tensor, int]:
     """All ranks' rows of ``x`` concatenated (rank order) and the offset of this rank's rows.
@@ -359,12 +372,24 @@ def gather_with_local_grad(x: Tensor) -> tuple[Tensor, int]:
 
 
 class ContrastiveLoss(nn.Module):
-    """CLIP (symmetric InfoNCE) or SigLIP (pairwise sigmoid) loss with a temperature.
+    """CLIP (symmetric InfoNCE) or SigLIP (pairwise sigmoid) loss with a learnable temperature.
 
-    Under DDP the features of every rank are gathered (:func:`gather_with_local_grad`) and the
-    loss is that of the global batch, so samples are contrasted against the global batch and
-    every rank back-propagates the exact global loss through its own features (DDP then
-    averages, a constant 1/world-size factor).
+    As in open_clip, the loss uses ``exp(logit_scale)`` as it is; the parameter is kept in
+    ``[0, log(max_scale)]`` by :meth:`clamp_` after each optimizer step (the task calls it).
+    Clamping inside the loss instead would zero the gradient at the cap, and a scale that
+    reached it could never come back down.
+
+    Under DDP the features of every rank are gathered (:func:`gather_with_local_grad`) and
+    every rank reports the loss of the global batch. Gradients are those of open_clip's
+    ``ClipLoss(gather_with_grad=False)`` and ``SigLipLoss(rank, world_size)``:
+
+    - CLIP: each rank back-propagates the global loss through its own features (DDP's average
+      then scales the step by 1/world-size, as open_clip's does);
+    - SigLIP: each rank back-propagates the sum of its own images' pair terms against every
+      text, divided by its batch size, and its own texts receive the terms of every rank's
+      images (open_clip's neighbour exchange with gradient). After DDP's average this is the
+      exact gradient of the global loss (with unequal batches too: the divisor is then the
+      mean batch size per rank).
 
     Args:
         kind: ``"clip"`` or ``"siglip"``.
@@ -373,7 +398,7 @@ class ContrastiveLoss(nn.Module):
         learn_temperature: Learn the temperature (the talk: higher recall/MRR, lower MCS) or
             keep it fixed.
         bias: Initial SigLIP logit bias (learned with the temperature).
-        max_scale: Upper clamp of the logit scale.
+        max_scale: Upper bound of the logit scale, applied by :meth:`clamp_`.
         gather: Gather features across ranks (when distributed).
     """
 
@@ -406,11 +431,16 @@ class ContrastiveLoss(nn.Module):
 
     @property
     def scale(self) -> Tensor:
-        return self.logit_scale.exp().clamp(max=self.max_scale)
+        return self.logit_scale.exp()
 
     @property
     def temperature(self) -> float:
         return float(1.0 / self.scale.detach())
+
+    @torch.no_grad()
+    def clamp_(self) -> None:
+        """Keep the logit scale in ``[0, log(max_scale)]`` (open_clip: after each step)."""
+        self.logit_scale.clamp_(0.0, math.log(self.max_scale))
 
     def forward(self, image: Tensor, text: Tensor, gather: bool | None = None) -> Tensor:
         """Loss of L2-normalised (B, D) image and text embeddings (row i matches row i)."""
@@ -418,17 +448,30 @@ class ContrastiveLoss(nn.Module):
             raise ValueError(f"image {tuple(image.shape)} and text {tuple(text.shape)} differ")
         gather = self.gather if gather is None else gather
         if gather:
-            all_image, _ = gather_with_local_grad(image)
+            all_image, offset = gather_with_local_grad(image)
             all_text, _ = gather_with_local_grad(text)
         else:
-            all_image, all_text = image, text
-        # Every rank computes the loss of the global batch; only its own rows carry a graph,
-        # so its gradient is exactly that of the global loss through its own features.
+            (all_image, offset), all_text = (image, 0), text
+        # Every rank computes the loss of the global batch; only its own rows carry a graph.
         n = all_image.shape[0]
-        targets = torch.arange(n, device=image.device)
         logits = self.scale * all_image @ all_text.T
         if self.kind == "clip":
+            targets = torch.arange(n, device=image.device)
             return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets)) / 2
-        logits = logits + self.logit_bias
         labels = 2 * torch.eye(n, device=image.device, dtype=logits.dtype) - 1
-        return -F.logsigmoid(labels * logits).sum() / n
+        terms = -F.logsigmoid(labels * (logits + self.logit_bias))
+        loss = terms.sum() / n
+        if n == image.shape[0]:
+            return loss
+        # open_clip's per-rank SigLIP gradient: own rows (images x every text, through the
+        # scale, bias and own texts) plus, for own texts only, every other rank's images.
+        own = torch.zeros(n, dtype=torch.bool, device=image.device)
+        own[offset : offset + image.shape[0]] = True
+        fixed = all_image.detach() @ all_text.T * self.scale.detach() + self.logit_bias.detach()
+        others = -F.logsigmoid(labels * fixed)[~own][:, own]
+        # Divided by the mean batch per rank (open_clip: its batch; ranks hold equal ones), so
+        # that DDP's average is the exact global gradient also when the batches differ.
+        world, _ = world_and_rank()
+        surrogate = (terms[own].sum() + others.sum()) * (world / n)
+        # The value is the global loss; the gradient is open_clip's.
+        return loss.detach() + surrogate - surrogate.detach()

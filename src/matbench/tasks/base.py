@@ -76,6 +76,11 @@ class BaseTask(L.LightningModule, ABC):
         )
         return optimizer
 
+    def protocol(self) -> dict[str, Any]:
+        """How this run evaluated, beyond the hyperparameters (e.g. the temperature actually
+        used, the prompts of a zero-shot classifier): the results JSON's ``protocol``."""
+        return {}
+
     def configure_callbacks(self) -> list[L.Callback]:
         return [ModelCheckpoint(monitor=self.monitor, mode=self.mode, save_last=True)]
 

@@ -12,6 +12,7 @@ Retrieval metrics (``val``/``test``) use both protocols of
 from __future__ import annotations
 
 import json
+import math
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -22,7 +23,12 @@ from torch import Tensor
 from torchmetrics import Metric, MetricCollection
 
 from matbench.metrics import ClassificationMetrics, RetrievalMetrics
-from matbench.models.clip import ContrastiveLoss, MaterialCLIP, ProjectedMiniLM
+from matbench.models.clip import (
+    ContrastiveLoss,
+    MaterialCLIP,
+    OpenCLIPTextTower,
+    ProjectedMiniLM,
+)
 from matbench.tasks.base import BaseTask
 from matbench.transforms import crop_object
 
@@ -42,7 +48,9 @@ class ClipMaterialTask(BaseTask):
         lock_image: Freeze the image tower.
         lock_text: Freeze the text tower (the MiniLM projection still trains unless set).
         loss: ``"clip"`` (symmetric InfoNCE) or ``"siglip"`` (pairwise sigmoid).
-        temperature: Initial temperature (default 0.07 for CLIP, 0.1 for SigLIP).
+        temperature: Initial temperature; None = the open_clip model's own logit scale (and
+            SigLIP bias) when the loss pairs its own towers (see :func:`initial_temperature`),
+            else 0.07 for CLIP and 0.1 for SigLIP. The results JSON's ``protocol`` says which.
         learn_temperature: Learn the temperature, or keep it fixed.
         fusion: Late fusion (MHA: object features query whole-image timm features).
         fusion_backbone: timm model of the whole-image features.
@@ -102,9 +110,25 @@ class ClipMaterialTask(BaseTask):
 
     def configure_losses(self) -> None:
         hp = self.hparams
-        self.criterion = ContrastiveLoss(
-            hp.loss, hp.temperature, learn_temperature=hp.learn_temperature
+        temperature, bias, self.temperature_source = initial_temperature(
+            self.model, hp.loss, hp.temperature
         )
+        self.criterion = ContrastiveLoss(
+            hp.loss, temperature, learn_temperature=hp.learn_temperature, bias=bias
+        )
+        self._initial_temperature = self.criterion.temperature
+
+    def protocol(self) -> dict[str, Any]:
+        criterion = self.criterion
+        info: dict[str, Any] = {
+            "loss": criterion.kind,
+            "temperature_source": self.temperature_source,
+            "initial_temperature": self._initial_temperature,
+            "temperature": criterion.temperature,
+        }
+        if criterion.logit_bias is not None:
+            info["logit_bias"] = float(criterion.logit_bias.detach())
+        return info
 
     def build_metric(self, stage: str) -> Metric | MetricCollection | None:
         group = int(self.hparams.group_size)
@@ -112,6 +136,10 @@ class ClipMaterialTask(BaseTask):
             {f"g{group}": RetrievalMetrics(group_size=group), "all": RetrievalMetrics(None)},
             compute_groups=True,
         )
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        drop_legacy_keys(checkpoint.get("state_dict", {}), prefix="model.")
+        super().on_load_checkpoint(checkpoint)
 
     def memory_caches(self) -> dict[str, dict[str, Tensor]]:
         text = self.model.text
@@ -174,6 +202,10 @@ class ClipMaterialTask(BaseTask):
     def _predict_images(self, batch: dict[str, Any]) -> Tensor:
         return self.model.encode_image(batch["image"], batch.get("context"))
 
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        super().optimizer_step(*args, **kwargs)
+        self.criterion.clamp_()  # open_clip: the scale is clamped after each step
+
     def configure_optimizers(self) -> Any:
         params = [p for p in self.parameters() if p.requires_grad]
         if not params:
@@ -199,6 +231,7 @@ def load_clip_task_weights(model: MaterialCLIP, path: str) -> None:
 
     state = load_state_dict_file(path)
     model_state = {k[len("model.") :]: v for k, v in state.items() if k.startswith("model.")}
+    drop_legacy_keys(model_state)
     if not model_state:
         raise ValueError(f"{path}: no 'model.*' weights (not a ClipMaterialTask checkpoint?)")
     missing, unexpected = model.load_state_dict(model_state, strict=False)
@@ -207,6 +240,34 @@ def load_clip_task_weights(model: MaterialCLIP, path: str) -> None:
             f"{path}: weights do not match this model (missing {missing[:3]}, "
             f"unexpected {unexpected[:3]}); use the same model/text_tower/reproject settings"
         )
+
+
+def drop_legacy_keys(state: dict[str, Any], prefix: str = "") -> None:
+    """Remove the open_clip text model's own logit scale and bias from a state dict: checkpoints
+    written before the temperature moved into the loss still hold them."""
+    for name in ("logit_scale", "logit_bias"):
+        state.pop(f"{prefix}text.clip.{name}", None)
+
+
+def initial_temperature(
+    model: MaterialCLIP, loss: str, temperature: float | None
+) -> tuple[float | None, float, str]:
+    """The loss's starting temperature and SigLIP bias, and where they come from.
+
+    An explicit ``temperature`` wins (``"config"``). Otherwise, when the loss pairs the open_clip
+    model's own two towers and the model was trained with the same kind of loss (a logit bias
+    means sigmoid), the model's own ``logit_scale`` and ``logit_bias`` are used (``"model"``:
+    fine-tuning a pretrained model continues from its temperature, ~1/100 for LAION ViT-B-32).
+    Else the loss's defaults (``"default"``). Returns ``(temperature or None, bias, source)``.
+    """
+    default_bias = -10.0
+    if temperature is not None:
+        return temperature, default_bias, "config"
+    scale, bias = model.logit_scale_init, model.logit_bias_init
+    own_text = isinstance(model.text, OpenCLIPTextTower)
+    if own_text and scale is not None and (bias is not None) == (loss == "siglip"):
+        return math.exp(-scale), default_bias if bias is None else bias, "model"
+    return None, default_bias, "default"
 
 
 # -- zero-shot ---------------------------------------------------------------------------------
@@ -434,6 +495,12 @@ class ZeroShotTask(ClipMaterialTask):
 
     def _predict_images(self, batch: dict[str, Any]) -> Tensor:
         return self.model.encode_image(self.preprocess(batch))
+
+    def protocol(self) -> dict[str, Any]:
+        return {
+            "class_names": list(self._classes or []),
+            "templates": load_templates(self.hparams.templates),
+        }
 
     def _end_eval(self, stage: str) -> None:
         super()._end_eval(stage)
