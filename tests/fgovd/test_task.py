@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -168,6 +169,24 @@ def test_cli_fit_then_test_with_fgclip_reprojection(
     assert not torch.allclose(state["fgclip.image.weight"], start["fgclip.image.weight"])
     for key in ("model.image.visual.conv1.weight", "model.text.clip.token_embedding.weight"):
         torch.testing.assert_close(state[key], start[key])  # the towers are frozen
+
+    main(
+        [
+            "predict",
+            "--config",
+            str(CONFIGS / "fgovd_fgclip_train.yaml"),
+            *common,
+            f"--ckpt_path={ckpt}",
+            "--trainer.default_root_dir=out",
+        ]
+    )
+    data = np.load(tmp_path / "out" / "embeddings.npz", allow_pickle=False)
+    hard = FGOVDDataModule(root=str(root), benchmark="1_attributes")
+    hard.setup("predict")
+    objects = hard.predict_dataset.objects.objects
+    assert data["index"].tolist() == list(range(len(objects)))
+    assert data["keys"].tolist() == [str(o["id"]) for o in objects]
+    assert np.allclose(np.linalg.norm(data["embeddings"], axis=1), 1.0, atol=1e-5)
 
     main(
         [
