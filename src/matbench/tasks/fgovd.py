@@ -35,6 +35,8 @@ class FineGrainedMatchingTask(BaseTask):
     positive sentence then its negatives); the ``"captions"`` loss uses ``caption`` instead
     (so any captioned datamodule trains it); ``predict`` also uses ``key`` and ``index``.
     Text features are computed once per distinct sentence and kept (the towers are frozen).
+    ``train/loss`` is FG-CLIP's batch sum; ``val/loss`` and ``test/loss`` are per object (the
+    sum over all evaluated objects divided by their number), independent of batching.
 
     Args:
         model: open_clip architecture name or JSON config path (FG-CLIP: ViT-B-16).
@@ -238,7 +240,9 @@ class FineGrainedMatchingTask(BaseTask):
             loss = self.criterion(self.caption_scores(batch["image"], batch["caption"]))
         else:
             loss = self.criterion(scores, valid)
-        self.log_eval_loss(stage, loss, n)
+        # per object: the training loss is a batch sum, but evaluation batches are whole
+        # images, whose sizes vary (and differ under DDP); the mean per object does not.
+        self.log_eval_loss(stage, loss / n, n)
         self.eval_metric(stage, dataloader_idx).update(scores.detach().float(), valid.sum(1))
 
     def validation_step(
