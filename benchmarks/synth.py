@@ -1,9 +1,8 @@
 """Benchmark: 3D MatSeg scenes per minute with N Blender processes against one, side by side.
 
-:func:`matbench.synth.render.write_3d_scenes` renders the same kind of scenes (different
-seeds, so no cache helps) with ``--workers 1`` and ``--workers N``, each Blender process on one
-CPU thread, at the demo's scene size; the whole path is timed (scene drawing, Blender start,
-Cycles, masks, files). Target: rate(N) >= 0.85 x N x rate(1). The one-process rate is measured
+:func:`matbench.synth.render.write_3d_scenes` renders the same scenes (same seed and count)
+with ``--workers 1`` and ``--workers N``, each Blender process on one CPU thread, at the demo's
+scene size; the whole path is timed (scene drawing, Blender start, Cycles, masks, files). Target: rate(N) >= 0.85 x N x rate(1). The one-process rate is measured
 before and after the parallel run and averaged, as the machine may be shared. Needs bpy
 (``pip install "matbench[render]"``).
 
@@ -35,12 +34,22 @@ def scenes_per_minute(out: Path, n: int, seed: int, workers: int, config: Render
     return 60.0 * len(records) / seconds
 
 
+def tree(root: Path) -> dict[str, bytes]:
+    """Every scene file under ``root`` by relative path (the run's settings file left out)."""
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name != "render_config.json"
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--per-worker", type=int, default=2, help="scenes per process")
     parser.add_argument("--size", type=int, default=192, help="image side (demo: 128-224 px)")
     parser.add_argument("--samples", type=int, default=16)
+    parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     _, version = blender_python()
     config = RenderConfig(
@@ -52,12 +61,14 @@ def main() -> None:
         map_size=256,
         max_materials=4,
     )
-    n_parallel = args.workers * args.per_worker
+    # The same scenes (same seed and count) in every run: only the process count differs.
+    n = args.workers * args.per_worker
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        one_a = scenes_per_minute(root / "one_a", args.per_worker, 1, 1, config)
-        many = scenes_per_minute(root / "many", n_parallel, 2, args.workers, config)
-        one_b = scenes_per_minute(root / "one_b", args.per_worker, 3, 1, config)
+        one_a = scenes_per_minute(root / "one_a", n, args.seed, 1, config)
+        many = scenes_per_minute(root / "many", n, args.seed, args.workers, config)
+        one_b = scenes_per_minute(root / "one_b", n, args.seed, 1, config)
+        identical = tree(root / "one_a") == tree(root / "many") == tree(root / "one_b")
     one = (one_a + one_b) / 2
     ratio = many / one
     print(
@@ -66,6 +77,7 @@ def main() -> None:
     )
     print(f"  1 process : {one:6.2f} scenes/min  (runs before/after: {one_a:.2f}, {one_b:.2f})")
     print(f"  {args.workers} processes: {many:6.2f} scenes/min")
+    print(f"  the three runs wrote byte-identical scenes: {'yes' if identical else 'NO'}")
     target = 0.85 * args.workers
     verdict = "meets" if ratio >= target else "misses"
     print(

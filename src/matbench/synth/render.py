@@ -49,6 +49,8 @@ RUN_CONFIG = "render_config.json"
 ERROR_LOG = "render_errors.log"
 MESH_EXTENSIONS = (".obj", ".glb", ".gltf", ".ply", ".stl")
 HDRI_EXTENSIONS = (".hdr", ".exr", ".png", ".jpg", ".jpeg")
+#: The maps of a material folder that the Blender shader reads.
+SHADER_MAPS = ("albedo", "roughness", "metallic", "transmission", "normal")
 PRIMITIVES = ("cube", "uv_sphere", "ico_sphere", "cylinder", "cone", "torus", "monkey")
 INSTALL_HINT = (
     'install Blender as a Python module with `pip install "matbench[render]"` (bpy wheels exist '
@@ -323,9 +325,8 @@ def draw_scene(
             draws = json.loads((src / "material.json").read_text())
         materials.append(
             {
-                **{name: str(src / f"{name}.png") for name in ("albedo", "roughness")},
-                **{name: str(src / f"{name}.png") for name in ("metallic", "transmission")},
-                "normal": str(src / "normal.png"),
+                # The height enters through the normal map made from it.
+                **{name: str(src / f"{name}.png") for name in SHADER_MAPS},
                 "normal_gain": rng.uniform(0.3, 1.0),
                 "tile": {
                     "scale": rng.uniform(1.0, 4.0),
@@ -491,8 +492,8 @@ def quantise_masks(weights: np.ndarray) -> list[np.ndarray]:
 
 def _portable(spec: dict[str, Any], work: Path) -> dict[str, Any]:
     """The spec for ``scene.json``: temporary paths shortened to their file names."""
-    text = json.dumps(spec).replace(str(work) + os.sep, "")
-    return json.loads(text)
+    text = json.dumps({k: v for k, v in spec.items() if k != "out_dir"})
+    return json.loads(text.replace(str(work) + os.sep, ""))
 
 
 def collect_scene(spec: dict[str, Any], work: Path, config: RenderConfig) -> tuple[Path, float]:
