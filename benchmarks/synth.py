@@ -2,8 +2,12 @@
 
 :func:`matbench.synth.render.write_3d_scenes` renders the same scenes (same seed and count)
 with ``--workers 1`` and ``--workers N``, each Blender process on one CPU thread, at the demo's
-scene size; the whole path is timed (scene drawing, Blender start, Cycles, masks, files). Target: rate(N) >= 0.85 x N x rate(1). The one-process rate is measured
-before and after the parallel run and averaged, as the machine may be shared. Needs bpy
+scene size; the whole path is timed (scene drawing, Blender start, Cycles, masks, files).
+Target: rate(N) >= 0.85 x N x rate(1). The one-process rate is measured before and after the
+parallel run and averaged, as the machine may be shared. "Cores used" (CPU seconds per wall
+second) shows what each run actually got: where the scheduler gives this session a fixed share
+of a busy machine, N processes get no more CPU than one, and the ratio cannot show the scaling.
+The script also checks that the runs wrote byte-identical scenes. Needs bpy
 (``pip install "matbench[render]"``).
 
     python benchmarks/synth.py                       # N = all cores, 2 scenes per process
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import sys
 import tempfile
 import time
@@ -24,14 +29,26 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from matbench.synth.render import RenderConfig, blender_python, write_3d_scenes  # noqa: E402
 
 
-def scenes_per_minute(out: Path, n: int, seed: int, workers: int, config: RenderConfig) -> float:
-    """Render ``n`` scenes on ``workers`` processes; returns scenes per minute."""
+def _cpu_seconds() -> float:
+    total = 0.0
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        usage = resource.getrusage(who)
+        total += usage.ru_utime + usage.ru_stime
+    return total
+
+
+def scenes_per_minute(
+    out: Path, n: int, seed: int, workers: int, config: RenderConfig
+) -> tuple[float, float]:
+    """Render ``n`` scenes on ``workers`` processes; returns scenes per minute and the cores the
+    run got on average (CPU seconds of this process and its children per wall second)."""
+    cpu = _cpu_seconds()
     start = time.perf_counter()
     records, failures = write_3d_scenes(out, n, seed, config=config, workers=workers)
     seconds = time.perf_counter() - start
     if failures:
         raise SystemExit(f"{len(failures)} scenes failed: {failures[0].errors}")
-    return 60.0 * len(records) / seconds
+    return 60.0 * len(records) / seconds, (_cpu_seconds() - cpu) / seconds
 
 
 def tree(root: Path) -> dict[str, bytes]:
@@ -65,9 +82,10 @@ def main() -> None:
     n = args.workers * args.per_worker
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        one_a = scenes_per_minute(root / "one_a", n, args.seed, 1, config)
-        many = scenes_per_minute(root / "many", n, args.seed, args.workers, config)
-        one_b = scenes_per_minute(root / "one_b", n, args.seed, 1, config)
+        (one_a, cores_a), (many, cores_many), (one_b, cores_b) = (
+            scenes_per_minute(root / name, n, args.seed, workers, config)
+            for name, workers in (("one_a", 1), ("many", args.workers), ("one_b", 1))
+        )
         identical = tree(root / "one_a") == tree(root / "many") == tree(root / "one_b")
     one = (one_a + one_b) / 2
     ratio = many / one
@@ -75,8 +93,18 @@ def main() -> None:
         f"3D scenes (Blender {version}, {args.size}x{args.size} px, {args.samples} samples, "
         f"Cycles CPU, 1 thread per process, {os.cpu_count()} cores)"
     )
-    print(f"  1 process : {one:6.2f} scenes/min  (runs before/after: {one_a:.2f}, {one_b:.2f})")
-    print(f"  {args.workers} processes: {many:6.2f} scenes/min")
+    print(
+        f"  1 process : {one:6.2f} scenes/min  (runs before/after: {one_a:.2f}, {one_b:.2f}; "
+        f"cores used {cores_a:.2f}, {cores_b:.2f})"
+    )
+    print(f"  {args.workers} processes: {many:6.2f} scenes/min  (cores used {cores_many:.2f})")
+    # CPU seconds per scene: equal in both modes means no parallel overhead, so the rate
+    # scales with the cores the runs get.
+    cpu_one = 60.0 * (cores_a / one_a + cores_b / one_b) / 2
+    cpu_many = 60.0 * cores_many / many
+    print(
+        f"  CPU per scene: {cpu_one:.2f} s (1 process), {cpu_many:.2f} s ({args.workers} processes)"
+    )
     print(f"  the three runs wrote byte-identical scenes: {'yes' if identical else 'NO'}")
     target = 0.85 * args.workers
     verdict = "meets" if ratio >= target else "misses"
