@@ -3,6 +3,7 @@ partition the textured objects and match the rendered material IDs; retries, ski
 
 from __future__ import annotations
 
+import base64
 import importlib.util
 import json
 import shutil
@@ -35,8 +36,8 @@ HAS_BPY = importlib.util.find_spec("bpy") is not None
 needs_bpy = pytest.mark.skipif(
     not HAS_BPY, reason='bpy not installed (pip install "matbench[render]")'
 )
-#: Run seed whose retry draws both mesh formats (the draws are a function of the seed).
-RETRY_RUN_SEED = 4
+#: Run seed whose retry draws every mesh format (the draws are a function of the seed).
+RETRY_RUN_SEED = 0
 FLAT = RenderConfig(
     width=64,
     height=64,
@@ -160,12 +161,55 @@ end_header
 """
 
 
+def _gltf_tetra() -> str:
+    """A glTF 2.0 tetrahedron with its buffer embedded as a data URI."""
+    positions = np.array([[0, 0, 2], [2, 0, 0], [0, 2, 0], [-1, -1, 0]], np.float32)
+    indices = np.array([0, 1, 2, 0, 3, 1, 1, 3, 2, 2, 3, 0], np.uint16)
+    blob = positions.tobytes() + indices.tobytes()
+    uri = "data:application/octet-stream;base64," + base64.b64encode(blob).decode()
+    views = [
+        {"buffer": 0, "byteOffset": 0, "byteLength": positions.nbytes},
+        {"buffer": 0, "byteOffset": positions.nbytes, "byteLength": indices.nbytes},
+    ]
+    accessors = [
+        {
+            "bufferView": 0,
+            "componentType": 5126,
+            "count": 4,
+            "type": "VEC3",
+            "min": [-1, -1, 0],
+            "max": [2, 2, 2],
+        },
+        {"bufferView": 1, "componentType": 5123, "count": 12, "type": "SCALAR"},
+    ]
+    return json.dumps(
+        {
+            "asset": {"version": "2.0"},
+            "scene": 0,
+            "scenes": [{"nodes": [0]}],
+            "nodes": [{"mesh": 0}],
+            "meshes": [{"primitives": [{"attributes": {"POSITION": 0}, "indices": 1}]}],
+            "buffers": [{"byteLength": len(blob), "uri": uri}],
+            "bufferViews": views,
+            "accessors": accessors,
+        }
+    )
+
+
 @needs_bpy
 def test_failed_scene_retried_with_another_seed_and_user_meshes(tmp_path: Path) -> None:
+    import cv2
+
     meshes = tmp_path / "meshes" / "nested"
     meshes.mkdir(parents=True)
     (meshes / "box.obj").write_text(OBJ_BOX)
+    (meshes / "tetra.gltf").write_text(_gltf_tetra())
     (meshes / "tetra.ply").write_text(PLY_TETRA)
+    hdri = tmp_path / "hdri"
+    hdri.mkdir()
+    sky = np.full((16, 32, 3), 0.6, np.float32)
+    sky[2:5, 10:13] = 40.0  # a sun
+    assert cv2.imwrite(str(hdri / "sky.hdr"), sky)
     # Fails the first attempt of every scene, then runs the real worker.
     flaky = _fake_python(
         tmp_path / "flaky",
@@ -180,8 +224,8 @@ def test_failed_scene_retried_with_another_seed_and_user_meshes(tmp_path: Path) 
         device="cpu",
         max_materials=3,
         map_size=64,
-        min_objects=3,
-        max_objects=3,
+        min_objects=4,
+        max_objects=4,
         mesh_prob=1.0,
         timeout=300,
     )
@@ -191,13 +235,15 @@ def test_failed_scene_retried_with_another_seed_and_user_meshes(tmp_path: Path) 
         seed=RETRY_RUN_SEED,
         config=config,
         meshes=tmp_path / "meshes",
+        hdris=hdri,
         blender=flaky,
     )
     assert not failures and len(records) == 1
     record = records[0]
     assert record.retried and record.seed == scene_seed(RETRY_RUN_SEED, 0, STREAM_3D_RETRY)
     spec = json.loads((record.path / "scene.json").read_text())
-    assert {Path(o["mesh"]).suffix for o in spec["objects"]} == {".obj", ".ply"}
+    assert {Path(o["mesh"]).suffix for o in spec["objects"]} == {".obj", ".gltf", ".ply"}
+    assert spec["environment"]["kind"] == "hdri"
     _, objects, masks = _read(record.path)
     assert (objects > 0).mean() > config.min_coverage
     assert np.abs(masks.sum(0) - objects).max() <= 1
