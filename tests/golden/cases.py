@@ -114,7 +114,7 @@ CASES = {
                 "--data.eval_batch_size=2",
                 "--data.num_workers=0",
             ],
-            fit=["--trainer.max_epochs=2", "--model.lr=1e-2"],
+            fit=["--trainer.max_epochs=1", "--model.lr=1e-2"],
         ),
     ]
 }
