@@ -155,11 +155,19 @@ def classification(logits, target, num_classes, top_k=5) -> dict:
         support = sum(confusion[c])
         per_class.append(confusion[c][c] / support if support else NAN)
     present = [v for c, v in enumerate(per_class) if sum(confusion[c])]
+    # IoU of class c: TP / (TP + FP + FN), for classes present in the targets
+    ious = []
+    for c in range(num_classes):
+        tp, fn = confusion[c][c], sum(confusion[c]) - confusion[c][c]
+        fp = sum(confusion[r][c] for r in range(num_classes)) - tp
+        ious.append(tp / (tp + fp + fn) if sum(confusion[c]) else NAN)
     return {
         "accuracy": sum(confusion[c][c] for c in range(num_classes)) / total if total else NAN,
         f"top{top_k}_accuracy": topk / total if total else NAN,
         "mean_class_accuracy": _mean(present),
+        "miou": _mean([v for c, v in enumerate(ious) if sum(confusion[c])]),
         "per_class_accuracy": per_class,
+        "per_class_iou": ious,
         "confusion_matrix": confusion,
     }
 

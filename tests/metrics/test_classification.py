@@ -28,7 +28,15 @@ def test_hand_worked() -> None:
         "accuracy": 2 / 5,
         "top2_accuracy": 4 / 5,
         "mean_class_accuracy": pytest.approx((1 / 2 + 0 + 1 / 2) / 3),
+        # IoU = TP / (TP + FP + FN): class 0 1/(1+1+1), class 1 0/(0+1+1), class 2 1/(1+1+1)
+        "miou": pytest.approx((1 / 3 + 0 + 1 / 3) / 3),
         "per_class_accuracy": [0.5, 0.0, 0.5, pytest.approx(math.nan, nan_ok=True)],
+        "per_class_iou": [
+            pytest.approx(1 / 3),
+            0.0,
+            pytest.approx(1 / 3),
+            pytest.approx(math.nan, nan_ok=True),
+        ],
         "confusion_matrix": [[1, 0, 1, 0], [1, 0, 0, 0], [0, 1, 1, 0], [0, 0, 0, 0]],
     }
 
@@ -101,3 +109,18 @@ def test_bad_inputs_raise(logits: torch.Tensor, target: torch.Tensor, message: s
 def test_bad_arguments(num_classes: object, top_k: object) -> None:
     with pytest.raises(ValueError, match="num_classes|top_k"):
         ClassificationMetrics(num_classes, top_k=top_k)
+
+
+def test_unanswered_column_counts_against_its_class() -> None:
+    """A (C, C + 1) confusion: the last column holds samples without a prediction (the
+    zero-shot VLM's unparsed answers); they lower accuracy and IoU and help no class."""
+    from matbench.metrics.functional.classification import confusion_metrics
+
+    confusion = torch.tensor([[2, 0, 1], [1, 1, 0]])  # class 0: 2 right, 1 unanswered
+    result = confusion_metrics(confusion)
+    assert result["accuracy"] == 3 / 5
+    assert result["per_class_accuracy"] == [2 / 3, 1 / 2]
+    # class 0: TP 2, FP 1, FN 1; class 1: TP 1, FP 0, FN 1
+    assert result["per_class_iou"] == [pytest.approx(2 / 4), pytest.approx(1 / 2)]
+    with pytest.raises(ValueError, match="confusion must be"):
+        confusion_metrics(torch.zeros(2, 4, dtype=torch.long))

@@ -65,27 +65,52 @@ def classification_counts(
     return confusion.reshape(num_classes, num_classes), hits
 
 
-def classification_from_counts(confusion: Tensor, hits: Tensor, top_k: int) -> dict[str, Any]:
-    """The result dict from a confusion matrix and a top-k hit count (NaN when empty)."""
+def confusion_metrics(confusion: Tensor) -> dict[str, Any]:
+    """Accuracy, class accuracies and IoUs from a confusion matrix (rows target, columns
+    prediction, NaN when empty).
+
+    ``confusion`` is (C, C), or (C, C + 1) whose last column counts samples with no
+    prediction (an unparsed answer): they count against their class and for no class.
+    Class ``c``'s IoU is ``TP / (TP + FP + FN)``; like the class accuracies, it is NaN for a
+    class absent from the targets, and ``miou`` and ``mean_class_accuracy`` average only
+    the classes present (the DMS convention).
+    """
     confusion = confusion.long().cpu()
+    n = confusion.shape[0]
+    if confusion.ndim != 2 or confusion.shape[1] not in (n, n + 1):
+        raise ValueError(f"confusion must be (C, C) or (C, C + 1), got {tuple(confusion.shape)}")
     total = int(confusion.sum())
     support = confusion.sum(1)
     correct = confusion.diagonal()
-    per_class = torch.where(support > 0, correct.double() / support.clamp_min(1), math.nan)
+    predicted = confusion[:, :n].sum(0)
     present = support > 0
+    per_class = torch.where(present, correct.double() / support.clamp_min(1), math.nan)
+    union = support + predicted - correct
+    iou = torch.where(present, correct.double() / union.clamp_min(1), math.nan)
     return {
         "accuracy": float(correct.sum()) / total if total else math.nan,
-        f"top{top_k}_accuracy": float(hits) / total if total else math.nan,
         "mean_class_accuracy": float(per_class[present].mean()) if present.any() else math.nan,
+        "miou": float(iou[present].mean()) if present.any() else math.nan,
         "per_class_accuracy": per_class.tolist(),
+        "per_class_iou": iou.tolist(),
         "confusion_matrix": confusion.tolist(),
     }
+
+
+def classification_from_counts(confusion: Tensor, hits: Tensor, top_k: int) -> dict[str, Any]:
+    """The result dict from a confusion matrix and a top-k hit count (NaN when empty)."""
+    metrics = confusion_metrics(confusion)
+    total = int(confusion.sum())
+    out = {"accuracy": metrics.pop("accuracy")}
+    out[f"top{top_k}_accuracy"] = float(hits) / total if total else math.nan
+    out.update(metrics)
+    return out
 
 
 def classification_metrics(
     logits: Tensor, target: Tensor, num_classes: int, top_k: int = 5
 ) -> dict[str, Any]:
-    """Accuracy, top-k accuracy, balanced accuracy, per-class accuracy and confusion matrix.
+    """Accuracy, top-k accuracy, balanced accuracy, mIoU, per-class values and confusion matrix.
 
     Args:
         logits: (N, C) scores (logits or probabilities; only their order matters).
@@ -95,8 +120,9 @@ def classification_metrics(
 
     Returns:
         ``accuracy``, ``top{k}_accuracy`` (``top5_accuracy`` by default),
-        ``mean_class_accuracy`` (mean over the classes present in ``target``),
-        ``per_class_accuracy`` (list, NaN for classes absent from ``target``) and
+        ``mean_class_accuracy`` and ``miou`` (means over the classes present in
+        ``target``), ``per_class_accuracy`` and ``per_class_iou`` (lists, NaN for classes
+        absent from ``target``) and
         ``confusion_matrix`` (list of lists of counts, rows = target, columns = prediction).
 
     Raises:

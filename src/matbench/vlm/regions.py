@@ -1,0 +1,112 @@
+"""How a region is shown to a vision-language model: the whole image with the region marked,
+or the region's object crop.
+
+- ``outline``: a red ring drawn just *outside* the region (its pixels stay untouched);
+- ``som``: Set-of-Marks — a translucent tint over the region, the outline, and the mark
+  ``1`` at the region's most interior point;
+- ``crop``: the region's box (with 10 % context, at least 64 px) cut out, unmarked.
+
+Views are downsized so that the longer side is at most ``max_side`` pixels.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+from scipy import ndimage
+from torch import Tensor
+
+from matbench.transforms import crop_object
+
+MARKERS = ("outline", "som", "crop")
+MARK_COLOR = (255, 0, 0)
+
+
+def to_uint8(image: Tensor) -> np.ndarray:
+    """(3, H, W) float image in [0, 1] → (H, W, 3) uint8."""
+    return (image.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+
+
+def pixels_sha256(image: Tensor) -> str:
+    """SHA-256 of the decoded image: its uint8 RGB pixels and shape."""
+    array = to_uint8(image)
+    digest = hashlib.sha256(repr(array.shape).encode())
+    digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
+
+
+def mask_sha256(mask: Tensor) -> str:
+    """SHA-256 of a bool mask (its shape and packed bits): the region's identity."""
+    array = mask.to(torch.bool).numpy()
+    digest = hashlib.sha256(repr(array.shape).encode())
+    digest.update(np.packbits(array).tobytes())
+    return digest.hexdigest()
+
+
+def _ring(mask: np.ndarray, width: int) -> np.ndarray:
+    return ndimage.binary_dilation(mask, iterations=width) & ~mask
+
+
+def _downsize(image: Image.Image, max_side: int) -> Image.Image:
+    scale = max_side / max(image.size)
+    if scale >= 1:
+        return image
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    return image.resize(size, Image.Resampling.LANCZOS)
+
+
+def region_view(
+    image: Tensor, mask: Tensor, marker: str = "outline", max_side: int = 768
+) -> Image.Image:
+    """The picture of one region shown to the model.
+
+    Args:
+        image: (3, H, W) float image in [0, 1], full resolution.
+        mask: (H, W) bool mask of the region (must not be empty).
+        marker: ``outline``, ``som`` or ``crop``.
+        max_side: Longest side of the returned picture.
+
+    Raises:
+        ValueError: For an unknown marker, mismatched sizes or an empty mask.
+    """
+    if marker not in MARKERS:
+        raise ValueError(f"marker must be one of {MARKERS}, got '{marker}'")
+    if tuple(mask.shape) != tuple(image.shape[-2:]):
+        raise ValueError(f"mask is {tuple(mask.shape)} but the image is {tuple(image.shape[-2:])}")
+    mask = mask.to(torch.bool)
+    if not bool(mask.any()):
+        raise ValueError("empty region mask")
+    if marker == "crop":
+        crop, _, _ = crop_object(image, mask, size=None, min_size=64, blur_sigma=0.0, context=0.1)
+        return _downsize(Image.fromarray(to_uint8(crop)), max_side)
+    # mark at the output resolution, so that the outline has the same width in every view
+    picture = _downsize(Image.fromarray(to_uint8(image)), max_side)
+    small = (
+        np.asarray(
+            Image.fromarray(mask.numpy().astype(np.uint8) * 255).resize(picture.size, Image.NEAREST)
+        )
+        > 127
+    )
+    if not small.any():  # a region thinner than one output pixel: keep its centre
+        ys, xs = np.nonzero(mask.numpy())
+        sy, sx = small.shape[0] / mask.shape[0], small.shape[1] / mask.shape[1]
+        small[int(ys.mean() * sy), int(xs.mean() * sx)] = True
+    array = np.asarray(picture).copy()
+    width = max(2, round(max(picture.size) / 200))
+    if marker == "som":
+        tint = np.array(MARK_COLOR, dtype=np.float32)
+        array[small] = (0.65 * array[small] + 0.35 * tint).round().astype(np.uint8)
+    array[_ring(small, width)] = MARK_COLOR
+    view = Image.fromarray(array)
+    if marker == "som":
+        depth = ndimage.distance_transform_edt(np.pad(small, 1))[1:-1, 1:-1]
+        y, x = np.unravel_index(int(depth.argmax()), depth.shape)
+        draw = ImageDraw.Draw(view)
+        size = max(10, round(max(view.size) / 30))
+        box = (x - size // 2, y - size // 2, x + size // 2 + 1, y + size // 2 + 1)
+        draw.rectangle(box, fill=(0, 0, 0))
+        draw.text((x, y), "1", fill=(255, 255, 255), anchor="mm", font_size=size)
+    return view
