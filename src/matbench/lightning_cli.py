@@ -73,11 +73,11 @@ class ResultsWriter(Callback):
         if not trainer.is_global_zero:
             return
         datamodule = trainer.datamodule
-        data_info = datamodule.describe() if isinstance(datamodule, BaseDataModule) else {}
         names = getattr(datamodule, "dataloader_names", None)
         class_names = getattr(datamodule, "class_names", None)
         for idx, metrics in enumerate(getattr(pl_module, "results", {}).get("test", [])):
-            data = dict(data_info)
+            # each test set records its own datamodule (a cross-dataset run has several)
+            data = datamodule.describe_set(idx) if isinstance(datamodule, BaseDataModule) else {}
             if names is not None and idx < len(names):
                 data["dataset"] = names[idx]
             if class_names is not None:

@@ -1,6 +1,7 @@
 """Datamodules: splits, transforms and loaders, one per dataset."""
 
 from matbench.datamodules.base import BaseDataModule, list_collate
+from matbench.datamodules.cross import CrossDatasetDataModule
 from matbench.datamodules.dms import DMSDataModule
 from matbench.datamodules.fgovd import FGOVDDataModule
 from matbench.datamodules.fmd import FMDDataModule
@@ -10,6 +11,7 @@ from matbench.datamodules.matseg import MatSegBenchmarkDataModule, MatSegDataMod
 
 __all__ = [
     "BaseDataModule",
+    "CrossDatasetDataModule",
     "DMSDataModule",
     "FGOVDDataModule",
     "FMDDataModule",

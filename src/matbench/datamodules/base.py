@@ -154,6 +154,16 @@ class BaseDataModule(L.LightningDataModule):
             drop_last=False,
         )
 
+    def stage_datasets(self, stage: str) -> list[Dataset]:
+        """The datasets of a stage (``train``, ``val``, ``test``, ``predict``) that exist:
+        one here, one per test set for :class:`~matbench.datamodules.cross.CrossDatasetDataModule`."""
+        dataset = getattr(self, f"{stage}_dataset", None)
+        return [] if dataset is None else [dataset]
+
+    def describe_set(self, index: int) -> dict[str, Any]:
+        """The results-JSON ``data`` record of test dataloader ``index``."""
+        return self.describe()
+
     def describe(self) -> dict[str, Any]:
         """What the results JSON records about the data: class, arguments and test split."""
         return {

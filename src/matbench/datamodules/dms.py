@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from matbench.cache import feature_collate
 from matbench.datamodules.base import BaseDataModule, list_collate
@@ -28,6 +28,9 @@ class DMSDataModule(BaseDataModule):
         test_split: ``test`` or ``validation``.
         augment: Random horizontal flips of training samples (turns the training feature
             cache off).
+        label_space: Region mode: relabel regions into a label space (``classes21`` for the
+            two-stream paper's DMS-test-21, or a label-space JSON); regions of DMS46 classes
+            without a counterpart are dropped and counted (:meth:`describe`).
     """
 
     def __init__(
@@ -42,6 +45,7 @@ class DMSDataModule(BaseDataModule):
         descriptions: str | None = None,
         test_split: Literal["test", "validation"] = "test",
         augment: bool = False,
+        label_space: str | None = None,
     ) -> None:
         super().__init__(batch_size, num_workers, eval_batch_size)
         self.save_hyperparameters()
@@ -54,8 +58,21 @@ class DMSDataModule(BaseDataModule):
 
     @property
     def class_names(self) -> list[str]:
-        """The 46 DMS46 class names in train-id order (from ``taxonomy.json``)."""
+        """The class names in id order: DMS46's (from ``taxonomy.json``) or the label space's."""
+        if self.hparams.label_space is not None:
+            from matbench.datasets.label_space import load_label_space
+
+            return load_label_space(self.hparams.label_space).classes
         return dms46_class_names(self.root)
+
+    def describe(self) -> dict[str, Any]:
+        info = super().describe()
+        for stage in ("train", "val", "test"):
+            dataset = getattr(self, f"{stage}_dataset", None)
+            if dataset is not None and dataset.label_space is not None:
+                info.setdefault("label_space", dataset.label_space.info())
+                info.setdefault("dropped", {})[stage] = dataset.dropped
+        return info
 
     def _dataset(self, split: str, train: bool = False) -> DMS:
         h = self.hparams
@@ -67,6 +84,7 @@ class DMSDataModule(BaseDataModule):
             image_size=h.image_size,
             descriptions=h.descriptions,
             transforms=RandomHorizontalFlip() if (train and self.augment) else None,
+            label_space=h.label_space,
         )
 
     def setup(self, stage: str | None = None) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from matbench.datamodules.folder import MaterialFolderDataModule, RandomHorizontalFlip
 from matbench.datasets.fmd import FMD, FMD_CLASSES
 
@@ -27,6 +29,10 @@ class FMDDataModule(MaterialFolderDataModule):
         descriptions: JSON sidecar ``{key: description}``; None = the class-agnostic fallback.
         augment: Random horizontal flips of training samples (turns the training feature
             cache off).
+        label_space: Relabel into a label space through its ``fmd`` map (``classes21`` for
+            the two-stream paper's 21-class protocol).
+        test_on: ``test``: the split's test half; ``all``: all images (FMD as a
+            cross-dataset test set, as in the paper).
     """
 
     split_name = "fmd_split"
@@ -47,6 +53,8 @@ class FMDDataModule(MaterialFolderDataModule):
         crop_blur_sigma: float = 0.0,
         descriptions: str | None = None,
         augment: bool = False,
+        label_space: str | None = None,
+        test_on: Literal["test", "all"] = "test",
     ) -> None:
         super().__init__(
             root,
@@ -63,11 +71,17 @@ class FMDDataModule(MaterialFolderDataModule):
             crop_blur_sigma=crop_blur_sigma,
             descriptions=descriptions,
             augment=augment,
+            label_space=label_space,
+            test_on=test_on,
         )
 
     @property
     def class_names(self) -> list[str]:
-        """The 10 FMD classes in id order."""
+        """The 10 FMD classes in id order, or the label space's classes."""
+        if self.hparams.label_space is not None:
+            from matbench.datasets.label_space import load_label_space
+
+            return load_label_space(self.hparams.label_space).classes
         return list(FMD_CLASSES)
 
     def _dataset(self, keys: list[str] | None, split: str, train: bool = False) -> FMD:
@@ -82,4 +96,5 @@ class FMDDataModule(MaterialFolderDataModule):
             descriptions=h.descriptions,
             transforms=RandomHorizontalFlip() if (train and self.augment) else None,
             split=split,
+            label_space=h.label_space,
         )

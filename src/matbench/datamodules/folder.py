@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from lightning.pytorch.loggers.logger import DummyLogger
@@ -79,6 +79,11 @@ class MaterialFolderDataModule(BaseDataModule):
         descriptions: JSON sidecar ``{key: description}``; None = the class-agnostic fallback.
         augment: Random horizontal flips of training samples (turns the training feature
             cache off, since the input changes every epoch).
+        label_space: Relabel into a label space (``classes21`` or a label-space JSON, see
+            :mod:`matbench.datasets.label_space`); for a plain folder the sub-folders must be
+            named after the space's classes (a Google-test-like folder of the 21 classes).
+        test_on: ``test``: the split's test part; ``all``: every sample (a cross-dataset
+            test set, e.g. all 1000 FMD images for a model trained elsewhere).
     """
 
     #: File name (without ``.json``) of the written split.
@@ -100,11 +105,16 @@ class MaterialFolderDataModule(BaseDataModule):
         crop_blur_sigma: float = 0.0,
         descriptions: str | None = None,
         augment: bool = False,
+        label_space: str | None = None,
+        test_on: Literal["test", "all"] = "test",
     ) -> None:
         super().__init__(batch_size, num_workers, eval_batch_size)
         self.save_hyperparameters()
+        if test_on not in ("test", "all"):
+            raise ValueError(f"test_on must be 'test' or 'all', got '{test_on}'")
         self.root = root
         self.augment = augment
+        self.test_split = test_on
         self.splits: dict[str, list[str]] | None = None
         self.split_path: Path | None = None
 
@@ -123,6 +133,7 @@ class MaterialFolderDataModule(BaseDataModule):
             descriptions=h.descriptions,
             transforms=RandomHorizontalFlip() if (train and self.augment) else None,
             split=split,
+            label_space=h.label_space,
         )
 
     @property
@@ -153,10 +164,13 @@ class MaterialFolderDataModule(BaseDataModule):
         if stage in (None, "fit", "validate") and self.val_dataset is None:
             # no validation keys (val_fraction=0): validate on the test split
             self.val_dataset = self._dataset(splits["test"] or splits["val"], "test")
+        test_keys = splits["test"]
+        if self.test_split == "all":
+            test_keys = sorted({k for part in splits.values() for k in part})
         if stage in (None, "test"):
-            self.test_dataset = self._dataset(splits["test"], "test")
+            self.test_dataset = self._dataset(test_keys, self.test_split)
         if stage in (None, "predict"):
-            self.predict_dataset = self._dataset(splits["test"], "test")
+            self.predict_dataset = self._dataset(test_keys, self.test_split)
 
     def _write_split(self) -> None:
         trainer = getattr(self, "trainer", None)
@@ -190,4 +204,12 @@ class MaterialFolderDataModule(BaseDataModule):
             info["split_sizes"] = {k: len(v) for k, v in self.splits.items()}
             text = json.dumps(self.splits, sort_keys=True).encode()
             info["split_sha256"] = hashlib.sha256(text).hexdigest()
+        dataset = self.test_dataset or self.train_dataset
+        if dataset is not None and dataset.label_space is not None:
+            info["label_space"] = dataset.label_space.info()
+            info["dropped"] = {
+                stage: ds.dropped
+                for stage in ("train", "val", "test")
+                if (ds := getattr(self, f"{stage}_dataset", None)) is not None
+            }
         return info

@@ -141,6 +141,11 @@ class DMS(Dataset):
         descriptions: Region mode: JSON sidecar ``{key: description}``; None = the fallback.
         on_label_leak: ``"error"`` or ``"fallback"`` for descriptions naming their own class.
         transforms: Optional callable applied to each sample dict last.
+        label_space: Region mode: relabel regions into a label space through its ``dms`` map
+            (``classes21`` gives DMS-test-21). Regions of DMS46 classes without a counterpart
+            are dropped and counted in :attr:`dropped`. A region stays one DMS46 class's
+            pixels with its key (``…#<DMS46 id>``), so sidecars serve every label space, and
+            an image may hold two regions of one target class (natural and polished stone).
     """
 
     #: Set by a task to serve frozen features instead of decoding (see ``matbench.cache``).
@@ -156,6 +161,7 @@ class DMS(Dataset):
         descriptions: str | Path | None = None,
         on_label_leak: str = "error",
         transforms: Callable[[Sample], Sample] | None = None,
+        label_space: str | None = None,
     ) -> None:
         if split not in DMS_SPLITS:
             raise ValueError(f"split must be one of {DMS_SPLITS}, got '{split}'")
@@ -176,13 +182,23 @@ class DMS(Dataset):
         self.images = self._read_info()
         #: Region mode: (image index, DMS46 id, pixel count) per sample.
         self.regions: list[tuple[int, int, int]] = []
+        #: Region mode: the class of each region (the DMS46 id, or the label-space id).
+        self.region_labels: list[int] = []
+        #: Regions left out per DMS46 class by the label space.
+        self.dropped: dict[str, int] = {}
+        self.label_space = None
+        if label_space is not None and mode != "region":
+            raise ValueError("label_space needs mode='region' (dense maps keep DMS46 ids)")
         if mode == "dense":
             self._check_sizes()
         if mode == "region":
             self.regions = self._find_regions()
+            self.region_labels = [r[1] for r in self.regions]
+            if label_space is not None:
+                self._relabel(label_space)
             self.descriptions = assign_descriptions(
                 [self._key(i) for i in range(len(self))],
-                [r[1] for r in self.regions],
+                self.region_labels,
                 self.classes,
                 descriptions,
                 on_label_leak,
@@ -192,6 +208,17 @@ class DMS(Dataset):
         self._settings = json.dumps(
             {"mode": mode, "size": image_size, "min_pixels": min_pixels}, sort_keys=True
         )
+
+    def _relabel(self, spec: str) -> None:
+        from matbench.datasets.label_space import load_label_space, relabel
+
+        self.label_space = load_label_space(spec)
+        mapping = self.label_space.mapping(self.classes, "dms")
+        labels, self.dropped = relabel(self.region_labels, mapping, self.classes)
+        kept = [i for i, label in enumerate(labels) if label is not None]
+        self.regions = [self.regions[i] for i in kept]
+        self.region_labels = [int(labels[i]) for i in kept]  # type: ignore[arg-type]
+        self.classes = list(self.label_space.classes)
 
     # -- index ---------------------------------------------------------------------------------
     def _expected(self) -> list[str]:
@@ -299,7 +326,7 @@ class DMS(Dataset):
     @property
     def labels(self) -> list[int]:
         """Region mode: the class id of every sample."""
-        return [r[1] for r in self.regions]
+        return list(self.region_labels)
 
     def _key(self, index: int) -> str:
         if self.mode == "region":
@@ -323,7 +350,7 @@ class DMS(Dataset):
     def __getitem__(self, index: int) -> Sample:
         meta: Sample = {"key": self._key(index), "index": index}
         if self.mode == "region":
-            meta["label"] = torch.tensor(self.regions[index][1], dtype=torch.int64)
+            meta["label"] = torch.tensor(self.region_labels[index], dtype=torch.int64)
             meta["description"] = self.descriptions[index]
             cached = cached_sample(self, index, meta)
             if cached is not None:

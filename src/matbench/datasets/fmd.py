@@ -50,7 +50,11 @@ class FMD(MaterialFolder):
         on_label_leak: ``"error"`` or ``"fallback"`` for descriptions naming their own class.
         transforms: Optional callable applied to each sample dict last.
         split: Name of the split these keys form.
+        label_space: Relabel into a label space through its ``fmd`` map (e.g. ``classes21``);
+            FMD classes without a counterpart are dropped and counted in :attr:`dropped`.
     """
+
+    label_source = "fmd"
 
     def __init__(
         self,
@@ -64,6 +68,7 @@ class FMD(MaterialFolder):
         on_label_leak: str = "error",
         transforms: Callable[[Sample], Sample] | None = None,
         split: str = "all",
+        label_space: str | None = None,
     ) -> None:
         super().__init__(
             root,
@@ -79,6 +84,7 @@ class FMD(MaterialFolder):
             on_label_leak=on_label_leak,
             transforms=transforms,
             split=split,
+            label_space=label_space,
         )
 
     def _expected(self) -> list[str]:

@@ -234,10 +234,17 @@ class MaterialFolder(Dataset):
             (``"error"`` or ``"fallback"``), see :func:`assign_descriptions`.
         transforms: Optional callable applied to each sample dict last.
         split: Name of the split these keys form (part of the cache fingerprint).
+        label_space: Relabel into a label space (``classes21`` or a label-space JSON, see
+            :mod:`matbench.datasets.label_space`): through the space's map named
+            :attr:`label_source`, or, for a plain folder, by class name. Samples of classes
+            without a counterpart are dropped and counted in :attr:`dropped`; ``keys``
+            select among the samples before relabelling.
     """
 
     #: Set by a task to serve frozen features instead of decoding (see ``matbench.cache``).
     feature_cache: Any = None
+    #: Name of this dataset's map in a label-space file (None: map by class name).
+    label_source: str | None = None
 
     def __init__(
         self,
@@ -254,6 +261,7 @@ class MaterialFolder(Dataset):
         on_label_leak: str = "error",
         transforms: Callable[[Sample], Sample] | None = None,
         split: str = "all",
+        label_space: str | None = None,
     ) -> None:
         self.root = Path(root).expanduser()
         self.extensions = tuple(e.lower() for e in extensions)
@@ -295,6 +303,21 @@ class MaterialFolder(Dataset):
                     ],
                     f"{len(no_mask)} images have no mask",
                 )
+        #: Samples left out per source class by the label space (none without one).
+        self.dropped: dict[str, int] = {}
+        self.label_space = None
+        if label_space is not None:
+            from matbench.datasets.label_space import load_label_space, relabel
+
+            self.label_space = load_label_space(label_space)
+            mapping = self.label_space.mapping(self.classes, self.label_source)
+            labels, self.dropped = relabel([row[1] for row in index], mapping, self.classes)
+            index = [
+                (key, new, image, mask)
+                for (key, _, image, mask), new in zip(index, labels, strict=True)
+                if new is not None
+            ]
+            self.classes = list(self.label_space.classes)
         self.samples: list[tuple[str, int, Path, Path | None]] = index
         self.descriptions = assign_descriptions(
             [s[0] for s in index], [s[1] for s in index], self.classes, descriptions, on_label_leak

@@ -17,6 +17,13 @@ from matbench.plots import save_confusion_matrix
 from matbench.tasks.base import BaseTask
 
 
+def _stage_datasets(datamodule: Any, stage: str) -> list[Any]:
+    if hasattr(datamodule, "stage_datasets"):
+        return datamodule.stage_datasets(stage)
+    dataset = getattr(datamodule, f"{stage}_dataset", None)
+    return [] if dataset is None else [dataset]
+
+
 class TwoStreamTask(BaseTask):
     """Classify material regions from frozen ViT patch features pooled in the region's mask
     and the frozen text embedding of the region's appearance description.
@@ -152,9 +159,12 @@ class TwoStreamTask(BaseTask):
             self.cache_disabled_reason = "no datamodule: datasets cannot be fingerprinted"
             return
         augment = bool(getattr(datamodule, "augment", False))
-        for stage in ("train", "val", "test", "predict"):
-            dataset = getattr(datamodule, f"{stage}_dataset", None)
-            if dataset is None or not hasattr(dataset, "fingerprint"):
+        for stage, dataset in [
+            (stage, dataset)
+            for stage in ("train", "val", "test", "predict")
+            for dataset in _stage_datasets(datamodule, stage)
+        ]:
+            if not hasattr(dataset, "fingerprint"):
                 continue
             if stage == "train" and augment:
                 if self.cache_disabled_reason is None:

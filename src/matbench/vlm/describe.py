@@ -187,10 +187,7 @@ def datamodule_regions(datamodule: Any, splits: Sequence[str]) -> list[tuple[Any
     datamodule.setup(None)
     out: list[tuple[Any, int]] = []
     seen: set[str] = set()
-    for split in splits:
-        dataset = getattr(datamodule, f"{split}_dataset", None)
-        if dataset is None:
-            continue
+    for split, dataset in [(s, d) for s in splits for d in datamodule.stage_datasets(s)]:
         if getattr(dataset, "mode", "region") != "region":
             raise DescribeError(
                 f"{type(dataset).__name__} in '{dataset.mode}' mode has no regions: "
