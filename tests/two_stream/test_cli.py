@@ -21,6 +21,10 @@ TINY = [
     "--data.image_size=32",
     "--data.num_workers=0",
     "--data.batch_size=4",
+    # the packaged offline text encoder instead of the configs' CLIP text tower
+    "--model.text_encoder=minilm",
+    "--model.text_weights=null",
+    "--data.descriptions=null",
 ]
 
 

@@ -36,9 +36,7 @@ def fake_dms_space(path: Path) -> Path:
 def test_classes21_is_21_classes_covering_fmd() -> None:
     space = load_label_space("classes21")
     assert len(space.classes) == 21 and len(set(space.classes)) == 21
-    assert space.mapping(list(FMD_CLASSES), "fmd") == [
-        space.classes.index(c) for c in FMD_CLASSES
-    ]
+    assert space.mapping(list(FMD_CLASSES), "fmd") == [space.classes.index(c) for c in FMD_CLASSES]
 
 
 def test_classes21_maps_the_real_dms46_names(shared_data: Path) -> None:
@@ -78,8 +76,10 @@ def test_unknown_classes_in_a_map_are_errors(tmp_path: Path) -> None:
 
 
 def test_fmd_drops_and_counts_classes_without_counterpart(tmp_path: Path) -> None:
-    space = {"classes": ["metal", "wood", "glass"], "maps": {"fmd": {"metal": "metal",
-             "wood": "wood", "glass": "glass"}}}
+    space = {
+        "classes": ["metal", "wood", "glass"],
+        "maps": {"fmd": {"metal": "metal", "wood": "wood", "glass": "glass"}},
+    }
     path = tmp_path / "space.json"
     path.write_text(json.dumps(space))
     root = make_fmd(tmp_path / "fmd", per_class=2, size=(16, 12))
@@ -123,8 +123,9 @@ def test_google_test_like_folder_of_the_21_classes(tmp_path: Path) -> None:
     assert sorted({dataset.labels[i] for i in range(len(dataset))}) == sorted(
         CLASSES21.index(c) for c in CLASSES21[:5] + ["wood"]
     )
-    module = MaterialFolderDataModule(str(root), label_space="classes21", test_on="all",
-                                      image_size=32)
+    module = MaterialFolderDataModule(
+        str(root), label_space="classes21", test_on="all", image_size=32
+    )
     module.setup("test")
     assert len(module.test_dataset) == 12 and module.class_names == CLASSES21
     assert module.describe()["split"] == "all"

@@ -111,15 +111,15 @@ def test_resume_after_a_kill_equals_an_uninterrupted_run(
     whole = described
 
     calls = {"n": 0}
-    generate = TransformersVLM.generate
+    generate = TransformersVLM.generate_prepared
 
-    def dies_in_third_batch(self, requests):  # type: ignore[no-untyped-def]
+    def dies_in_third_batch(self, prepared):  # type: ignore[no-untyped-def]
         calls["n"] += 1
         if calls["n"] == 3:
             raise KeyboardInterrupt  # the process is killed while the batch is generated
-        return generate(self, requests)
+        return generate(self, prepared)
 
-    monkeypatch.setattr(TransformersVLM, "generate", dies_in_third_batch)
+    monkeypatch.setattr(TransformersVLM, "generate_prepared", dies_in_third_batch)
     killed = tmp_path / "killed" / "d.json"
     with pytest.raises(KeyboardInterrupt):
         describe(killed, f"hf:{tiny_vlm}", fmd_root)
@@ -129,7 +129,7 @@ def test_resume_after_a_kill_equals_an_uninterrupted_run(
     # a kill in the middle of a write leaves half a line
     with open(cache, "a") as f:
         f.write('{"id": "abc", "te')
-    monkeypatch.setattr(TransformersVLM, "generate", generate)
+    monkeypatch.setattr(TransformersVLM, "generate_prepared", generate)
     assert describe(killed, f"hf:{tiny_vlm}", fmd_root) == 0
     provenance = json.loads(killed.with_name("d.provenance.json").read_text())
     assert provenance["counts"]["from_cache"] == 8

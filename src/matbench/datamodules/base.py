@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Callable
 from typing import Any
@@ -104,6 +105,24 @@ class BaseDataModule(L.LightningDataModule):
         self.val_dataset: Dataset | None = None
         self.test_dataset: Dataset | None = None
         self.predict_dataset: Dataset | None = None
+
+    def save_hyperparameters(self, *args: Any, **kwargs: Any) -> None:
+        """Lightning's ``save_hyperparameters``, except that a datamodule nested in another
+        (the test sets of a ``CrossDatasetDataModule``) keeps its own arguments: LightningCLI
+        hands the outer datamodule's config to every datamodule built under it."""
+        from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
+
+        kwargs.setdefault("frame", inspect.currentframe().f_back)  # the caller's __init__
+        given = _given_hyperparameters.get()
+        path = str(given.get("_class_path", "")) if isinstance(given, dict) else ""
+        if not path or path.rsplit(".", 1)[-1] == type(self).__name__:
+            super().save_hyperparameters(*args, **kwargs)
+            return
+        token = _given_hyperparameters.set(None)
+        try:
+            super().save_hyperparameters(*args, **kwargs)
+        finally:
+            _given_hyperparameters.reset(token)
 
     # -- loaders -----------------------------------------------------------------------------
     def train_dataloader(self) -> DataLoader:

@@ -59,9 +59,9 @@ class CrossDatasetDataModule(BaseDataModule):
     def setup(self, stage: str | None = None) -> None:
         for child in self._children():
             child.trainer = self.trainer  # children write their split files to the run
-        if stage in (None, "fit", "validate"):
-            if self.train_module is None:
-                raise ValueError("CrossDatasetDataModule has no 'train' datamodule to fit on")
+        if stage in ("fit", "validate") and self.train_module is None:
+            raise ValueError("CrossDatasetDataModule has no 'train' datamodule to fit on")
+        if stage in (None, "fit", "validate") and self.train_module is not None:
             self.train_module.setup(stage)
             self.train_dataset = self.train_module.train_dataset
             self.val_dataset = self.train_module.val_dataset

@@ -159,11 +159,12 @@ class TwoStreamTask(BaseTask):
             self.cache_disabled_reason = "no datamodule: datasets cannot be fingerprinted"
             return
         augment = bool(getattr(datamodule, "augment", False))
-        for stage, dataset in [
+        staged = [
             (stage, dataset)
             for stage in ("train", "val", "test", "predict")
             for dataset in _stage_datasets(datamodule, stage)
-        ]:
+        ]
+        for stage, dataset in staged:
             if not hasattr(dataset, "fingerprint"):
                 continue
             if stage == "train" and augment:

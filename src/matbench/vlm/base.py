@@ -45,6 +45,14 @@ class Generation:
 
 
 @dataclass
+class Prepared:
+    """A batch of requests and what a back end computed from them ahead of generation."""
+
+    requests: list[Request]
+    inputs: Any = None
+
+
+@dataclass
 class GenerationSettings:
     """Decoding settings shared by the back ends.
 
@@ -92,6 +100,16 @@ class Backend(ABC):
     @abstractmethod
     def generate(self, requests: Sequence[Request]) -> list[Generation]:
         """One :class:`Generation` per request, in order."""
+
+    def prepare(self, requests: Sequence[Request]) -> Prepared:
+        """The CPU-side preparation of a batch (a processor's tokenising and image
+        preprocessing), separate from :meth:`generate_prepared` so that a pipeline can
+        prepare the next batch in another thread while the model answers this one."""
+        return Prepared(list(requests))
+
+    def generate_prepared(self, prepared: Prepared) -> list[Generation]:
+        """:meth:`generate` of a batch made by :meth:`prepare`."""
+        return self.generate(prepared.requests)
 
     def info(self) -> dict[str, Any]:
         """What a provenance file records about the back end."""

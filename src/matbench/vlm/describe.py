@@ -22,8 +22,10 @@ import copy
 import hashlib
 import json
 import math
+import queue
 import re
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -184,10 +186,14 @@ def class_names_of(dataset: Any) -> list[str]:
 def datamodule_regions(datamodule: Any, splits: Sequence[str]) -> list[tuple[Any, int]]:
     """(full-resolution dataset, index) of every region of the chosen splits, once per
     sample key (splits that share samples, such as test and predict, count once)."""
+    # the sidecar being written may not exist yet: read the regions without descriptions
+    for module in [datamodule, *getattr(datamodule, "_children", list)()]:
+        if "descriptions" in module.hparams:
+            module.hparams.descriptions = None
     datamodule.setup(None)
     out: list[tuple[Any, int]] = []
     seen: set[str] = set()
-    for split, dataset in [(s, d) for s in splits for d in datamodule.stage_datasets(s)]:
+    for dataset in [d for split in splits for d in datamodule.stage_datasets(split)]:
         if getattr(dataset, "mode", "region") != "region":
             raise DescribeError(
                 f"{type(dataset).__name__} in '{dataset.mode}' mode has no regions: "
@@ -239,6 +245,49 @@ def _progress(total: int, enabled: bool) -> Any:
     )
 
 
+def _prepare_region(
+    dataset: Any,
+    index: int,
+    backend: Backend,
+    prompt: Prompt,
+    marker: str,
+    store: AnswerStore,
+    max_side: int,
+    retry_failed: bool,
+) -> tuple[RegionResult, dict[str, Any] | None, Request | None]:
+    """Load one region and look its answer up; for a region still to ask, also its cache
+    record and request. A region that cannot be loaded or shown gets an ``error``."""
+    result = RegionResult(key=_sample_key(dataset, index), label=-1)
+    try:
+        sample = dataset[index]
+        result.label = int(sample["label"])
+        image, mask = sample["image"], sample["mask"]
+        image_sha, region = pixels_sha256(image), mask_sha256(mask)
+    except Exception as err:  # noqa: BLE001 - a broken file must not end the run
+        result.error = f"cannot load the region: {type(err).__name__}: {err}"
+        return result, None, None
+    key = answer_id(image_sha, region, prompt.id, backend.model_id)
+    found = store.get(key)
+    if found is not None and ("text" in found or not retry_failed):
+        result.text, result.error, result.cached = found.get("text"), found.get("error"), True
+        return result, None, None
+    try:
+        view = region_view(image, mask, marker, max_side=max_side)
+    except ValueError as err:
+        result.error = f"cannot show the region: {err}"
+        return result, None, None
+    record = {
+        "id": key,
+        "key": result.key,
+        "image_sha256": image_sha,
+        "region": region,
+        "prompt": prompt.id,
+        "model_id": backend.model_id,
+        "marker": marker,
+    }
+    return result, record, Request(prompt.text, [view], system=prompt.system)
+
+
 def ask_regions(
     backend: Backend,
     regions: Sequence[tuple[Any, int]],
@@ -253,73 +302,77 @@ def ask_regions(
     """Ask ``backend`` about every region (cached answers reused); one result per region.
 
     A region that cannot be loaded or shown, or whose answer fails, gets an ``error``; the
-    run goes on. Each batch's answers are stored before the next batch starts.
+    run goes on. A second thread loads, hashes and draws the regions and prepares the next
+    batch (:meth:`Backend.prepare`) while the model answers the current one; each batch's
+    answers are stored before the next batch is asked.
     """
     results: list[RegionResult] = []
-    pending: list[tuple[RegionResult, dict[str, Any], Request]] = []
+    ready: queue.Queue[Any] = queue.Queue(maxsize=2)
+    stop = threading.Event()
+
+    def produce() -> None:
+        pending: list[tuple[RegionResult, dict[str, Any], Request]] = []
+        try:
+            for dataset, index in regions:
+                if stop.is_set():
+                    return
+                result, record, request = _prepare_region(
+                    dataset, index, backend, prompt, marker, store, max_side, retry_failed
+                )
+                results.append(result)
+                if request is None:
+                    ready.put(("done", result))
+                    continue
+                assert record is not None
+                pending.append((result, record, request))
+                if len(pending) >= batch_size:
+                    ready.put(("batch", pending, backend.prepare([p[2] for p in pending])))
+                    pending = []
+            if pending:
+                ready.put(("batch", pending, backend.prepare([p[2] for p in pending])))
+            ready.put(("end", None))
+        except BaseException as err:  # noqa: BLE001 - handed to the main thread
+            ready.put(("raise", err))
+
     bar = _progress(len(regions), progress)
     counts = {"cached": 0, "failed": 0}
-
-    def flush() -> None:
-        if not pending:
-            return
-        answers = backend.generate([request for _, _, request in pending])
-        records = []
-        for (result, record, _), answer in zip(pending, answers, strict=True):
-            result.text, result.error = answer.text, answer.error
-            if answer.error is not None:
-                counts["failed"] += 1
-                record["error"] = answer.error
-            else:
-                record["text"] = answer.text
-            records.append(record)
-        store.append(records)
-        bar.update(len(pending))
-        bar.set_postfix(counts, refresh=False)
-        pending.clear()
-
-    for dataset, index in regions:
-        result = RegionResult(key=_sample_key(dataset, index), label=-1)
-        results.append(result)
-        try:
-            sample = dataset[index]
-            result.label = int(sample["label"])
-            image, mask = sample["image"], sample["mask"]
-            image_sha, region = pixels_sha256(image), mask_sha256(mask)
-        except Exception as err:  # noqa: BLE001 - a broken file must not end the run
-            result.error = f"cannot load the region: {type(err).__name__}: {err}"
-            counts["failed"] += 1
-            bar.update(1)
-            continue
-        key = answer_id(image_sha, region, prompt.id, backend.model_id)
-        found = store.get(key)
-        if found is not None and ("text" in found or not retry_failed):
-            result.text, result.error, result.cached = found.get("text"), found.get("error"), True
-            counts["cached"] += 1
-            counts["failed"] += result.error is not None
-            bar.update(1)
-            continue
-        try:
-            view = region_view(image, mask, marker, max_side=max_side)
-        except ValueError as err:
-            result.error = f"cannot show the region: {err}"
-            counts["failed"] += 1
-            bar.update(1)
-            continue
-        record = {
-            "id": key,
-            "key": result.key,
-            "image_sha256": image_sha,
-            "region": region,
-            "prompt": prompt.id,
-            "model_id": backend.model_id,
-            "marker": marker,
-        }
-        pending.append((result, record, Request(prompt.text, [view], system=prompt.system)))
-        if len(pending) >= batch_size:
-            flush()
-    flush()
-    bar.close()
+    producer = threading.Thread(target=produce, name="describe-regions", daemon=True)
+    producer.start()
+    try:
+        while True:
+            kind, *payload = ready.get()
+            if kind == "end":
+                break
+            if kind == "raise":
+                raise payload[0]
+            if kind == "done":
+                result = payload[0]
+                counts["cached"] += result.cached
+                counts["failed"] += result.error is not None
+                bar.update(1)
+                continue
+            pending, prepared = payload
+            answers = backend.generate_prepared(prepared)
+            records = []
+            for (result, record, _), answer in zip(pending, answers, strict=True):
+                result.text, result.error = answer.text, answer.error
+                if answer.error is not None:
+                    counts["failed"] += 1
+                    record["error"] = answer.error
+                else:
+                    record["text"] = answer.text
+                records.append(record)
+            store.append(records)
+            bar.update(len(pending))
+            bar.set_postfix(counts, refresh=False)
+    finally:
+        stop.set()
+        while producer.is_alive():  # let a producer blocked on the full queue finish
+            try:
+                ready.get_nowait()
+            except queue.Empty:
+                producer.join(timeout=0.05)
+        bar.close()
     return results
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from matbench.utils.weights import sha256
-from matbench.vlm.base import Backend, Generation, GenerationSettings, Request
+from matbench.vlm.base import Backend, Generation, GenerationSettings, Prepared, Request
 
 #: Weight and config files whose contents identify a local model folder.
 _IDENTITY_SUFFIXES = (".safetensors", ".bin", ".json", ".model", ".txt", ".jinja")
@@ -90,9 +90,17 @@ class _TransformersBackend(Backend):
     def _inputs(self, requests: Sequence[Request]) -> dict[str, Any]:
         raise NotImplementedError
 
+    def prepare(self, requests: Sequence[Request]) -> Prepared:
+        self._check(requests)
+        try:
+            inputs = self._inputs(requests) if requests else None
+        except (RuntimeError, ValueError, TypeError, IndexError, OSError):
+            inputs = None  # generate_prepared finds the bad request one by one
+        return Prepared(list(requests), inputs)
+
     @torch.no_grad()
-    def _generate_batch(self, requests: Sequence[Request]) -> list[Generation]:
-        inputs = self._inputs(requests).to(self.device)
+    def _generate_inputs(self, inputs: Any) -> list[Generation]:
+        inputs = inputs.to(self.device)
         for key, value in inputs.items():
             if torch.is_floating_point(value):
                 inputs[key] = value.to(self.dtype)
@@ -112,17 +120,26 @@ class _TransformersBackend(Backend):
             for t in texts
         ]
 
-    def generate(self, requests: Sequence[Request]) -> list[Generation]:
-        self._check(requests)
+    def generate_prepared(self, prepared: Prepared) -> list[Generation]:
+        requests = prepared.requests
         if not requests:
             return []
-        try:
-            return self._generate_batch(requests)
-        except (RuntimeError, ValueError, TypeError, IndexError) as err:
-            if len(requests) == 1:
+        if prepared.inputs is not None:
+            try:
+                return self._generate_inputs(prepared.inputs)
+            except (RuntimeError, ValueError, TypeError, IndexError) as err:
+                if len(requests) == 1:
+                    return [Generation(error=f"{type(err).__name__}: {err}")]
+        elif len(requests) == 1:
+            try:
+                return self._generate_inputs(self._inputs(requests))
+            except (RuntimeError, ValueError, TypeError, IndexError, OSError) as err:
                 return [Generation(error=f"{type(err).__name__}: {err}")]
         # one bad request must not fail its batch: retry one by one to find it
         return [self.generate([r])[0] for r in requests]
+
+    def generate(self, requests: Sequence[Request]) -> list[Generation]:
+        return self.generate_prepared(self.prepare(requests))
 
     def info(self) -> dict[str, Any]:
         info = super().info()

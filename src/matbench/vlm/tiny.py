@@ -73,13 +73,17 @@ def _text_config(vocab_size: int, hidden: int):
     )
 
 
-def make_tiny_vlm(folder: str | Path, image_size: int = 32, seed: int = 0) -> Path:
+def make_tiny_vlm(
+    folder: str | Path, image_size: int = 32, seed: int = 0, hidden: int = 32
+) -> Path:
     """Write a tiny random LLaVA model and its processor into ``folder``; return it.
 
     Args:
         folder: Output folder (created).
-        image_size: Input size of the CLIP vision tower (patches of 8 pixels).
+        image_size: Input size of the CLIP vision tower (patches of 8 pixels, 16 for inputs
+            of 128 pixels and more).
         seed: Seed of the random weights.
+        hidden: Width of the language decoder.
     """
     from transformers import (
         AutoModelForImageTextToText,
@@ -91,7 +95,7 @@ def make_tiny_vlm(folder: str | Path, image_size: int = 32, seed: int = 0) -> Pa
 
     folder = Path(folder)
     tokenizer = _tokenizer()
-    patch = 8
+    patch = 8 if image_size < 128 else 16
     vision = CLIPVisionConfig(
         hidden_size=16,
         intermediate_size=32,
@@ -103,7 +107,7 @@ def make_tiny_vlm(folder: str | Path, image_size: int = 32, seed: int = 0) -> Pa
     )
     config = LlavaConfig(
         vision_config=vision,
-        text_config=_text_config(len(tokenizer), 32),
+        text_config=_text_config(len(tokenizer), hidden),
         image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
         vision_feature_layer=-1,
         vision_feature_select_strategy="default",

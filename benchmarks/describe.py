@@ -1,0 +1,118 @@
+"""Benchmark: ``matbench describe`` against the bare ``generate`` call on the same batches,
+side by side in one run (CPU).
+
+``describe`` path: :func:`matbench.vlm.describe.ask_regions` over the regions of a fake FMD
+copy at the real size (512 x 384 JPEGs with masks) -- decode, SHA-256 of pixels and mask,
+cache lookup, the outlined view, the processor's chat template and image preprocessing,
+batched greedy ``model.generate``, decoding, and the fsync'd JSONL append of every batch --
+in regions/second, against the bare ``model.generate`` on the very same batches, already
+preprocessed into tensors. Target: >= 85 %. A second line shows the back end's ``generate``
+on prebuilt requests (processor included) for reference.
+
+The model is the tiny random LLaVA of :mod:`matbench.vlm.tiny`, widened with ``--hidden``
+(its answers are meaningless; their length is fixed by ``--tokens``, as greedy decoding of
+a random model rarely stops early). The CPU may be shared: the measurements alternate for
+``--rounds`` rounds and each keeps its best round.
+
+    python benchmarks/describe.py                 # the defaults reported in the docs
+    python benchmarks/describe.py --regions 16    # a quick run
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from matbench.datasets.fmd import FMD  # noqa: E402
+from matbench.vlm import GenerationSettings, Request, build_backend  # noqa: E402
+from matbench.vlm.describe import ask_regions, load_prompts, make_prompt  # noqa: E402
+from matbench.vlm.regions import region_view  # noqa: E402
+from matbench.vlm.store import AnswerStore  # noqa: E402
+from matbench.vlm.tiny import make_tiny_vlm  # noqa: E402
+from tests.data.fmd.data import make as make_fmd  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--regions", type=int, default=40)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--tokens", type=int, default=48, help="new tokens per answer")
+    parser.add_argument("--hidden", type=int, default=256, help="decoder width")
+    parser.add_argument("--image-size", type=int, default=224, help="vision tower input")
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_path = Path(tmp)
+        per_class = max(1, args.regions // 10)
+        root = make_fmd(tmp_path / "fmd", per_class=per_class, size=(512, 384))
+        folder = make_tiny_vlm(tmp_path / "vlm", image_size=args.image_size, hidden=args.hidden)
+        settings = GenerationSettings(max_new_tokens=args.tokens)
+        backend = build_backend(f"hf:{folder}", settings)
+        # a random model may emit EOS early: generate exactly --tokens tokens on both paths
+        backend.model.generation_config.eos_token_id = None
+        dataset = FMD(root)
+        regions = [(dataset, i) for i in range(len(dataset))]
+        prompt = make_prompt(load_prompts(), "describe", "outline")
+        requests = []
+        for index in range(len(dataset)):
+            sample = dataset[index]
+            view = region_view(sample["image"], sample["mask"], "outline")
+            requests.append(Request(prompt.text, [view], system=prompt.system))
+        batches = [
+            requests[i : i + args.batch_size] for i in range(0, len(requests), args.batch_size)
+        ]
+        inputs = [backend._inputs(batch) for batch in batches]
+
+        def run_describe(round_: int) -> float:
+            store = AnswerStore(tmp_path / f"cache{round_}.jsonl")
+            start = time.perf_counter()
+            results = ask_regions(
+                backend, regions, prompt, "outline", store, args.batch_size, progress=False
+            )
+            seconds = time.perf_counter() - start
+            assert all(r.text is not None for r in results), [r.error for r in results]
+            return len(regions) / seconds
+
+        @torch.no_grad()
+        def run_bare() -> float:
+            start = time.perf_counter()
+            for batch in inputs:
+                backend.model.generate(
+                    **batch,
+                    max_new_tokens=args.tokens,
+                    do_sample=False,
+                    pad_token_id=backend.tokenizer.pad_token_id,
+                )
+            return len(regions) / (time.perf_counter() - start)
+
+        def run_backend() -> float:
+            start = time.perf_counter()
+            for batch in batches:
+                backend.generate(batch)
+            return len(regions) / (time.perf_counter() - start)
+
+        best = {"describe": 0.0, "bare": 0.0, "backend": 0.0}
+        for round_ in range(args.rounds):
+            best["bare"] = max(best["bare"], run_bare())
+            best["describe"] = max(best["describe"], run_describe(round_))
+            best["backend"] = max(best["backend"], run_backend())
+    print(
+        f"{len(regions)} regions, batches of {args.batch_size}, {args.tokens} new tokens, "
+        f"decoder width {args.hidden}, vision input {args.image_size} px, best of {args.rounds}"
+    )
+    print(f"  bare model.generate (preprocessed): {best['bare']:8.2f} regions/s")
+    print(f"  backend.generate (processor incl.): {best['backend']:8.2f} regions/s")
+    print(f"  matbench describe (whole path):     {best['describe']:8.2f} regions/s")
+    print(f"  describe / bare generate:           {best['describe'] / best['bare']:8.1%}")
+
+
+if __name__ == "__main__":
+    main()
