@@ -12,8 +12,11 @@ from typing import Any
 from matbench.plots import save_confusion_matrix, save_grouped_bars, save_per_class_accuracy
 from matbench.results import atomic_write_text, load_runs, write_table
 
-#: Datamodule name fragment → benchmark name used by the published rows.
+#: Dataset or datamodule name fragment → benchmark name used by the published rows (the
+#: first fragment found wins).
 BENCHMARKS = {
+    "google": "google_test",
+    "dms_test21": "dms_test21",
     "fmd": "fmd",
     "dms": "dms",
     "matseg": "matseg",
@@ -23,11 +26,15 @@ BENCHMARKS = {
 
 
 def benchmark_of(run: dict[str, Any]) -> str:
-    """The benchmark a run belongs to, from its datamodule name ('' when unknown)."""
+    """The benchmark a run belongs to, from its dataset or datamodule name ('' when
+    unknown); DMS regions in the ``classes21`` label space are DMS-test-21."""
     data = run.get("data", {})
     name = f"{data.get('dataset', '')} {data.get('datamodule', '')}".lower()
     for fragment, benchmark in BENCHMARKS.items():
         if fragment in name:
+            space = (data.get("label_space") or {}).get("name")
+            if benchmark == "dms" and space == "classes21":
+                return "dms_test21"
             return benchmark
     return ""
 

@@ -109,9 +109,30 @@ def test_report_errors(tmp_path: Path) -> None:
 
 def test_published_rows_are_well_formed() -> None:
     rows = published_rows()
-    assert {r["benchmark"] for r in rows} == {"fmd", "dms", "matseg", "lvis_materials"}
+    assert {r["benchmark"] for r in rows} == {
+        "fmd",
+        "dms_test21",
+        "google_test",
+        "matseg",
+        "lvis_materials",
+    }
     for row in rows:
         assert row["source"] and row["model"] and row["protocol"]
         assert all(0 <= v <= 1 for v in row["metrics"].values())
     clip = next(r for r in rows if r["model"].startswith("CLIP ViT"))
     assert clip["metrics"]["g64_mcs"] == 0.382
+
+
+def test_two_stream_paper_benchmarks_are_recognised() -> None:
+    from matbench.report import benchmark_of
+
+    space = {"name": "classes21"}
+    assert benchmark_of({"data": {"datamodule": "DMSDataModule", "label_space": space}}) == (
+        "dms_test21"
+    )
+    assert benchmark_of({"data": {"datamodule": "DMSDataModule"}}) == "dms"
+    assert benchmark_of({"data": {"dataset": "google_test", "datamodule": "X"}}) == "google_test"
+    assert benchmark_of({"data": {"dataset": "fmd", "datamodule": "FMDDataModule"}}) == "fmd"
+    rows = published_rows({"dms_test21"})
+    both = [r for r in rows if r["model"] == "two-stream, both streams"]
+    assert both[0]["metrics"] == {"miou": 0.50, "mean_class_accuracy": 0.64}
