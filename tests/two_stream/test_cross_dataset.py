@@ -93,5 +93,5 @@ def test_paper_main_config_fits_once_and_tests_three_sets(
     assert sum(map(sum, fmd)) == 20  # all FMD images, not the test half
     assert sum(map(sum, by_set["google_test"]["metrics"]["confusion_matrix"])) == 6
     table = (tmp_path / "results" / "results.md").read_text()
-    header = table.splitlines()[0].split(" | ")
+    header = [c.strip() for c in table.splitlines()[0].strip("|").split("|")]
     assert header.index("accuracy") < header.index("mean_class_accuracy") < header.index("miou")

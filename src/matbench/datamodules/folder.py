@@ -155,6 +155,7 @@ class MaterialFolderDataModule(BaseDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.splits is None:
             self.splits = self.make_splits()
+            self._check_sidecar_keys()
             self._write_split()
         splits = self.splits
         if stage in (None, "fit"):
@@ -171,6 +172,23 @@ class MaterialFolderDataModule(BaseDataModule):
             self.test_dataset = self._dataset(test_keys, self.test_split)
         if stage in (None, "predict"):
             self.predict_dataset = self._dataset(test_keys, self.test_split)
+
+    def _check_sidecar_keys(self) -> None:
+        """Every key of the descriptions sidecar must name a sample of the folder."""
+        sidecar = self.hparams.descriptions
+        if sidecar is None or self.splits is None:
+            return
+        from matbench.datasets.errors import DatasetFormatError
+        from matbench.datasets.folder import load_descriptions
+
+        known = {key for part in self.splits.values() for key in part}
+        unknown = sorted(set(load_descriptions(sidecar)) - known)
+        if unknown:
+            raise DatasetFormatError(
+                Path(sidecar),
+                f"{len(unknown)} keys match no sample of {self.root} (e.g. '{unknown[0]}'); "
+                "keys are '<class>/<file name>'",
+            )
 
     def _write_split(self) -> None:
         trainer = getattr(self, "trainer", None)

@@ -184,6 +184,12 @@ def assign_descriptions(
     if sidecar is None:
         return [FALLBACK_DESCRIPTION] * len(keys)
     table = load_descriptions(sidecar)
+    if keys and table and not any(key in table for key in keys):
+        raise DatasetFormatError(
+            Path(sidecar),
+            f"none of its {len(table)} keys matches a sample (e.g. key '{next(iter(table))}', "
+            f"sample '{keys[0]}'): is it the sidecar of another dataset or split?",
+        )
     out = []
     leaks = []
     for key, label in zip(keys, labels, strict=True):
