@@ -263,3 +263,39 @@ def test_region_views() -> None:
     ).size == (100, 60)
     with pytest.raises(ValueError, match="empty region mask"):
         region_view(image, torch.zeros(60, 80, dtype=torch.bool))
+
+
+def test_describe_lvis_objects_over_http(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.data.lvis_materials.data import make as make_lvis
+
+    root = make_lvis(tmp_path / "lvis", num_train=2, num_val=2)
+    monkeypatch.setenv("OPENAI_API_KEY", "test-key")
+    with chat_server(lambda text, images: f"a surface seen at {images[0].width} px") as server:
+        out = tmp_path / "lvis_descriptions.json"
+        code = main(
+            [
+                "describe",
+                "--model",
+                "openai:gpt-test",
+                "--data",
+                "LVISMaterialsDataModule",
+                "--data.root",
+                str(root),
+                "--splits",
+                "val",
+                "--marker",
+                "som",
+                "--base-url",
+                server.url,
+                "-o",
+                str(out),
+                "--no-progress",
+            ]
+        )
+    assert code == 0
+    sidecar = json.loads(out.read_text())
+    from matbench.datasets.lvis_materials import LVISMaterials
+
+    objects = LVISMaterials(root / "lvis" / "lvis_v1_val.json", root / "coco").objects
+    assert sorted(sidecar) == sorted(str(o["id"]) for o in objects)
+    assert all(v == "a surface seen at 96 px" for v in sidecar.values())  # the whole image

@@ -190,7 +190,9 @@ def datamodule_regions(datamodule: Any, splits: Sequence[str]) -> list[tuple[Any
     for module in [datamodule, *getattr(datamodule, "_children", list)()]:
         if "descriptions" in module.hparams:
             module.hparams.descriptions = None
-    datamodule.setup(None)
+    stages = {"train": "fit", "val": "validate", "test": "test", "predict": "predict"}
+    for stage in dict.fromkeys(stages[split] for split in splits):
+        datamodule.setup(stage)
     out: list[tuple[Any, int]] = []
     seen: set[str] = set()
     for dataset in [d for split in splits for d in datamodule.stage_datasets(split)]:
