@@ -89,3 +89,45 @@ def test_mixed_with_released_3d_scenes(shared_data: Path, tmp_path: Path) -> Non
     assert [c["train"] + c["val"] for c in dm.scene_counts] == [2, 2]
     batch = next(iter(dm.train_dataloader()))
     assert batch["image"].shape == (2, 3, 32, 32)
+
+
+@pytest.mark.slow
+def test_train_mixed_config_fits_and_tests_with_counts_in_results(tmp_path: Path) -> None:
+    from matbench.cli import main
+    from tests.data.matseg.data import make_benchmark
+
+    roots = _roots(tmp_path)
+    bench = make_benchmark(tmp_path / "benchmark")
+    config = Path(__file__).resolve().parents[2] / "configs" / "matseg" / "train_mixed.yaml"
+    args = [
+        "--config",
+        str(config),
+        "--model.encoder=tu-test_convnext",
+        "--model.descriptor_dim=8",
+        f"--data.root=[{roots[0]}, {roots[1]}]",
+        "--data.root_weights=[1, 3]",
+        f"--data.benchmark_root={bench}",
+        "--data.min_size=32",
+        "--data.max_size=32",
+        "--data.val_size=32",
+        "--data.val_fraction=0.5",
+        "--data.batch_size=2",
+        "--data.num_workers=0",
+        "--trainer.logger=false",
+        "--trainer.enable_progress_bar=false",
+        f"--trainer.default_root_dir={tmp_path}",
+    ]
+    cli = main(["fit", *args, "--trainer.max_steps=2", "--trainer.val_check_interval=2"])
+    sampler = cli.trainer.train_dataloader.batch_sampler.sampler
+    assert isinstance(sampler, MixedRootSampler) and sampler.counts.sum() == 2
+    ckpt = Path(cli.trainer.checkpoint_callback.last_model_path)
+    results = tmp_path / "results"
+    main(["test", *args, f"--ckpt_path={ckpt}", f"--results_dir={results}"])
+    import json
+
+    record = json.loads(next(results.glob("*.json")).read_text())
+    scenes = record["data"]["scenes"]
+    assert [(s["root"], s["train"], s["val"], s["weight"]) for s in scenes] == [
+        (roots[0], 1, 1, 1.0),
+        (roots[1], 1, 1, 3.0),
+    ]

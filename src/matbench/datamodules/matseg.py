@@ -436,9 +436,22 @@ class MatSegDataModule(BaseDataModule):
     def describe(self) -> dict[str, Any]:
         info = super().describe()
         info["root"] = str(self.hparams.benchmark_root or self.hparams.root)
-        if self.scene_counts:
-            info["scenes"] = self.scene_counts
+        # A test run records what the model was trained on: the split of every scene root.
+        info["scenes"] = self.scene_counts or self._count_scenes()
         return info
+
+    def _count_scenes(self) -> list[dict[str, Any]]:
+        weights = self.hparams.root_weights or [1.0] * len(self.roots)
+        counts = []
+        for root, weight in zip(self.roots, weights, strict=True):
+            if not Path(root).is_dir():
+                continue
+            train, val = self._split(root)
+            entry: dict[str, Any] = {"root": root, "train": len(train), "val": len(val)}
+            if self.mixed:
+                entry["weight"] = float(weight)
+            counts.append(entry)
+        return counts
 
 
 class MatSegBenchmarkDataModule(BaseDataModule):
