@@ -21,6 +21,7 @@ from array import array
 import bpy
 from mathutils import Vector
 
+# The names matbench.synth.render draws from (this script cannot import matbench).
 PRIMITIVES = ("cube", "uv_sphere", "ico_sphere", "cylinder", "cone", "torus", "monkey")
 
 
