@@ -1,4 +1,4 @@
-"""Errors raised by datasets: each says which file or root and what was wrong."""
+"""matbench's errors: each says which file, root or split and what was wrong."""
 
 from __future__ import annotations
 
@@ -40,5 +40,51 @@ class DatasetFormatError(ValueError):
 
     def __init__(self, path: str | Path, problem: str) -> None:
         super().__init__(f"{path}: {problem}")
+        self.path = Path(path)
+        self.problem = problem
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used: unreadable, truncated, or of another task.
+
+    Args:
+        path: The checkpoint file.
+        problem: What is wrong with it.
+    """
+
+    def __init__(self, path: str | Path, problem: str) -> None:
+        super().__init__(f"{path}: {problem}")
+        self.path = Path(path)
+        self.problem = problem
+
+
+class ConfigError(ValueError):
+    """A config file (run config, suite YAML) whose content cannot be used.
+
+    Args:
+        path: The config file.
+        problem: What is wrong with it, naming the field.
+    """
+
+    def __init__(self, path: str | Path, problem: str) -> None:
+        super().__init__(f"{path}: {problem}")
+        self.path = Path(path)
+        self.problem = problem
+
+
+class EvaluationError(ValueError):
+    """An evaluation that would produce no meaningful number (no sample, nothing scorable)."""
+
+
+class ResultsWriteError(OSError):
+    """Results could not be written; the metrics were printed so that they are not lost.
+
+    Args:
+        path: The file or folder that failed.
+        problem: What went wrong (the OS error).
+    """
+
+    def __init__(self, path: str | Path, problem: str) -> None:
+        super().__init__(f"{path}: cannot write results ({problem})")
         self.path = Path(path)
         self.problem = problem

@@ -40,7 +40,9 @@ def test_folder_modes_orientation_and_errors(tmp_path: Path) -> None:
     images = load_images(tmp_path)
     assert [Path(n).name for n in images.names] == ["a_16bit.png", "b_rgba.png", "c_rotated.JPG"]
     deep8, rgb, rotated = images.images
-    assert deep8.shape == (64, 80, 3) and deep8.max() == 255 and deep8.min() == 0
+    # 16-bit grey is scaled by its bit depth (not stretched to its own maximum)
+    expected = np.rint(deep.astype(np.float64) * 255 / 65535).astype(np.uint8)
+    assert deep8.shape == (64, 80, 3) and (deep8 == expected[..., None]).all()
     assert (rgb[:, :25] == (200, 0, 0)).all() and (rgb[:, 25:] == 255).all()  # on white
     assert rotated.shape == (60, 40, 3)
 

@@ -32,18 +32,12 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from matbench.cache import cached_sample
 from matbench.datasets.errors import DatasetFormatError, DatasetNotFoundError
-from matbench.datasets.folder import (
-    Sample,
-    assign_descriptions,
-    file_digest,
-    read_image,
-    resize_sample,
-)
+from matbench.datasets.folder import Sample, assign_descriptions, file_digest, resize_sample
+from matbench.datasets.utils import open_image, oriented_size, read_image
 
 DMS_SPLITS = ("train", "validation", "test")
 #: Taxonomy indices that are not materials: No label, I cannot tell, Not on list,
@@ -96,33 +90,18 @@ def dms46_class_names(root: str | Path) -> list[str]:
 
 def read_label(path: Path) -> np.ndarray:
     """A DMS label map (H, W) uint8 of taxonomy indices; checks one channel and values ≤ 56."""
-    try:
-        with Image.open(path) as img:
-            if img.mode not in ("L", "P", "I", "I;16"):
-                raise DatasetFormatError(
-                    path, f"label map must be single-channel, got PIL mode '{img.mode}'"
-                )
-            array = np.asarray(img)
-    except (UnidentifiedImageError, OSError) as err:
-        raise DatasetFormatError(path, f"cannot be decoded as a PNG label map ({err})") from err
+    with open_image(path, "a PNG label map") as img:
+        if img.mode not in ("L", "P", "I", "I;16"):
+            raise DatasetFormatError(
+                path, f"label map must be single-channel, got PIL mode '{img.mode}'"
+            )
+        array = np.asarray(img)
     if array.ndim != 2:
         raise DatasetFormatError(path, f"label map must be (H, W), got shape {array.shape}")
-    if array.size and int(array.max()) > 56:
-        raise DatasetFormatError(
-            path, f"label value {int(array.max())} is not a DMS taxonomy index (0-56)"
-        )
+    if array.size and (int(array.max()) > 56 or int(array.min()) < 0):
+        bad = int(array.max()) if int(array.max()) > 56 else int(array.min())
+        raise DatasetFormatError(path, f"label value {bad} is not a DMS taxonomy index (0-56)")
     return array.astype(np.uint8)
-
-
-def _image_size(path: Path) -> tuple[int, int]:
-    """(width, height) of an image without decoding it, EXIF orientation applied."""
-    try:
-        with Image.open(path) as img:
-            width, height = img.size
-            orientation = img.getexif().get(0x0112, 1)
-    except (UnidentifiedImageError, OSError) as err:
-        raise DatasetFormatError(path, f"cannot be opened as an image ({err})") from err
-    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
 
 
 class DMS(Dataset):
@@ -289,7 +268,7 @@ class DMS(Dataset):
     def _check_sizes(self) -> None:
         """Image and label sizes agree (read from the file headers, nothing decoded)."""
         for _, image_path, label_path in self.images:
-            image_wh, label_wh = _image_size(image_path), _image_size(label_path)
+            image_wh, label_wh = oriented_size(image_path), oriented_size(label_path)
             if image_wh != label_wh:
                 raise DatasetFormatError(
                     label_path,
@@ -310,7 +289,7 @@ class DMS(Dataset):
         _, image_path, label_path = self.images[image_index]
         label = read_label(label_path)
         if check_image is not None:
-            width, height = _image_size(check_image)
+            width, height = oriented_size(check_image)
             if (height, width) != label.shape:
                 raise DatasetFormatError(
                     label_path,

@@ -13,8 +13,8 @@ Also here, shared by the material classification datasets:
   a sidecar description that names the sample's own class is refused, since it would hand the
   answer to the text stream.
 - a seeded per-class split (:func:`split_per_class`),
-- image and mask decoding (:func:`read_image`, :func:`read_mask`) and the sample resize
-  (:func:`resize_sample`),
+- the sample resize (:func:`resize_sample`); image and mask decoding (:func:`read_image`,
+  :func:`read_mask`) is re-exported from :mod:`matbench.datasets.utils`,
 - the cheap per-sample fingerprint used by the feature cache (:meth:`MaterialFolder.fingerprint`).
 """
 
@@ -29,50 +29,24 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageOps, UnidentifiedImageError
-from torch import Tensor
 from torch.utils.data import Dataset
 
 from matbench.cache import cached_sample
 from matbench.datasets.errors import DatasetFormatError, DatasetNotFoundError
+from matbench.datasets.utils import MASK_THRESHOLD, read_image, read_mask
 
 #: Image file extensions read by :class:`MaterialFolder` (lower case).
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 #: The description of a sample that has none in the sidecar. A constant: it can never
 #: depend on (nor leak) the sample's class.
 FALLBACK_DESCRIPTION = "a photo of a material surface"
-#: Default threshold (0-255) that turns a grey mask into a binary one.
-MASK_THRESHOLD = 127
 
 Sample = dict[str, Any]
 
 
-# -- decoding ----------------------------------------------------------------------------------
-def read_image(path: Path) -> Tensor:
-    """RGB float image (3, H, W) in [0, 1], EXIF orientation applied."""
-    try:
-        with Image.open(path) as img:
-            img = ImageOps.exif_transpose(img).convert("RGB")
-            array = np.asarray(img, dtype=np.uint8).copy()
-    except (UnidentifiedImageError, OSError) as err:
-        raise DatasetFormatError(path, f"cannot be decoded as an image ({err})") from err
-    return torch.from_numpy(array).permute(2, 0, 1).float().div_(255.0)
-
-
-def read_mask(path: Path, threshold: int = MASK_THRESHOLD) -> Tensor:
-    """Binary mask (H, W) bool: one channel (luminance), ``> threshold`` is the material."""
-    try:
-        with Image.open(path) as img:
-            img = ImageOps.exif_transpose(img).convert("L")
-            array = np.asarray(img, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError) as err:
-        raise DatasetFormatError(path, f"cannot be decoded as a mask image ({err})") from err
-    return torch.from_numpy(array > threshold)
-
-
+# -- decoding (see matbench.datasets.utils) ---------------------------------------------
 def file_digest(path: Path) -> str:
     """Short content hash of a file (part of the feature cache key)."""
     return hashlib.blake2b(path.read_bytes(), digest_size=12).hexdigest()

@@ -27,11 +27,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
-from torch import Tensor
 from torch.utils.data import Dataset
 
 from matbench.datasets.errors import DatasetFormatError, DatasetNotFoundError
+from matbench.datasets.utils import read_image
 from matbench.materials.sidecar import MaterialLabel, read_sidecar
 
 Sample = dict[str, Any]
@@ -124,17 +123,6 @@ def decode_polygons(polygons: list[list[float]], height: int, width: int) -> np.
 
     rles = mask_utils.frPyObjects(polygons, height, width)
     return mask_utils.decode(mask_utils.merge(rles)).astype(bool)
-
-
-def load_image(path: Path) -> Tensor:
-    """RGB float tensor (3, H, W) in [0, 1], EXIF orientation applied."""
-    try:
-        with Image.open(path) as img:
-            img = ImageOps.exif_transpose(img).convert("RGB")
-            array = np.asarray(img, dtype=np.uint8).copy()
-    except OSError as err:
-        raise DatasetFormatError(path, f"cannot decode the image ({err})") from err
-    return torch.from_numpy(array).permute(2, 0, 1).float().div_(255.0)
 
 
 class LVISMaterials(Dataset):
@@ -303,7 +291,7 @@ class LVISMaterials(Dataset):
         obj = self.objects[index]
         info = self.images[obj["image_id"]]
         path = self.image_root / info["path"]
-        image = load_image(path)
+        image = read_image(path)
         height, width = info["height"], info["width"]
         if tuple(image.shape[-2:]) != (height, width):
             raise DatasetFormatError(

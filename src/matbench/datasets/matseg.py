@@ -19,11 +19,12 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 
 from matbench.datasets.errors import DatasetFormatError, DatasetNotFoundError
+from matbench.datasets.utils import decode_gray, decode_rgb, header_size, oriented_size
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +36,6 @@ ROI_MIN_TOTAL = 10.0
 SCENE_IMAGE = "RGB__RGB.jpg"
 FINISHED = "Finished.txt"
 _MASK_RE = re.compile(r"^mask(\d+)\.png$", re.IGNORECASE)
-_EXIF_ORIENTATION = 0x0112
-_SWAPS_AXES = {5, 6, 7, 8}
 
 
 # -- benchmark ---------------------------------------------------------------------------------
@@ -115,31 +114,14 @@ def parse_relations(path: Path, group_ids: list[str]) -> dict[tuple[str, str], f
     return pairs
 
 
-def oriented_size(path: Path) -> tuple[int, int]:
-    """``(width, height)`` of an image after its EXIF orientation, without decoding pixels."""
-    try:
-        with Image.open(path) as im:
-            width, height = im.size
-            orientation = im.getexif().get(_EXIF_ORIENTATION, 1)
-    except Exception as err:  # noqa: BLE001 - PIL raises many types for bad files
-        raise DatasetFormatError(path, f"cannot be opened as an image ({err})") from err
-    return (height, width) if orientation in _SWAPS_AXES else (width, height)
-
-
 def load_rgb(path: Path, max_side: int | None = None) -> Image.Image:
-    """Decode an image as RGB with EXIF orientation applied.
+    """Decode an image as RGB with EXIF orientation applied (see
+    :func:`matbench.decoding.decode_rgb`).
 
     With ``max_side``, JPEG decoding may use a reduced scale that still keeps the longest side
     at least ``max_side`` (the final resize is done by the caller).
     """
-    try:
-        with Image.open(path) as im:
-            if max_side is not None and im.format == "JPEG":
-                im.draft("RGB", (max_side, max_side))
-            im = ImageOps.exif_transpose(im)
-            return im.convert("RGB")
-    except Exception as err:  # noqa: BLE001
-        raise DatasetFormatError(path, f"cannot be decoded as an image ({err})") from err
+    return Image.fromarray(decode_rgb(path, draft_size=max_side))
 
 
 def to_tensor(image: np.ndarray) -> Tensor:
@@ -273,16 +255,17 @@ class MatSegBenchmark(Dataset):
 
 
 # -- training scenes ---------------------------------------------------------------------------
-def scene_targets(masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Soft fractions and region of interest from stacked 0–255 masks (M, H, W).
+def scene_targets(masks: np.ndarray, full_scale: int = 255) -> tuple[np.ndarray, np.ndarray]:
+    """Soft fractions and region of interest from stacked masks (M, H, W) whose full scale
+    is ``full_scale`` (255 for 8-bit files, 65535 for 16-bit).
 
     Returns ``fractions`` (M', H, W) float32 — mask / total inside the region of interest, 0
     outside — keeping only the materials whose fraction exceeds 0.5 somewhere, and ``roi``
-    (H, W) bool, where the total is at least :data:`ROI_MIN_TOTAL`.
+    (H, W) bool, where the total is at least :data:`ROI_MIN_TOTAL` (in 0–255 units).
     """
     masks = masks.astype(np.float32)
     total = masks.sum(0)
-    roi = total >= ROI_MIN_TOTAL
+    roi = total >= ROI_MIN_TOTAL * (full_scale / 255.0)
     fractions = np.where(roi, masks / np.maximum(total, 1e-6), 0.0).astype(np.float32)
     keep = (fractions > 0.5).reshape(len(fractions), -1).any(1) if len(fractions) else []
     return fractions[np.asarray(keep, dtype=bool)], roi
@@ -388,11 +371,11 @@ class MatSegScenes(Dataset):
                 digits = len(_MASK_RE.match(path.name).group(1))
                 missing = folder / f"mask{expected:0{digits}d}.png"
                 raise DatasetFormatError(missing, "mask file is missing (the numbering has a gap)")
-        size = _header_size(image_path)
+        size = header_size(image_path)
         for mask in masks:
-            if _header_size(mask) != size:
+            if header_size(mask) != size:
                 raise DatasetFormatError(
-                    mask, f"size {_header_size(mask)} differs from the scene image's {size}"
+                    mask, f"size {header_size(mask)} differs from the scene image's {size}"
                 )
         return {"folder": folder, "image": image_path, "masks": masks, "size": size}
 
@@ -438,8 +421,9 @@ class MatSegScenes(Dataset):
         self, index: int, out_size: tuple[int, int], seed: int | None = None
     ) -> dict[str, Any]:
         scene = self.scenes[index]
-        image = np.asarray(load_rgb(scene["image"]))
-        masks = np.stack([_read_mask(p, image.shape[:2]) for p in scene["masks"]])
+        image = decode_rgb(scene["image"])
+        masks, full_scale = stack_masks([_read_mask(p, image.shape[:2]) for p in scene["masks"]])
+        check_has_material(scene["folder"], masks, full_scale)
         crop_h, crop_w = out_size
         if self.fixed_crops:
             rng = np.random.default_rng([self.seed or 0, index])
@@ -448,7 +432,7 @@ class MatSegScenes(Dataset):
         else:
             rng = self.rng
         image, masks = self._random_crop(rng, image, masks, crop_h, crop_w)
-        fractions, roi = scene_targets(masks)
+        fractions, roi = scene_targets(masks, full_scale)
         if self.transform is not None:
             image = self.transform(image, seed)
         return {
@@ -484,22 +468,33 @@ class MatSegScenes(Dataset):
         return image, masks
 
 
-def _header_size(path: Path) -> tuple[int, int]:
-    try:
-        with Image.open(path) as im:
-            return im.size
-    except Exception as err:  # noqa: BLE001
-        raise DatasetFormatError(path, f"cannot be opened as an image ({err})") from err
-
-
-def _read_mask(path: Path, shape: tuple[int, int]) -> np.ndarray:
-    try:
-        with Image.open(path) as im:
-            mask = np.asarray(im if im.mode == "L" else im.convert("L"))
-    except FileNotFoundError as err:
-        raise DatasetFormatError(path, "mask file is missing") from err
-    except Exception as err:  # noqa: BLE001
-        raise DatasetFormatError(path, f"cannot be decoded as a mask ({err})") from err
+def _read_mask(path: Path, shape: tuple[int, int]) -> tuple[np.ndarray, int]:
+    """A soft mask at its bit depth: ``(values, full_scale)`` (see
+    :func:`matbench.decoding.decode_gray`)."""
+    mask, scale = decode_gray(path)
     if mask.shape != shape:
         raise DatasetFormatError(path, f"mask size {mask.shape} differs from the image's {shape}")
-    return mask
+    return mask, scale
+
+
+def check_has_material(folder: Path, masks: np.ndarray, full_scale: int) -> None:
+    """A scene needs some pixel in its region of interest where one material dominates;
+    otherwise every crop of it is unscorable (it would train on nothing and validate as 0)."""
+    total = masks.sum(0, dtype=np.float32)
+    dominant = 2 * masks.max(0).astype(np.float32) > total
+    if not (dominant & (total >= ROI_MIN_TOTAL * (full_scale / 255.0))).any():
+        raise DatasetFormatError(
+            folder,
+            f"scene has no material pixel: its {len(masks)} masks are all (nearly) zero or "
+            "no material dominates anywhere",
+        )
+
+
+def stack_masks(masks: list[tuple[np.ndarray, int]]) -> tuple[np.ndarray, int]:
+    """Stack masks of one scene at a common bit depth: ``(array (M, H, W), full_scale)``.
+
+    8-bit masks beside a 16-bit one are widened exactly (``v * 257``)."""
+    scale = max(s for _, s in masks)
+    if scale == 255:
+        return np.stack([m for m, _ in masks]), 255
+    return np.stack([m.astype(np.uint16) * np.uint16(scale // s) for m, s in masks]), scale

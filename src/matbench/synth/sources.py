@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 
 #: Photographs and real textures shipped inside the scikit-image wheel (no download needed).
 #: Synthetic drawings (chessboard, logo, text, page, horse, phantom, colour chart) are left out.
@@ -82,27 +82,15 @@ def skimage_data_dir() -> Path:
 
 
 def _read_rgb(path: Path) -> np.ndarray:
-    try:
-        with Image.open(path) as im:
-            im = ImageOps.exif_transpose(im)
-            if im.mode.startswith("I") or im.mode == "F":
-                # 16/32-bit grey: stretch to 8 bits (a plain convert would clip at 255).
-                values = np.asarray(im, dtype=np.float64)
-                top = values.max()
-                values = values / top * 255.0 if top > 0 else values
-                im = Image.fromarray(np.clip(np.round(values), 0, 255).astype(np.uint8))
-            if im.mode in ("RGBA", "LA", "P", "PA"):
-                im = im.convert("RGBA")
-                background = Image.new("RGBA", im.size, (255, 255, 255, 255))
-                im = Image.alpha_composite(background, im)
-            im = im.convert("RGB")
-            if max(im.size) > MAX_SIDE:
-                scale = MAX_SIDE / max(im.size)
-                size = (max(1, round(im.width * scale)), max(1, round(im.height * scale)))
-                im = im.resize(size, Image.Resampling.BILINEAR)
-            array = np.asarray(im, dtype=np.uint8).copy()
-    except (UnidentifiedImageError, OSError, ValueError) as err:
-        raise _format_error(path, f"cannot be read as an image ({err})") from err
+    from matbench.decoding import as_rgb, open_image  # torch-free, like this module
+
+    with open_image(path) as im:
+        im = as_rgb(im, path)
+        if max(im.size) > MAX_SIDE:
+            scale = MAX_SIDE / max(im.size)
+            size = (max(1, round(im.width * scale)), max(1, round(im.height * scale)))
+            im = im.resize(size, Image.Resampling.BILINEAR)
+        array = np.asarray(im, dtype=np.uint8).copy()
     if min(array.shape[:2]) < MIN_SIDE:
         raise _format_error(
             path,

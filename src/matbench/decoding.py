@@ -1,0 +1,159 @@
+"""Image and mask decoding shared by every reader: mode-, bit-depth- and EXIF-aware.
+
+PIL's plain ``convert("RGB")`` / ``convert("L")`` clips 16-bit grey (``I;16``, ``I``) at 255,
+so a 16-bit photo becomes pure white and a 16-bit soft mask loses its fractions; it also drops
+transparency without looking at it. Here:
+
+- photos (:func:`decode_rgb`, :func:`as_rgb`): 16- and 32-bit grey are scaled by their bit
+  depth (``v * 255 / 65535``), float images must lie in [0, 1], images with transparency
+  (``RGBA``, ``LA``, ``PA``, ``P`` or ``L``/``RGB`` with a transparent colour) are composited
+  over white, ``CMYK``/``YCbCr``/``1`` go through PIL's conversion; 16-bit RGB(A) PNGs are
+  already reduced to 8 bits by PIL (high byte). EXIF orientation is applied.
+- masks (:func:`decode_gray`): one channel at its own bit depth, returned with its full-scale
+  value (255 or 65535), so callers can scale to [0, 1] without losing precision.
+- file errors of every kind (unreadable, truncated, not an image, over PIL's
+  decompression-bomb pixel limit) become :class:`~matbench.errors.DatasetFormatError` naming
+  the file.
+
+Only PIL and numpy are imported: the scene generator's worker processes use this too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from matbench.errors import DatasetFormatError
+
+#: EXIF tag of the orientation, and the orientations that swap width and height.
+EXIF_ORIENTATION = 0x0112
+_SWAPS_AXES = {5, 6, 7, 8}
+#: Full-scale value of the 16-bit integer modes.
+UINT16_MAX = 65535
+_GREY16_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+_ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
+#: What transparent pixels of a photo are composited over.
+BACKGROUND = (255, 255, 255)
+
+
+@contextmanager
+def open_image(path: str | Path, what: str = "an image") -> Iterator[Image.Image]:
+    """``Image.open(path)`` whose failures (inside the ``with`` block too) raise
+    :class:`DatasetFormatError` naming ``path``."""
+    path = Path(path)
+    try:
+        with Image.open(path) as im:
+            yield im
+    except DatasetFormatError:
+        raise
+    except FileNotFoundError as err:
+        raise DatasetFormatError(path, "file is missing") from err
+    except Image.DecompressionBombError as err:
+        raise DatasetFormatError(
+            path,
+            f"refused as a possible decompression bomb ({err}); raise "
+            "PIL.Image.MAX_IMAGE_PIXELS if the image is genuine",
+        ) from err
+    except Exception as err:  # noqa: BLE001 - PIL raises many types for bad files
+        raise DatasetFormatError(path, f"cannot be decoded as {what} ({err})") from err
+
+
+def oriented_size(path: str | Path) -> tuple[int, int]:
+    """``(width, height)`` of an image after its EXIF orientation, without decoding pixels."""
+    with open_image(path) as im:
+        width, height = im.size
+        orientation = im.getexif().get(EXIF_ORIENTATION, 1)
+    return (height, width) if orientation in _SWAPS_AXES else (width, height)
+
+
+def header_size(path: str | Path) -> tuple[int, int]:
+    """``(width, height)`` as stored (EXIF orientation not applied), without decoding pixels."""
+    with open_image(path) as im:
+        return im.size
+
+
+def _grey_levels(im: Image.Image, path: Path) -> tuple[np.ndarray, int] | None:
+    """Integer grey values and their full scale for the >8-bit grey modes, else None."""
+    if im.mode in _GREY16_MODES:
+        return np.asarray(im).astype(np.uint16), UINT16_MAX
+    if im.mode == "I":
+        values = np.asarray(im)
+        if values.size and (values.min() < 0 or values.max() > UINT16_MAX):
+            raise DatasetFormatError(
+                path,
+                f"32-bit integer image with values {values.min()}..{values.max()}: only "
+                "0..65535 (16-bit) is understood",
+            )
+        return values.astype(np.uint16), UINT16_MAX
+    if im.mode == "F":
+        values = np.asarray(im, dtype=np.float64)
+        if values.size and not (np.isfinite(values).all() and 0 <= values.min() <= values.max() <= 1):
+            raise DatasetFormatError(path, "floating-point image with values outside [0, 1]")
+        return np.rint(values * UINT16_MAX).astype(np.uint16), UINT16_MAX
+    return None
+
+
+def _to_uint8(values: np.ndarray, scale: int) -> np.ndarray:
+    if scale == 255:
+        return values.astype(np.uint8)
+    return np.rint(values.astype(np.float64) * (255.0 / scale)).astype(np.uint8)
+
+
+def as_rgb(im: Image.Image, path: str | Path = "<image>") -> Image.Image:
+    """An open image as 8-bit RGB (see the module docstring), EXIF orientation applied."""
+    path = Path(path)
+    im = ImageOps.exif_transpose(im)
+    grey = _grey_levels(im, path)
+    if grey is not None:
+        return Image.fromarray(_to_uint8(*grey)).convert("RGB")
+    if im.mode in _ALPHA_MODES or "transparency" in im.info:
+        rgba = im.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (*BACKGROUND, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return im if im.mode == "RGB" else im.convert("RGB")
+
+
+def decode_rgb(path: str | Path, draft_size: int | None = None) -> np.ndarray:
+    """An image file as an (H, W, 3) uint8 RGB array, EXIF orientation applied.
+
+    Args:
+        path: The image file.
+        draft_size: For JPEG, let the decoder use a reduced scale that keeps the longest side
+            at least this large (the caller resizes afterwards).
+
+    Raises:
+        DatasetFormatError: The file is missing, unreadable, not an image, over PIL's pixel
+            limit, or of a mode that cannot be an RGB photo.
+    """
+    with open_image(path) as im:
+        if draft_size is not None and im.format == "JPEG":
+            im.draft("RGB", (draft_size, draft_size))
+        return np.array(as_rgb(im, path), dtype=np.uint8)
+
+
+def decode_gray(path: str | Path) -> tuple[np.ndarray, int]:
+    """A mask file as one channel at its own bit depth: ``(values, full_scale)``.
+
+    ``values`` is (H, W) uint8 with ``full_scale`` 255, or uint16 with 65535 for 16-bit (and
+    32-bit integer or float) files; ``values / full_scale`` is the mask in [0, 1]. Colour files
+    are reduced to their luminance; EXIF orientation is applied.
+    """
+    path = Path(path)
+    with open_image(path, "a mask image") as im:
+        im = ImageOps.exif_transpose(im)
+        grey = _grey_levels(im, path)
+        if grey is not None:
+            return grey
+        if im.mode != "L":
+            im = im.convert("L")
+        return np.array(im, dtype=np.uint8), 255
+
+
+def decode_mask_fraction(path: str | Path) -> np.ndarray:
+    """A mask file as (H, W) float32 in [0, 1] (see :func:`decode_gray`)."""
+    values, scale = decode_gray(path)
+    return values.astype(np.float32) / np.float32(scale)
