@@ -14,6 +14,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, SequentialSampler
 from torch.utils.data._utils.collate import default_collate
 
+from matbench.errors import EvaluationError
 from matbench.results import plain
 from matbench.utils.distributed import world_and_rank
 
@@ -143,6 +144,14 @@ class BaseDataModule(L.LightningDataModule):
             raise RuntimeError(
                 f"{type(self).__name__} has no {stage} dataset: setup() did not create one"
             )
+        if len(dataset) == 0:
+            # Lightning would skip the loop and exit 0 with no result at all.
+            split = self.test_split if stage == "test" else stage
+            raise EvaluationError(
+                f"{type(self).__name__}: the '{split}' split of "
+                f"'{self.hparams.get('root', '?')}' has no sample (check the root and the "
+                "split settings, e.g. too few images per class for a per-class split)"
+            )
         return dataset
 
     def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
@@ -185,9 +194,14 @@ class BaseDataModule(L.LightningDataModule):
 
     def describe(self) -> dict[str, Any]:
         """What the results JSON records about the data: class, arguments and test split."""
-        return {
+        info = {
             "datamodule": type(self).__name__,
             "root": str(self.hparams.get("root", "")),
             "split": self.test_split,
             "hparams": {k: plain(v) for k, v in self.hparams.items()},
         }
+        # Silent fallbacks made visible: what the reader skipped or replaced, counted.
+        counts = getattr(self.test_dataset, "data_warnings", None)
+        if counts:
+            info["data_warnings"] = dict(counts)
+        return info

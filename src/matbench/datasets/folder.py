@@ -72,6 +72,10 @@ def resize_sample(sample: Sample, size: int | None) -> Sample:
     return sample
 
 
+def _is_empty_mask(path: Path) -> bool:
+    return not bool(read_mask(path).any())
+
+
 # -- splits ------------------------------------------------------------------------------------
 def split_per_class(
     keys_by_class: Mapping[str, Sequence[str]],
@@ -172,6 +176,20 @@ def assign_descriptions(
             leaks.append(key)
             text = None
         out.append(FALLBACK_DESCRIPTION if text is None else text)
+    missing = [k for k in keys if k not in table]
+    if missing and len(missing) == len(keys):
+        warnings.warn(
+            f"{sidecar}: none of its {len(table)} keys matches a sample key (e.g. sidecar "
+            f"'{next(iter(table), '')}', sample '{keys[0] if keys else ''}'): every sample gets "
+            f"the fallback description '{FALLBACK_DESCRIPTION}'",
+            stacklevel=2,
+        )
+    elif missing:
+        warnings.warn(
+            f"{sidecar}: {len(missing)} of {len(keys)} samples have no description (e.g. "
+            f"'{missing[0]}') and get the fallback",
+            stacklevel=2,
+        )
     if leaks:
         msg = (
             f"{len(leaks)} descriptions name their sample's own class (e.g. '{leaks[0]}': "
@@ -302,6 +320,7 @@ class MaterialFolder(Dataset):
         self.descriptions = assign_descriptions(
             [s[0] for s in index], [s[1] for s in index], self.classes, descriptions, on_label_leak
         )
+        self.data_warnings = self._fallback_counts(descriptions is not None)
         self._settings = json.dumps(
             {
                 "size": image_size,
@@ -313,6 +332,23 @@ class MaterialFolder(Dataset):
         )
 
     # -- index ---------------------------------------------------------------------------------
+    def _fallback_counts(self, has_sidecar: bool) -> dict[str, int]:
+        """Samples that silently fall back (all-black mask: the whole image is pooled; no
+        sidecar description), warned about by name and counted for the results JSON."""
+        empty = [mask for *_, mask in self.samples if mask is not None and _is_empty_mask(mask)]
+        if empty:
+            warnings.warn(
+                f"{len(empty)} masks have no material pixel (all values <= {MASK_THRESHOLD}), "
+                f"so their whole image is used: {', '.join(str(p) for p in empty[:5])}",
+                stacklevel=3,
+            )
+        counts = {"empty_masks": len(empty)}
+        if has_sidecar:
+            counts["fallback_descriptions"] = sum(
+                d == FALLBACK_DESCRIPTION for d in self.descriptions
+            )
+        return {k: v for k, v in counts.items() if v}
+
     def _expected(self) -> list[str]:
         return ["image/<class>/<image file>", "mask/<class>/<same name> (optional)"]
 

@@ -20,7 +20,9 @@ caption is its LVIS category name (useful to inspect the data, not to train mate
 from __future__ import annotations
 
 import json
+import math
 import re
+import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -35,6 +37,8 @@ from matbench.materials.sidecar import MaterialLabel, read_sidecar
 
 Sample = dict[str, Any]
 _COCO_PREFIX = re.compile(r"^COCO_[a-z]+\d{4}_")
+#: How far (in image sizes) polygon coordinates may lie outside their image.
+COORDINATE_MARGIN = 1.0
 
 
 def sidecar_path(annotation_file: str | Path) -> Path:
@@ -77,12 +81,16 @@ def index_image_records(records: list[Any], path: Path) -> dict[int, dict[str, A
     """LVIS image records by id: ``{"record", "height", "width", "path": None}``; a record
     without id/height/width or without a file location is a :class:`DatasetFormatError`."""
     images: dict[int, dict[str, Any]] = {}
-    for record in records:
+    for i, record in enumerate(records):
         try:
             image_id = int(record["id"])
             height, width = int(record["height"]), int(record["width"])
         except (KeyError, TypeError, ValueError) as err:
-            raise DatasetFormatError(path, f"image record without id/height/width: {err}") from err
+            raise DatasetFormatError(
+                path, f"images[{i}]: record without id/height/width: {err!r}"
+            ) from err
+        if height < 1 or width < 1:
+            raise DatasetFormatError(path, f"image {image_id}: size {width}x{height}")
         if not image_candidates(record):
             raise DatasetFormatError(path, f"image {image_id} has neither coco_url nor file_name")
         images[image_id] = {"record": record, "height": height, "width": width, "path": None}
@@ -123,6 +131,105 @@ def decode_polygons(polygons: list[list[float]], height: int, width: int) -> np.
 
     rles = mask_utils.frPyObjects(polygons, height, width)
     return mask_utils.decode(mask_utils.merge(rles)).astype(bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def parse_categories(categories: list[Any], path: Path) -> dict[int, str]:
+    """Category id → name; each category must be an object with an integer ``id`` and a
+    string ``name``."""
+    names: dict[int, str] = {}
+    for i, cat in enumerate(categories):
+        if not isinstance(cat, dict):
+            raise DatasetFormatError(path, f"categories[{i}] is not an object")
+        if not isinstance(cat.get("id"), int) or isinstance(cat.get("id"), bool):
+            raise DatasetFormatError(path, f"categories[{i}]: 'id' is missing or not an integer")
+        if not isinstance(cat.get("name"), str):
+            raise DatasetFormatError(
+                path, f"category {cat['id']}: 'name' is missing or not a string"
+            )
+        names[int(cat["id"])] = cat["name"]
+    return names
+
+
+def parse_annotation(ann: Any, index: int, path: Path) -> tuple[int, int, int, Any, list[float]]:
+    """``(id, image_id, category_id, segmentation, bbox)`` of one annotation, checked: an
+    object with integer ids and a ``bbox`` of 4 finite numbers with non-negative size."""
+    if not isinstance(ann, dict):
+        raise DatasetFormatError(path, f"annotations[{index}] is not an object")
+    where = f"annotation {ann.get('id', f'#{index}')}"
+    ids = []
+    for field in ("id", "image_id", "category_id"):
+        value = ann.get(field)
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise DatasetFormatError(path, f"{where}: '{field}' is missing or not an integer")
+        ids.append(value)
+    if "segmentation" not in ann:
+        raise DatasetFormatError(path, f"{where}: 'segmentation' is missing")
+    bbox = ann.get("bbox")
+    if (
+        not isinstance(bbox, list)
+        or len(bbox) != 4
+        or not all(_is_number(v) and math.isfinite(v) for v in bbox)
+    ):
+        raise DatasetFormatError(path, f"{where}: 'bbox' must be 4 finite numbers, got {bbox!r}")
+    if bbox[2] < 0 or bbox[3] < 0:
+        raise DatasetFormatError(path, f"{where}: 'bbox' has a negative size {bbox!r}")
+    return ids[0], ids[1], ids[2], ann["segmentation"], [float(v) for v in bbox]
+
+
+def parse_polygons(
+    segmentation: Any, ann_id: int, width: int, height: int, path: Path
+) -> list[list[float]]:
+    """The usable polygons of an annotation, checked before any pycocotools call.
+
+    Every coordinate must be a finite number within :data:`COORDINATE_MARGIN` image sizes of
+    the image (pycocotools allocates in proportion to the coordinates: a NaN or a 1e8 makes it
+    allocate without bound or crash). Polygons with fewer than 3 points or an odd number of
+    values are degenerate and dropped.
+    """
+    if not isinstance(segmentation, list):
+        raise DatasetFormatError(
+            path, f"annotation {ann_id}: segmentation is not a list of polygons (RLE?)"
+        )
+    margin = COORDINATE_MARGIN * max(width, height)
+    polygons = []
+    for k, poly in enumerate(segmentation):
+        if not isinstance(poly, list):
+            raise DatasetFormatError(
+                path, f"annotation {ann_id}: segmentation[{k}] is not a list of coordinates"
+            )
+        bad = [v for v in poly if not (_is_number(v) and math.isfinite(v))]
+        if bad:
+            raise DatasetFormatError(
+                path,
+                f"annotation {ann_id}: segmentation[{k}] has a coordinate {bad[0]!r} "
+                "(coordinates must be finite numbers)",
+            )
+        xs, ys = poly[0::2], poly[1::2]
+        if xs and ys and (
+            min(xs) < -margin
+            or max(xs) > width + margin
+            or min(ys) < -margin
+            or max(ys) > height + margin
+        ):
+            raise DatasetFormatError(
+                path,
+                f"annotation {ann_id}: segmentation[{k}] has coordinates far outside its "
+                f"{width}x{height} image (x {min(xs)}..{max(xs)}, y {min(ys)}..{max(ys)})",
+            )
+        if len(poly) >= 6 and len(poly) % 2 == 0:
+            polygons.append([float(v) for v in poly])
+    return polygons
+
+
+def outside_image(polygons: list[list[float]], width: int, height: int) -> bool:
+    """True when the polygons' bounding box does not overlap the image at all."""
+    xs = [v for poly in polygons for v in poly[0::2]]
+    ys = [v for poly in polygons for v in poly[1::2]]
+    return max(xs) <= 0 or min(xs) >= width or max(ys) <= 0 or min(ys) >= height
 
 
 class LVISMaterials(Dataset):
@@ -203,7 +310,7 @@ class LVISMaterials(Dataset):
     def _index(self, data: dict[str, Any], labels: dict[int, MaterialLabel] | None) -> None:
         path = self.annotation_file
         images = index_image_records(data["images"], path)
-        self.category_names = {int(c["id"]): str(c["name"]) for c in data["categories"]}
+        self.category_names = parse_categories(data["categories"], path)
         if labels is not None:
             vocabulary = sorted({m for label in labels.values() for m in label.materials})
         else:
@@ -213,16 +320,10 @@ class LVISMaterials(Dataset):
         lookup = {name: i for i, name in enumerate(vocabulary)}
         self.objects: list[dict[str, Any]] = []
         self.num_degenerate = 0
-        for ann in data["annotations"]:
-            try:
-                ann_id, image_id = int(ann["id"]), int(ann["image_id"])
-                category = int(ann["category_id"])
-                segmentation = ann["segmentation"]
-                bbox = [float(v) for v in ann["bbox"]]
-            except (KeyError, TypeError, ValueError) as err:
-                raise DatasetFormatError(
-                    path, f"annotation {ann.get('id')}: missing field {err}"
-                ) from err
+        self.num_outside = 0
+        outside: list[int] = []
+        for i, ann in enumerate(data["annotations"]):
+            ann_id, image_id, category, segmentation, bbox = parse_annotation(ann, i, path)
             if image_id not in images:
                 raise DatasetFormatError(path, f"annotation {ann_id}: unknown image_id {image_id}")
             if labels is not None:
@@ -232,17 +333,14 @@ class LVISMaterials(Dataset):
                 materials, text = label.materials, label.caption
             else:
                 materials, text = [self.category_names.get(category, str(category))], None
-            if not isinstance(segmentation, list):
-                raise DatasetFormatError(
-                    path, f"annotation {ann_id}: segmentation is not a list of polygons (RLE?)"
-                )
-            polygons = [
-                [float(v) for v in poly]
-                for poly in segmentation
-                if isinstance(poly, list) and len(poly) >= 6 and len(poly) % 2 == 0
-            ]
+            width, height = images[image_id]["width"], images[image_id]["height"]
+            polygons = parse_polygons(segmentation, ann_id, width, height, path)
             if not polygons:
                 self.num_degenerate += 1
+                continue
+            if outside_image(polygons, width, height):
+                self.num_outside += 1
+                outside.append(ann_id)
                 continue
             self.objects.append(
                 {
@@ -255,9 +353,15 @@ class LVISMaterials(Dataset):
                     "label": lookup[materials[0]],
                 }
             )
+        if outside:
+            warnings.warn(
+                f"{path}: {len(outside)} objects lie entirely outside their image and were "
+                f"skipped (annotation ids {outside[:5]})",
+                stacklevel=2,
+            )
         self.objects.sort(key=lambda o: o["id"])
         if labels is not None:
-            file_ids = {int(a["id"]) for a in data["annotations"]}
+            file_ids = {a["id"] for a in data["annotations"]}
             missing = sorted(set(labels) - file_ids)
             if missing:
                 raise DatasetFormatError(
@@ -275,6 +379,12 @@ class LVISMaterials(Dataset):
             "<images root>/<train2017|val2017>/<id>.jpg)",
         )
         self.images = images
+
+    @property
+    def data_warnings(self) -> dict[str, int]:
+        """Counts of annotations left out, recorded in the results JSON."""
+        counts = {"degenerate_polygons": self.num_degenerate, "outside_image": self.num_outside}
+        return {k: v for k, v in counts.items() if v}
 
     # -- samples -----------------------------------------------------------------------------
     def __len__(self) -> int:

@@ -18,6 +18,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torchmetrics import Metric
 
 from matbench.cache import gather_entries, pack_entries, unpack_entries
+from matbench.errors import EvaluationError
 
 
 class BaseTask(L.LightningModule, ABC):
@@ -46,7 +47,7 @@ class BaseTask(L.LightningModule, ABC):
         self.configure_losses()
         self.configure_metrics()
         self._eval_metrics = nn.ModuleDict()
-        # Per stage: (sum of loss × samples, samples) of the current evaluation epoch.
+        # Per stage: (sum of loss × scored, scored, seen samples) of the evaluation epoch.
         self._eval_loss_sums: dict[str, Tensor] = {}
         #: Per stage, one dict of computed metrics per dataloader (the latest epoch's).
         self.results: dict[str, list[dict[str, Any]]] = {}
@@ -130,14 +131,22 @@ class BaseTask(L.LightningModule, ABC):
         """The metric of ``stage`` for dataloader ``dataloader_idx``."""
         return self._eval_metrics[f"{stage}_{dataloader_idx}"]
 
-    def log_eval_loss(self, stage: str, loss: Tensor, batch_size: int) -> None:
+    def log_eval_loss(
+        self, stage: str, loss: Tensor, batch_size: int, scored: int | None = None
+    ) -> None:
         """Count one evaluation batch's mean loss into ``{stage}/loss``, logged at epoch end as
         the sample-weighted mean over every batch, dataloader and rank. Every rank logs it,
         even one that received no sample, so checkpoints can monitor ``val/loss`` under DDP
-        with any validation set size."""
+        with any validation set size.
+
+        ``scored`` is how many of the ``batch_size`` samples the loss actually scored (the
+        mean is over those); an epoch that saw samples but scored none raises
+        :class:`~matbench.errors.EvaluationError` instead of logging a meaningless 0."""
+        scored = batch_size if scored is None else scored
         sums = self._eval_loss_sums[stage]
-        sums[0] += loss.detach().to(sums.dtype) * batch_size
-        sums[1] += batch_size
+        sums[0] += loss.detach().to(sums.dtype) * scored
+        sums[1] += scored
+        sums[2] += batch_size
 
     def _num_dataloaders(self, stage: str) -> int:
         loaders = getattr(self.trainer, f"{stage}_dataloaders", None)
@@ -158,7 +167,8 @@ class BaseTask(L.LightningModule, ABC):
 
     def _start_eval(self, stage: str) -> None:
         self._sync_buffers_for_eval()
-        self._eval_loss_sums[stage] = torch.zeros(2, dtype=torch.float64, device=self.device)
+        # (sum of loss × scored samples, scored samples, samples seen)
+        self._eval_loss_sums[stage] = torch.zeros(3, dtype=torch.float64, device=self.device)
         for idx in range(self._num_dataloaders(stage)):
             metric = self.build_metric(stage)
             if metric is not None:
@@ -192,6 +202,13 @@ class BaseTask(L.LightningModule, ABC):
             return
         if dist.is_available() and dist.is_initialized():
             dist.all_reduce(sums)  # every rank is here, including one without samples
+        if sums[2] > 0 and sums[1] == 0:
+            # the reduced sums are equal on every rank: all raise together
+            raise EvaluationError(
+                f"{stage}: none of the {int(sums[2])} {stage} samples could be scored by the "
+                f"loss (e.g. no material pixel in any {stage} sample): {stage}/loss would be "
+                "meaningless"
+            )
         if sums[1] > 0:
             loss = float(sums[0] / sums[1])
             self.log(f"{stage}/loss", loss, prog_bar=stage == "val", sync_dist=False)

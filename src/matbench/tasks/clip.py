@@ -174,9 +174,12 @@ class ClipMaterialTask(BaseTask):
 
     def _eval_step(self, stage: str, batch: dict[str, Any], dataloader_idx: int) -> None:
         image, text = self._embed(batch)
-        # No collective per batch: under DDP, ranks may hold different numbers of batches.
-        loss = self.criterion(image, text, gather=False)
-        self.log_eval_loss(stage, loss, image.shape[0])
+        if stage == "val":
+            # No collective per batch: under DDP, ranks may hold different numbers of batches.
+            # A contrastive loss over a per-rank batch depends on the number of processes, so
+            # it is kept for checkpoint monitoring and left out of the (exact) test output.
+            loss = self.criterion(image, text, gather=False)
+            self.log_eval_loss(stage, loss, image.shape[0])
         self.eval_metric(stage, dataloader_idx).update(
             image, text, list(batch["caption"]), batch["index"]
         )

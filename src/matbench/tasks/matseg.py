@@ -24,7 +24,8 @@ def matseg_loss(
     valid: Tensor,
     roi: Tensor,
     temperature: float = 0.2,
-) -> Tensor:
+    return_scored: bool = False,
+) -> Tensor | tuple[Tensor, int]:
     """The MatSeg descriptor loss (``docs/formats.md``).
 
     Per image and material, the mean descriptor over the pixels where the material's fraction
@@ -39,9 +40,11 @@ def matseg_loss(
         valid: (B, M) bool, real (not padded) materials.
         roi: (B, H, W) bool region of interest.
         temperature: Softmax temperature.
+        return_scored: Also return how many images had a usable pixel (the loss's count).
 
     Returns:
-        Scalar loss (0 with a gradient path when no image has a usable pixel).
+        Scalar loss (0 with a gradient path when no image has a usable pixel), and with
+        ``return_scored`` the number of scored images.
     """
     b, d = descriptors.shape[:2]
     desc = descriptors.reshape(b, d, -1)
@@ -62,9 +65,8 @@ def matseg_loss(
     n_used = used.sum(-1)
     per_image = (per_pixel * used).sum(-1) / n_used.clamp(min=1)
     has = n_used > 0
-    if not has.any():
-        return descriptors.sum() * 0.0
-    return per_image[has].mean()
+    loss = per_image[has].mean() if has.any() else descriptors.sum() * 0.0
+    return (loss, int(has.sum())) if return_scored else loss
 
 
 def point_descriptors(descriptors: Tensor, points: Tensor) -> Tensor:
@@ -198,19 +200,25 @@ class MatSegTask(BaseTask):
         return self.model(image)
 
     # -- training on scenes -----------------------------------------------------------------
-    def _scene_loss(self, batch: dict[str, Any]) -> Tensor:
+    def _scene_loss(self, batch: dict[str, Any]) -> tuple[Tensor, int]:
         descriptors = self(batch["image"])
         return matseg_loss(
-            descriptors, batch["fractions"], batch["valid"], batch["roi"], self.hparams.temperature
+            descriptors,
+            batch["fractions"],
+            batch["valid"],
+            batch["roi"],
+            self.hparams.temperature,
+            return_scored=True,
         )
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
-        loss = self._scene_loss(batch)
+        loss, _ = self._scene_loss(batch)
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["image"].shape[0])
         return loss
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self.log_eval_loss("val", self._scene_loss(batch), batch["image"].shape[0])
+        loss, scored = self._scene_loss(batch)
+        self.log_eval_loss("val", loss, batch["image"].shape[0], scored=scored)
 
     # -- benchmark ----------------------------------------------------------------------------
     def descriptor_map(self, image: Tensor) -> Tensor:
