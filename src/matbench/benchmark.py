@@ -41,16 +41,26 @@ def load_suite(path: str | Path, variables: dict[str, str]) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise SuiteError(f"{path}: suite file not found")
-    suite = yaml.safe_load(path.read_text(encoding="utf-8"))
+    try:
+        suite = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise SuiteError(f"{path}: not valid YAML ({err})") from err
     if not isinstance(suite, dict) or not isinstance(suite.get("runs"), list) or not suite["runs"]:
         raise SuiteError(f"{path}: expected a mapping with a non-empty 'runs' list")
-    values = {str(k): str(v) for k, v in (suite.get("variables") or {}).items()}
+    defaults = suite.get("variables") or {}
+    if not isinstance(defaults, dict):
+        raise SuiteError(
+            f"{path}: 'variables' must be a mapping NAME: VALUE, got a {type(defaults).__name__}"
+        )
+    values = {str(k): str(v) for k, v in defaults.items()}
     values.update(variables)
     runs = []
     for i, run in enumerate(suite["runs"]):
         where = f"{path}: runs[{i}]"
-        if not isinstance(run, dict) or "config" not in run:
-            raise SuiteError(f"{where}: each run needs a 'config'")
+        if not isinstance(run, dict) or not isinstance(run.get("config"), str):
+            raise SuiteError(f"{where}: each run needs a 'config' (a path)")
+        if not isinstance(run.get("overrides") or [], list):
+            raise SuiteError(f"{where}: 'overrides' must be a list of arguments")
         config = Path(run["config"])
         if not config.is_absolute() and not config.is_file():
             config = path.parent / config

@@ -91,7 +91,9 @@ def _grey_levels(im: Image.Image, path: Path) -> tuple[np.ndarray, int] | None:
         return values.astype(np.uint16), UINT16_MAX
     if im.mode == "F":
         values = np.asarray(im, dtype=np.float64)
-        if values.size and not (np.isfinite(values).all() and 0 <= values.min() <= values.max() <= 1):
+        if values.size and not (
+            np.isfinite(values).all() and 0 <= values.min() <= values.max() <= 1
+        ):
             raise DatasetFormatError(path, "floating-point image with values outside [0, 1]")
         return np.rint(values * UINT16_MAX).astype(np.uint16), UINT16_MAX
     return None

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import sys
+import warnings
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from jsonargparse import DefaultHelpFormatter
@@ -14,6 +17,11 @@ from lightning.pytorch.cli import LightningCLI
 from matbench.datamodules.base import BaseDataModule
 from matbench.results import plain, write_run
 from matbench.tasks.base import BaseTask
+from matbench.utils.weights import (
+    check_checkpoint_task,
+    checkpoint_overrides,
+    read_checkpoint_hparams,
+)
 
 
 class MatbenchCLI(LightningCLI):
@@ -32,6 +40,41 @@ class MatbenchCLI(LightningCLI):
             default=None,
             help="A label stored in the results JSON (a benchmark suite run uses its id).",
         )
+
+    def _parse_ckpt_path(self) -> None:
+        """Lightning applies a ``--ckpt_path`` checkpoint's hyperparameters over the config and
+        the command line. Here the checkpoint is read with an error naming it, a checkpoint of
+        another task is refused, and every value it overrides is reported."""
+        subcommand = self.config.get("subcommand")
+        if not subcommand:
+            return
+        ckpt_path = self.config[subcommand].get("ckpt_path")
+        if not ckpt_path or not Path(ckpt_path).is_file():
+            return
+        hparams = read_checkpoint_hparams(ckpt_path)
+        if not hparams:
+            return
+        model = self.config[subcommand]["model"]
+        init_args = model.get("init_args")
+        init_args = init_args.as_dict() if hasattr(init_args, "as_dict") else dict(init_args or {})
+        class_path = hparams.pop("_class_path", None)
+        if class_path is not None:
+            check_checkpoint_task(ckpt_path, class_path, str(model.get("class_path")), init_args)
+        overrides = checkpoint_overrides(hparams, init_args)
+        if overrides:
+            listing = "; ".join(f"{k}: {mine!r} -> {theirs!r}" for k, mine, theirs in overrides)
+            warnings.warn(
+                f"{ckpt_path}: the checkpoint's hyperparameters override the config/command "
+                f"line for model.{', model.'.join(k for k, _, _ in overrides)} ({listing})",
+                stacklevel=2,
+            )
+        if class_path is not None:
+            hparams = {"class_path": class_path, "dict_kwargs": hparams}
+        try:
+            self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
+        except SystemExit:
+            sys.stderr.write(f"Parsing of the hyperparameters of {ckpt_path} failed!\n")
+            raise
 
     def before_test(self) -> None:
         # A callback, not after_test: under ddp_spawn only the workers hold the results.

@@ -19,6 +19,9 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 
+from matbench.errors import CheckpointError, ConfigError
+from matbench.utils.weights import weights_file
+
 
 def merge_shards(paths: list[Path]) -> dict[str, np.ndarray]:
     """Concatenate shards, sort by ``index`` and drop duplicated indices (padded samplers)."""
@@ -137,23 +140,40 @@ def load_task(config: str | None, ckpt: str | None) -> L.LightningModule:
     if config is None and ckpt is None:
         raise ValueError("give --config and/or --ckpt")
     if config is None:
-        return ClipMaterialTask.load_from_checkpoint(ckpt, map_location="cpu")
+        task_class = clip_task_of_checkpoint(ckpt, required=True)
+        return task_class.load_from_checkpoint(ckpt, map_location="cpu")
+    if ckpt is not None and not ckpt.endswith(".safetensors"):
+        clip_task_of_checkpoint(ckpt, required=False)
     path = Path(config)
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except FileNotFoundError as err:
         raise FileNotFoundError(f"config '{config}' does not exist") from err
     except yaml.YAMLError as err:
-        raise ValueError(f"{config}: not valid YAML ({err})") from err
+        raise ConfigError(path, f"not valid YAML ({err})") from err
     section = data.get("model") if isinstance(data, dict) else None
     if not isinstance(section, dict):
-        raise ValueError(f"{config}: no 'model' section")
+        raise ConfigError(path, "no 'model' section")
     class_path = section.get("class_path", "matbench.tasks.clip.ClipMaterialTask")
+    if not isinstance(class_path, str):
+        raise ConfigError(path, f"model.class_path must be a string, got {class_path!r}")
     if "." not in class_path:
         class_path = f"matbench.tasks.{class_path}"
     module_name, _, name = class_path.rpartition(".")
-    cls = getattr(importlib.import_module(module_name), name)
-    init_args = dict(section.get("init_args") or {})
+    try:
+        cls = getattr(importlib.import_module(module_name), name)
+    except (ImportError, AttributeError) as err:
+        raise ConfigError(path, f"model.class_path '{class_path}' cannot be imported") from err
+    if not (isinstance(cls, type) and issubclass(cls, ClipMaterialTask)):
+        raise ConfigError(
+            path,
+            f"model.class_path is {name}: embed-text needs a CLIP material model "
+            "(ClipMaterialTask or ZeroShotTask)",
+        )
+    init_args = section.get("init_args") or {}
+    if not isinstance(init_args, dict):
+        raise ConfigError(path, "model.init_args must be a mapping")
+    init_args = dict(init_args)
     if ckpt is not None and "pretrained" in init_args:
         init_args["pretrained"] = None  # the checkpoint's weights replace them: no download
     task = cls(**init_args)
@@ -169,6 +189,29 @@ def load_task(config: str | None, ckpt: str | None) -> L.LightningModule:
                 f"(missing {model_missing[:3]}, unexpected {unexpected[:3]})"
             )
     return task
+
+
+def clip_task_of_checkpoint(ckpt: str, required: bool) -> type[L.LightningModule]:
+    """The CLIP task class a checkpoint was saved by; :class:`CheckpointError` for another
+    task, or (``required``) for a file that is not a Lightning checkpoint."""
+    from matbench.tasks.clip import ClipMaterialTask, ZeroShotTask
+    from matbench.utils.weights import read_checkpoint_hparams
+
+    try:
+        saved = read_checkpoint_hparams(weights_file(ckpt)).get("_class_path")
+    except CheckpointError:
+        if required:
+            raise
+        return ClipMaterialTask  # a plain state dict: load_state_dict_file checks it
+    known = {"ClipMaterialTask": ClipMaterialTask, "ZeroShotTask": ZeroShotTask}
+    name = str(saved or "ClipMaterialTask").rsplit(".", 1)[-1]
+    if name not in known:
+        raise CheckpointError(
+            ckpt,
+            f"holds a {name}: embed-text needs a CLIP material model "
+            "(ClipMaterialTask or ZeroShotTask)",
+        )
+    return known[name]
 
 
 def embed_text_main(argv: list[str]) -> int:

@@ -70,6 +70,14 @@ def read_taxonomy(path: Path) -> dict[str, Any]:
     semantic = taxonomy.get("semantic_labels")
     if semantic is not None:
         expected = [i for i in range(57) if i not in DMS_NON_MATERIAL]
+        if not isinstance(semantic, list) or not all(
+            isinstance(v, int) and not isinstance(v, bool) for v in semantic
+        ):
+            raise DatasetFormatError(
+                path,
+                f"'semantic_labels' must be a list of integers, got {type(semantic).__name__} "
+                f"{str(semantic)[:60]}",
+            )
         if sorted(semantic) != expected:
             raise DatasetFormatError(
                 path,
@@ -102,6 +110,19 @@ def read_label(path: Path) -> np.ndarray:
         bad = int(array.max()) if int(array.max()) > 56 else int(array.min())
         raise DatasetFormatError(path, f"label value {bad} is not a DMS taxonomy index (0-56)")
     return array.astype(np.uint8)
+
+
+def check_unique_entries(rows: list[tuple[str, Path, Path]], path: Path) -> None:
+    """An image (or label map, or stem) listed twice in ``info.json.gz`` would count twice in
+    the metrics: that is an error naming the file and the entry."""
+    for column, what in ((0, "stem"), (1, "image_path"), (2, "label_path")):
+        seen: set[Any] = set()
+        for row in rows:
+            if row[column] in seen:
+                raise DatasetFormatError(
+                    path, f"{what} '{row[column]}' is listed twice (an image would count twice)"
+                )
+            seen.add(row[column])
 
 
 class DMS(Dataset):
@@ -245,11 +266,13 @@ class DMS(Dataset):
                 or "label_path" not in entry
             ):
                 raise DatasetFormatError(path, f"entry {i} has no image_path/label_path")
-            label_rel = str(entry["label_path"])
+            label_rel, image_rel = entry["label_path"], entry["image_path"]
+            if not isinstance(label_rel, str) or not isinstance(image_rel, str):
+                raise DatasetFormatError(path, f"entry {i}: image_path/label_path are not strings")
             if Path(label_rel).parts[:2] != ("labels", self.split):
                 continue
-            image_rel = str(entry["image_path"])
             rows.append((Path(label_rel).stem, self.root / image_rel, self.root / label_rel))
+        check_unique_entries(rows, path)
         if not rows:
             raise DatasetNotFoundError(
                 "DMS", self.root, self._expected(), f"info.json.gz lists no '{self.split}' image"

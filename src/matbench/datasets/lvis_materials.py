@@ -209,11 +209,15 @@ def parse_polygons(
                 "(coordinates must be finite numbers)",
             )
         xs, ys = poly[0::2], poly[1::2]
-        if xs and ys and (
-            min(xs) < -margin
-            or max(xs) > width + margin
-            or min(ys) < -margin
-            or max(ys) > height + margin
+        if (
+            xs
+            and ys
+            and (
+                min(xs) < -margin
+                or max(xs) > width + margin
+                or min(ys) < -margin
+                or max(ys) > height + margin
+            )
         ):
             raise DatasetFormatError(
                 path,

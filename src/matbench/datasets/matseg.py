@@ -43,14 +43,36 @@ def _round_half_up(value: float) -> int:
     return max(1, int(np.floor(value + 0.5)))
 
 
+def check_group_ids(ids: list[str], path: Path) -> None:
+    """Group ids are compared after stripping spaces (as ``group_relations.txt`` writes
+    them): two ids that become equal (``"1"`` and ``" 1"``) would merge silently."""
+    seen: dict[str, str] = {}
+    for gid in ids:
+        key = str(gid).strip()
+        if not key:
+            raise DatasetFormatError(path, f"group id {gid!r} is empty")
+        if key in seen:
+            raise DatasetFormatError(
+                path, f"group ids {seen[key]!r} and {gid!r} are the same after removing spaces"
+            )
+        seen[key] = gid
+
+
 def parse_points(path: Path) -> dict[str, np.ndarray]:
     """Read ``data.json``: group id → (n, 3) int array of full-resolution ``x, y, r``."""
+    top_level_keys: list[list[str]] = []
+
+    def keep_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        top_level_keys.append([k for k, _ in pairs])  # the outermost object comes last
+        return dict(pairs)
+
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=keep_keys)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise DatasetFormatError(path, f"cannot be read as JSON ({err})") from err
     if not isinstance(data, dict) or not data:
         raise DatasetFormatError(path, "expected a non-empty object of groups {id: {pt_im: ...}}")
+    check_group_ids(top_level_keys[-1], path)  # with repeats, which json.loads would merge
     groups: dict[str, np.ndarray] = {}
     for gid, entry in data.items():
         if not isinstance(entry, dict) or "pt_im" not in entry:

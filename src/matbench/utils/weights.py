@@ -12,6 +12,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from matbench.errors import CheckpointError
+from matbench.results import plain
+
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
 _CONTAINER_KEYS = ("state_dict", "model", "module", "state_dict_ema")
 
@@ -43,13 +46,13 @@ def load_state_dict_file(path: str | Path) -> dict[str, Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unpickling failure is a bad file
-        raise ValueError(f"{path}: cannot be read as a torch state dict ({err})") from err
+        raise CheckpointError(path, f"cannot be read as a torch state dict ({err})") from err
     for key in _CONTAINER_KEYS:
         if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
             obj = obj[key]
             break
     if not isinstance(obj, Mapping) or not all(isinstance(v, Tensor) for v in obj.values()):
-        raise ValueError(f"{path}: does not hold a state dict of tensors")
+        raise CheckpointError(path, "does not hold a state dict of tensors")
     return dict(obj)
 
 
@@ -97,6 +100,57 @@ def check_state(module: nn.Module, state: Mapping[str, Tensor], source: str | Pa
             f"model {tuple(own[k].shape)} ({len(bad)} mismatching keys)"
         )
     return shared
+
+
+def read_checkpoint_hparams(path: str | Path) -> dict[str, Any]:
+    """The saved hyperparameters of a Lightning checkpoint (weights-only load: no pickle);
+    :class:`CheckpointError` naming the file when it cannot be read (truncated, not a
+    checkpoint)."""
+    try:
+        ckpt = torch.load(path, weights_only=True, map_location="cpu", mmap=True)
+    except Exception as err:  # noqa: BLE001 - torch raises many types for bad files
+        raise CheckpointError(
+            path, f"cannot be read as a checkpoint (truncated or not a torch file?): {err}"
+        ) from err
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        raise CheckpointError(path, "not a Lightning checkpoint (no 'state_dict')")
+    hparams = ckpt.get("hyper_parameters") or {}
+    if not isinstance(hparams, dict):
+        raise CheckpointError(path, "'hyper_parameters' is not a mapping")
+    hparams = dict(hparams)
+    hparams.pop("_instantiator", None)
+    return hparams
+
+
+def check_checkpoint_task(
+    path: str | Path, saved_class: str, config_class: str, init_args: dict[str, Any]
+) -> None:
+    """Refuse a checkpoint of another task than the config's (its hyperparameters would turn
+    the run into that task on data it was not made for)."""
+    if saved_class.rsplit(".", 1)[-1] == config_class.rsplit(".", 1)[-1]:
+        return
+    hint = "use a checkpoint of the same task, or the config of the checkpoint's task"
+    if "checkpoint" in init_args:
+        hint = (
+            f"to load its weights into {config_class.rsplit('.', 1)[-1]}, pass --model.checkpoint"
+        )
+    raise CheckpointError(
+        path,
+        f"holds a {saved_class.rsplit('.', 1)[-1]} but the config's model is "
+        f"{config_class.rsplit('.', 1)[-1]}: {hint}",
+    )
+
+
+def checkpoint_overrides(
+    hparams: dict[str, Any], init_args: dict[str, Any]
+) -> list[tuple[str, Any, Any]]:
+    """``(name, config value, checkpoint value)`` of every model argument the checkpoint
+    changes."""
+    return [
+        (key, init_args[key], value)
+        for key, value in hparams.items()
+        if key in init_args and plain(init_args[key]) != plain(value)
+    ]
 
 
 def create_timm_model(name: str, weights: str | None = None, **kwargs: Any) -> nn.Module:
