@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import sys
 import warnings
 from collections.abc import Sequence
@@ -15,7 +16,8 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.cli import LightningCLI
 
 from matbench.datamodules.base import BaseDataModule
-from matbench.results import plain, write_run
+from matbench.errors import ResultsWriteError
+from matbench.results import check_writable, plain, write_run
 from matbench.tasks.base import BaseTask
 from matbench.utils.weights import (
     check_checkpoint_task,
@@ -79,6 +81,8 @@ class MatbenchCLI(LightningCLI):
     def before_test(self) -> None:
         # A callback, not after_test: under ddp_spawn only the workers hold the results.
         config = self.config[self.subcommand]
+        # Fail now, not after a long evaluation whose numbers would have nowhere to go.
+        check_writable(config["results_dir"])
         self.trainer.callbacks.append(
             ResultsWriter(
                 results_dir=config["results_dir"],
@@ -137,7 +141,13 @@ class ResultsWriter(Callback):
                 "tag": self.tag,
                 "world_size": trainer.world_size,
             }
-            path = write_run(self.results_dir, record)
+            try:
+                path = write_run(self.results_dir, record)
+            except ResultsWriteError as err:
+                # Keep the numbers: print them before failing.
+                print(json.dumps({"metrics": plain(metrics)}, indent=1), flush=True)
+                print(f"results: could not write {err.path}: {err.problem}", flush=True)
+                raise
             self.paths.append(str(path))
             print(f"results: {path}", flush=True)
 
