@@ -30,7 +30,21 @@ class DatasetNotFoundError(FileNotFoundError):
         self.expected = expected
 
 
-class DatasetFormatError(ValueError):
+class FileContentError(ValueError):
+    """A file exists but its content cannot be used; the message is ``path: problem``.
+
+    Args:
+        path: The offending file.
+        problem: What is wrong with it (naming the field or entry).
+    """
+
+    def __init__(self, path: str | Path, problem: str) -> None:
+        super().__init__(f"{path}: {problem}")
+        self.path = Path(path)
+        self.problem = problem
+
+
+class DatasetFormatError(FileContentError):
     """A file of a dataset exists but its content breaks the layout.
 
     Args:
@@ -38,13 +52,8 @@ class DatasetFormatError(ValueError):
         problem: What is wrong with it.
     """
 
-    def __init__(self, path: str | Path, problem: str) -> None:
-        super().__init__(f"{path}: {problem}")
-        self.path = Path(path)
-        self.problem = problem
 
-
-class CheckpointError(ValueError):
+class CheckpointError(FileContentError):
     """A checkpoint that cannot be used: unreadable, truncated, or of another task.
 
     Args:
@@ -52,24 +61,14 @@ class CheckpointError(ValueError):
         problem: What is wrong with it.
     """
 
-    def __init__(self, path: str | Path, problem: str) -> None:
-        super().__init__(f"{path}: {problem}")
-        self.path = Path(path)
-        self.problem = problem
 
-
-class ConfigError(ValueError):
+class ConfigError(FileContentError):
     """A config file (run config, suite YAML) whose content cannot be used.
 
     Args:
         path: The config file.
         problem: What is wrong with it, naming the field.
     """
-
-    def __init__(self, path: str | Path, problem: str) -> None:
-        super().__init__(f"{path}: {problem}")
-        self.path = Path(path)
-        self.problem = problem
 
 
 class EvaluationError(ValueError):
