@@ -105,10 +105,12 @@ def _to_uint8(values: np.ndarray, scale: int) -> np.ndarray:
     return np.rint(values.astype(np.float64) * (255.0 / scale)).astype(np.uint8)
 
 
-def as_rgb(im: Image.Image, path: str | Path = "<image>") -> Image.Image:
-    """An open image as 8-bit RGB (see the module docstring), EXIF orientation applied."""
+def as_rgb(im: Image.Image, path: str | Path = "<image>", exif: bool = True) -> Image.Image:
+    """An open image as 8-bit RGB (see the module docstring), EXIF orientation applied unless
+    ``exif=False`` (for annotations made in the stored pixel grid)."""
     path = Path(path)
-    im = ImageOps.exif_transpose(im)
+    if exif:
+        im = ImageOps.exif_transpose(im)
     grey = _grey_levels(im, path)
     if grey is not None:
         return Image.fromarray(_to_uint8(*grey)).convert("RGB")
@@ -119,13 +121,14 @@ def as_rgb(im: Image.Image, path: str | Path = "<image>") -> Image.Image:
     return im if im.mode == "RGB" else im.convert("RGB")
 
 
-def decode_rgb(path: str | Path, draft_size: int | None = None) -> np.ndarray:
+def decode_rgb(path: str | Path, draft_size: int | None = None, exif: bool = True) -> np.ndarray:
     """An image file as an (H, W, 3) uint8 RGB array, EXIF orientation applied.
 
     Args:
         path: The image file.
         draft_size: For JPEG, let the decoder use a reduced scale that keeps the longest side
             at least this large (the caller resizes afterwards).
+        exif: Apply the EXIF orientation (False: the stored pixel grid).
 
     Raises:
         DatasetFormatError: The file is missing, unreadable, not an image, over PIL's pixel
@@ -134,7 +137,7 @@ def decode_rgb(path: str | Path, draft_size: int | None = None) -> np.ndarray:
     with open_image(path) as im:
         if draft_size is not None and im.format == "JPEG":
             im.draft("RGB", (draft_size, draft_size))
-        return np.array(as_rgb(im, path), dtype=np.uint8)
+        return np.array(as_rgb(im, path, exif=exif), dtype=np.uint8)
 
 
 def decode_gray(path: str | Path) -> tuple[np.ndarray, int]:

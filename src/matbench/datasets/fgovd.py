@@ -41,8 +41,10 @@ from matbench.datasets.lvis_materials import (
     decode_polygons,
     find_image_files,
     index_image_records,
+    parse_polygons,
     read_lvis_json,
 )
+from matbench.datasets.utils import decode_rgb
 from matbench.transforms import crop_object
 
 Sample = dict[str, Any]
@@ -279,11 +281,7 @@ class FGOVD(Dataset):
         grid (FG-OVD opens images the same way)."""
         info = self.images[image_id]
         path = self.image_root / info["path"]
-        try:
-            with Image.open(path) as img:
-                img = img.convert("RGB")
-        except OSError as err:
-            raise DatasetFormatError(path, f"cannot decode the image ({err})") from err
+        img = Image.fromarray(decode_rgb(path, exif=False))
         if img.size != (info["width"], info["height"]):
             raise DatasetFormatError(
                 path,
@@ -311,17 +309,15 @@ class FGOVD(Dataset):
 
     def _object_crop(self, obj: dict[str, Any], image: Image.Image) -> Tensor:
         segmentation = obj["segmentation"]
-        polygons = [
-            [float(v) for v in poly]
-            for poly in (segmentation if isinstance(segmentation, list) else [])
-            if isinstance(poly, list) and len(poly) >= 6 and len(poly) % 2 == 0
-        ]
+        width, height = image.size
+        polygons = []
+        if isinstance(segmentation, list):  # checked before pycocotools sees a coordinate
+            polygons = parse_polygons(segmentation, obj["id"], width, height, self.annotation_file)
         if not polygons:
             raise DatasetFormatError(
                 self.annotation_file,
                 f"annotation {obj['id']}: crop='object' needs polygon segmentation",
             )
-        width, height = image.size
         mask = torch.from_numpy(decode_polygons(polygons, height, width))
         pixels = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy())
         tensor = pixels.permute(2, 0, 1).float().div_(255.0)

@@ -261,18 +261,18 @@ def load_material(folder: str | Path) -> PBRMaterial:
         DatasetFormatError: If a map is missing, unreadable or of another size.
     """
     from matbench.datasets.errors import DatasetFormatError
+    from matbench.decoding import decode_gray, decode_rgb  # torch-free, like this module
 
     folder = Path(folder)
     maps: dict[str, np.ndarray] = {}
     size = None
     for name in MAP_NAMES:
         path = folder / f"{name}.png"
-        try:
-            with Image.open(path) as im:
-                mode = "RGB" if name in ("albedo", "normal") else "L"
-                array = np.asarray(im.convert(mode), dtype=np.float32) / 255.0
-        except (OSError, ValueError) as err:
-            raise DatasetFormatError(path, f"cannot be read as a {name} map ({err})") from err
+        if name in ("albedo", "normal"):
+            array = decode_rgb(path).astype(np.float32) / 255.0
+        else:  # at its bit depth: 16-bit height or roughness maps keep their precision
+            values, scale = decode_gray(path)
+            array = values.astype(np.float32) / np.float32(scale)
         if size is not None and array.shape[:2] != size:
             raise DatasetFormatError(path, f"size {array.shape[:2]} differs from albedo's {size}")
         size = array.shape[:2]
