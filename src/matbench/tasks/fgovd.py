@@ -237,13 +237,17 @@ class FineGrainedMatchingTask(BaseTask):
         if "candidates" not in batch:
             raise ValueError("evaluation needs 'candidates' in every batch (FGOVDDataModule)")
         scores, valid = self.candidate_scores(batch["image"], batch["candidates"])
-        if self.criterion.kind == "captions":
-            loss = self.criterion(self.caption_scores(batch["image"], batch["caption"]))
-        else:
+        loss = None
+        if self.criterion.kind != "captions":
             loss = self.criterion(scores, valid)
-        # per object: the training loss is a batch sum, but evaluation batches are whole
-        # images, whose sizes vary (and differ under DDP); the mean per object does not.
-        self.log_eval_loss(stage, loss / n, n)
+        elif stage == "val":
+            # contrastive over the per-rank batch: depends on the number of processes, so
+            # kept for checkpoint monitoring and left out of the (exact) test output
+            loss = self.criterion(self.caption_scores(batch["image"], batch["caption"]))
+        if loss is not None:
+            # per object: the training loss is a batch sum, but evaluation batches are whole
+            # images, whose sizes vary (and differ under DDP); the mean per object does not.
+            self.log_eval_loss(stage, loss / n, n)
         self.eval_metric(stage, dataloader_idx).update(scores.detach().float(), valid.sum(1))
 
     def validation_step(
