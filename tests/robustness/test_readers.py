@@ -232,6 +232,11 @@ def test_fallbacks_are_warned_by_name_and_counted(tmp_path: Path) -> None:
         lvis_dataset = LVISMaterials(ann_file, lvis / "coco")
     assert lvis_dataset.data_warnings == {"outside_image": 1}
 
+    dms_root = make_dms(tmp_path / "DMS_v1", per_split=1)
+    with pytest.warns(UserWarning, match=rf"{sidecar}: none of its 1 keys"):
+        regions = DMS(dms_root, split="test", mode="region", min_pixels=1, descriptions=sidecar)
+    assert regions.data_warnings == {"fallback_descriptions": len(regions)} and len(regions) == 3
+
 
 def test_decoded_dms_labels_and_bad_gzip_name_the_file(tmp_path: Path) -> None:
     """Item 12 (DMS part): a wrong-typed taxonomy field and a corrupt info.json.gz."""

@@ -36,7 +36,13 @@ from torch.utils.data import Dataset
 
 from matbench.cache import cached_sample
 from matbench.datasets.errors import DatasetFormatError, DatasetNotFoundError
-from matbench.datasets.folder import Sample, assign_descriptions, file_digest, resize_sample
+from matbench.datasets.folder import (
+    FALLBACK_DESCRIPTION,
+    Sample,
+    assign_descriptions,
+    file_digest,
+    resize_sample,
+)
 from matbench.datasets.utils import open_image, oriented_size, read_image
 
 DMS_SPLITS = ("train", "validation", "test")
@@ -205,6 +211,11 @@ class DMS(Dataset):
             )
         else:
             self.descriptions = []
+        #: Fallbacks counted for the results JSON (regions without a sidecar description).
+        self.data_warnings: dict[str, int] = {}
+        if descriptions is not None:
+            missing = sum(d == FALLBACK_DESCRIPTION for d in self.descriptions)
+            self.data_warnings = {"fallback_descriptions": missing} if missing else {}
         self._settings = json.dumps(
             {"mode": mode, "size": image_size, "min_pixels": min_pixels}, sort_keys=True
         )
