@@ -206,17 +206,27 @@ def test_fallbacks_are_warned_by_name_and_counted(tmp_path: Path) -> None:
     Image.fromarray(np.zeros((24, 32), np.uint8)).save(black)
     sidecar = tmp_path / "descriptions.json"
     sidecar.write_text(json.dumps({"some/other_key.jpg": "a rough grey surface"}))
+    with pytest.raises(DatasetFormatError, match=rf"{sidecar}: none of its 1 keys matches"):
+        FMD(root, descriptions=sidecar)  # no sample described at all: an error
+    undescribed = {"glass/glass_moderate_001_new.jpg", "wood/wood_object_001_new.jpg"}
+    keys = [key for key, *_ in FMD(root).samples]
+    described = {k: "a smooth surface" for k in keys if k not in undescribed}
+    sidecar.write_text(json.dumps(described))
     with pytest.warns(UserWarning) as record:
         dataset = FMD(root, descriptions=sidecar)
     messages = [str(w.message) for w in record]
     assert any("1 masks have no material pixel" in m and str(black) in m for m in messages)
-    assert any(str(sidecar) in m and "none of its 1 keys" in m for m in messages)
-    assert dataset.data_warnings == {"empty_masks": 1, "fallback_descriptions": 20}
+    assert any(str(sidecar) in m and "2 of 20 samples have no description" in m for m in messages)
+    assert dataset.data_warnings == {"empty_masks": 1, "fallback_descriptions": 2}
 
     datamodule = FMDDataModule(str(root), image_size=32, descriptions=str(sidecar))
     with pytest.warns(UserWarning):
         datamodule.setup("test")
-    assert datamodule.describe()["data_warnings"]["fallback_descriptions"] == 10
+    in_test = len(undescribed & set(datamodule.splits["test"]))
+    assert datamodule.describe().get("data_warnings", {}).get("fallback_descriptions", 0) == in_test
+    assert datamodule.describe().get("data_warnings", {}).get("empty_masks", 0) == int(
+        "wood/wood_moderate_001_new.jpg" in datamodule.splits["test"]
+    )
 
     lvis = make_lvis(tmp_path / "lvis", num_train=2, num_val=1)
     ann_file = lvis / "lvis" / "lvis_v1_train.json"
@@ -233,9 +243,11 @@ def test_fallbacks_are_warned_by_name_and_counted(tmp_path: Path) -> None:
     assert lvis_dataset.data_warnings == {"outside_image": 1}
 
     dms_root = make_dms(tmp_path / "DMS_v1", per_split=1)
-    with pytest.warns(UserWarning, match=rf"{sidecar}: none of its 1 keys"):
+    first = DMS(dms_root, split="test", mode="region", min_pixels=1)._key(0)
+    sidecar.write_text(json.dumps({first: "a smooth clear surface"}))
+    with pytest.warns(UserWarning, match=rf"{sidecar}: 2 of 3 samples have no description"):
         regions = DMS(dms_root, split="test", mode="region", min_pixels=1, descriptions=sidecar)
-    assert regions.data_warnings == {"fallback_descriptions": len(regions)} and len(regions) == 3
+    assert regions.data_warnings == {"fallback_descriptions": 2}
 
 
 def test_decoded_dms_labels_and_bad_gzip_name_the_file(tmp_path: Path) -> None:

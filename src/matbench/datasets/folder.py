@@ -177,14 +177,7 @@ def assign_descriptions(
             text = None
         out.append(FALLBACK_DESCRIPTION if text is None else text)
     missing = [k for k in keys if k not in table]
-    if missing and len(missing) == len(keys):
-        warnings.warn(
-            f"{sidecar}: none of its {len(table)} keys matches a sample key (e.g. sidecar "
-            f"'{next(iter(table), '')}', sample '{keys[0] if keys else ''}'): every sample gets "
-            f"the fallback description '{FALLBACK_DESCRIPTION}'",
-            stacklevel=2,
-        )
-    elif missing:
+    if missing:
         warnings.warn(
             f"{sidecar}: {len(missing)} of {len(keys)} samples have no description (e.g. "
             f"'{missing[0]}') and get the fallback",
