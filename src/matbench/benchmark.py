@@ -107,7 +107,7 @@ def run_suite(suite: dict[str, Any], results_dir: Path) -> tuple[Path, list[str]
 def write_suite_table(results_dir: Path, suite_id: str) -> Path:
     """Markdown and CSV of the runs tagged ``suite_id``, with published rows beside them."""
     runs = (
-        [r for r in load_runs(results_dir) if r.get("tag") == suite_id]
+        [r for r in load_runs(results_dir, strict=False) if r.get("tag") == suite_id]
         if results_dir.is_dir()
         else []
     )

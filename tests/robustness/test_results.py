@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from matbench import results
+from matbench.benchmark import write_suite_table
 from matbench.cli import main
 from matbench.errors import ResultsWriteError
 from matbench.results import load_runs, write_run
@@ -75,6 +76,9 @@ def test_foreign_json_is_skipped_with_a_warning_naming_it(tmp_path: Path) -> Non
         assert str(tmp_path / name) in warned
     table = (tmp_path / "results.csv").read_text().splitlines()
     assert len(table) == 2 and path.exists()
+    with pytest.warns(UserWarning, match="config.json"):
+        suite_table = write_suite_table(tmp_path, "suite-x")  # a benchmark suite's table too
+    assert suite_table.is_file()
     with pytest.raises(ValueError, match="broken.json"):
         load_runs(tmp_path)  # strict by default (matbench report)
 
