@@ -25,6 +25,7 @@ TOOL_COMMANDS: dict[str, tuple[str, str]] = {
         "matbench.vlm.describe:main",
         "VLM appearance descriptions of regions (sidecar), or zero-shot VLM classes",
     ),
+    "data": ("matbench.datamodules.streaming:main", "export a split to LitData streaming shards"),
 }
 
 

@@ -128,32 +128,16 @@ def load_task(config: str | None, ckpt: str | None) -> L.LightningModule:
     into it; with only a checkpoint, the task is rebuilt from the hyperparameters it saved
     (a :class:`matbench.tasks.clip.ClipMaterialTask`).
     """
-    import importlib
-
-    import yaml
-
     from matbench.tasks.clip import ClipMaterialTask
+    from matbench.utils.config import config_section
 
     if config is None and ckpt is None:
         raise ValueError("give --config and/or --ckpt")
     if config is None:
         return ClipMaterialTask.load_from_checkpoint(ckpt, map_location="cpu")
-    path = Path(config)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except FileNotFoundError as err:
-        raise FileNotFoundError(f"config '{config}' does not exist") from err
-    except yaml.YAMLError as err:
-        raise ValueError(f"{config}: not valid YAML ({err})") from err
-    section = data.get("model") if isinstance(data, dict) else None
-    if not isinstance(section, dict):
-        raise ValueError(f"{config}: no 'model' section")
-    class_path = section.get("class_path", "matbench.tasks.clip.ClipMaterialTask")
-    if "." not in class_path:
-        class_path = f"matbench.tasks.{class_path}"
-    module_name, _, name = class_path.rpartition(".")
-    cls = getattr(importlib.import_module(module_name), name)
-    init_args = dict(section.get("init_args") or {})
+    cls, init_args = config_section(
+        config, "model", "matbench.tasks", default="matbench.tasks.clip.ClipMaterialTask"
+    )
     if ckpt is not None and "pretrained" in init_args:
         init_args["pretrained"] = None  # the checkpoint's weights replace them: no download
     task = cls(**init_args)

@@ -150,6 +150,7 @@ def crop_object(
     context: float = 0.0,
     square: bool = False,
     box: Box | None = None,
+    image_scale: float = 1.0,
 ) -> tuple[Tensor, Tensor, Box]:
     """Crop, resize and background-blur one object.
 
@@ -164,22 +165,33 @@ def crop_object(
         context: Extra margin around the box, as a fraction of its side.
         square: Square crop (keeps the aspect ratio when resizing to a square input).
         box: Object box to use instead of the mask's tight box (needed for an empty mask).
+        image_scale: The image is the mask's image reduced by this factor (a JPEG decoded
+            at 1/2, 1/4 or 1/8): the crop box, found at mask resolution, is scaled to it.
+            Needs ``size``.
 
     Returns:
         The crop (3, h, w), its bool mask (h, w) and the crop box in the original image.
     """
     if image.ndim != 3:
         raise ValueError(f"image must be (C, H, W), got shape {tuple(image.shape)}")
-    if tuple(mask.shape) != tuple(image.shape[-2:]):
+    if image_scale == 1.0 and tuple(mask.shape) != tuple(image.shape[-2:]):
         raise ValueError(
             f"mask shape {tuple(mask.shape)} does not match image size {tuple(image.shape[-2:])}"
         )
+    if image_scale != 1.0 and size is None:
+        raise ValueError("a reduced image (image_scale != 1) needs an output size")
     mask = mask.to(torch.bool)
     if box is None:
         box = mask_box(mask)
-    crop_box = expand_box(box, (image.shape[-2], image.shape[-1]), min_size, context, square)
+    crop_box = expand_box(box, (mask.shape[-2], mask.shape[-1]), min_size, context, square)
     x0, y0, x1, y1 = crop_box
     crop = image[:, y0:y1, x0:x1]
+    if image_scale != 1.0:
+        h, w = image.shape[-2:]
+        ix0, iy0 = min(int(x0 // image_scale), w - 1), min(int(y0 // image_scale), h - 1)
+        ix1 = max(ix0 + 1, min(math.ceil(x1 / image_scale), w))
+        iy1 = max(iy0 + 1, min(math.ceil(y1 / image_scale), h))
+        crop = image[:, iy0:iy1, ix0:ix1]
     crop_mask = mask[y0:y1, x0:x1]
     if size is not None:
         out_hw = (size, size) if isinstance(size, int) else tuple(size)
@@ -237,8 +249,10 @@ class ObjectCrop:
             context=self.context,
             square=self.square,
             box=box,
+            image_scale=float(sample.get("image_scale", 1.0)),
         )
         out = dict(sample)
+        out.pop("image_scale", None)
         out.update(image=image, mask=mask, box=torch.tensor(crop_box, dtype=torch.int64))
         return out
 

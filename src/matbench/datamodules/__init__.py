@@ -8,6 +8,8 @@ from matbench.datamodules.fmd import FMDDataModule
 from matbench.datamodules.folder import MaterialFolderDataModule
 from matbench.datamodules.lvis_materials import LVISMaterialsDataModule
 from matbench.datamodules.matseg import MatSegBenchmarkDataModule, MatSegDataModule
+from matbench.datamodules.sampler import GroupedSampler
+from matbench.datamodules.streaming import StreamingDataModule
 
 __all__ = [
     "BaseDataModule",
@@ -15,9 +17,11 @@ __all__ = [
     "DMSDataModule",
     "FGOVDDataModule",
     "FMDDataModule",
+    "GroupedSampler",
     "LVISMaterialsDataModule",
     "MaterialFolderDataModule",
     "MatSegBenchmarkDataModule",
     "MatSegDataModule",
+    "StreamingDataModule",
     "list_collate",
 ]

@@ -85,6 +85,9 @@ class BaseDataModule(L.LightningDataModule):
 
     #: Name of the split that ``test_dataset`` holds; recorded in the results JSON.
     test_split: str = "test"
+    #: Training batches hold whole images (see :mod:`matbench.datamodules.sampler`), so a
+    #: dataset with ``sample_groups()`` and ``__getitems__`` decodes each image once.
+    group_by_image: bool = False
     #: Collate function of every loader.
     collate_fn: Callable[[list[Any]], Any] = staticmethod(default_collate)
 
@@ -151,7 +154,7 @@ class BaseDataModule(L.LightningDataModule):
             # Order and worker seeds are functions of (seed, epoch): Lightning calls
             # set_epoch, so a run resumed from a checkpoint continues exactly.
             seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
-            sampler: Sampler = EpochSeededSampler(dataset, world, rank, seed)
+            sampler: Sampler = self._train_sampler(dataset, world, rank, seed)
             generator = sampler.generator
         else:
             if dist.is_available() and dist.is_initialized():
@@ -182,6 +185,17 @@ class BaseDataModule(L.LightningDataModule):
     def describe_set(self, index: int) -> dict[str, Any]:
         """The results-JSON ``data`` record of test dataloader ``index``."""
         return self.describe()
+
+    def _train_sampler(
+        self, dataset: Dataset, world: int, rank: int, seed: int
+    ) -> EpochSeededSampler:
+        """The shuffled training sampler; a :class:`~matbench.datamodules.sampler.GroupedSampler`
+        when :attr:`group_by_image` is set and the dataset has ``sample_groups()``."""
+        if self.group_by_image and hasattr(dataset, "sample_groups"):
+            from matbench.datamodules.sampler import GroupedSampler
+
+            return GroupedSampler(dataset, dataset.sample_groups(), world, rank, seed)
+        return EpochSeededSampler(dataset, world, rank, seed)
 
     def describe(self) -> dict[str, Any]:
         """What the results JSON records about the data: class, arguments and test split."""

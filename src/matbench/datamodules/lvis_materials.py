@@ -72,6 +72,15 @@ class LVISMaterialsDataModule(BaseDataModule):
         batch_size: Samples per batch.
         num_workers: Loader worker processes.
         eval_batch_size: Samples per batch for evaluation.
+        group_by_image: Training batches hold whole images, each decoded once for all of its
+            objects (:class:`~matbench.datamodules.sampler.GroupedSampler`); the order is
+            still a seeded shuffle, over images. Off by default: it changes which objects
+            share a batch (the in-batch negatives of the contrastive loss).
+        decode_draft: Decode a JPEG at 1/2, 1/4 or 1/8 size when all of its objects in the
+            batch keep at least ``image_size`` pixels per box side (approximately the same
+            crop, much less decoding for large objects).
+        index_cache: Folder of cached annotation indexes; ``"auto"`` =
+            ``$MATBENCH_CACHE_DIR/index``; None = parse the JSON on every run.
     """
 
     test_split = "val"
@@ -100,9 +109,13 @@ class LVISMaterialsDataModule(BaseDataModule):
         batch_size: int = 64,
         num_workers: int = 0,
         eval_batch_size: int | None = None,
+        group_by_image: bool = False,
+        decode_draft: bool = False,
+        index_cache: str | None = "auto",
     ) -> None:
         super().__init__(batch_size, num_workers, eval_batch_size)
         self.save_hyperparameters()
+        self.group_by_image = group_by_image
         self.root = Path(root)
         self.class_names: list[str] = []
 
@@ -129,6 +142,8 @@ class LVISMaterialsDataModule(BaseDataModule):
             caption=hp.caption,
             template=hp.template,
             transforms=_ObjectTransform(crop, hp.context_size, flip=train and hp.flip),
+            index_cache=hp.index_cache,
+            draft_size=hp.image_size if hp.decode_draft else None,
         )
 
     def setup(self, stage: str) -> None:
