@@ -144,3 +144,51 @@ def test_draft_reduction_follows_the_smallest_box_side(lvis_root: Path) -> None:
         assert reduce in (1, 2, 4, 8) and side / reduce >= 4
         assert reduce == 8 or side / (2 * reduce) < 4
     assert LVISMaterials(ann, lvis_root / "coco").draft_reduction(0) == 1
+
+
+def test_fgovd_objects_group_by_image(tmp_path: Path) -> None:
+    from matbench.datasets import FGOVD
+    from tests.data.fgovd.data import make as make_fgovd
+
+    root = make_fgovd(tmp_path / "fgovd", num_images=3)
+    dataset = FGOVD(root / "benchmarks" / "material.json", root / "coco", image_size=16)
+    groups = dataset.sample_groups()
+    indices = list(GroupedSampler(dataset, groups, 1, 0, seed=1))
+    decoded: list[int] = []
+    decode = dataset.decode
+    dataset.decode = lambda image_id: decoded.append(image_id) or decode(image_id)
+    batched = dataset.__getitems__(indices)
+    assert sorted(decoded) == sorted(set(groups.tolist()))
+    for index, sample in zip(indices, batched, strict=True):
+        assert torch.equal(sample["image"], dataset[index]["image"])
+
+
+@pytest.mark.parametrize("draft", [False, True])
+def test_crop_on_device_equals_the_cpu_path(lvis_root: Path, draft: bool) -> None:
+    def first_batch(on_device: bool) -> dict:
+        dm = LVISMaterialsDataModule(
+            root=str(lvis_root),
+            image_size=32,
+            batch_size=6,
+            context_size=16,
+            crop_blur_sigma=4.0,
+            crop_min_size=8,
+            crop_on_device=on_device,
+            decode_draft=draft,
+        )
+        dm.setup("fit")
+        torch.manual_seed(0)  # the flips
+        batch = next(iter(dm.train_dataloader()))
+        if on_device:
+            assert isinstance(batch["image"], list)
+            assert 0 < int(batch["flip"].sum()) < len(batch["flip"])  # both kinds in the batch
+            batch = dm.on_after_batch_transfer(batch, 0)
+        return batch
+
+    cpu, device = first_batch(False), first_batch(True)
+    assert cpu.keys() == device.keys()
+    for key, value in cpu.items():
+        if isinstance(value, torch.Tensor):
+            assert torch.equal(value, device[key]), key
+        else:
+            assert value == device[key], key

@@ -7,10 +7,11 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
+from torch.utils.data._utils.collate import default_collate
 
 from matbench.datamodules.base import BaseDataModule
 from matbench.datasets.lvis_materials import LVISMaterials
-from matbench.transforms import ObjectCrop
+from matbench.transforms import ObjectCrop, finish_object_batch
 
 
 class _ObjectTransform:
@@ -25,7 +26,9 @@ class _ObjectTransform:
         context = sample["image"]
         sample = self.crop(sample)
         flip = self.flip and bool(torch.rand(()) < 0.5)
-        if flip:
+        if self.crop.finish_on_device:
+            sample["flip"] = torch.tensor(flip)  # applied after the blur, on the device
+        elif flip:
             sample["image"] = sample["image"].flip(-1)
             sample["mask"] = sample["mask"].flip(-1)
         if self.context_size is not None:
@@ -34,6 +37,16 @@ class _ObjectTransform:
             sample["context"] = context.flip(-1) if flip else context
         sample.pop("box", None)
         return sample
+
+
+def region_collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """Collate deferred object crops: ``image`` and ``mask`` (regions of different sizes)
+    as lists, everything else as ``default_collate`` does."""
+    ragged = ("image", "mask")
+    batch = default_collate([{k: v for k, v in s.items() if k not in ragged} for s in samples])
+    for key in ragged:
+        batch[key] = [s[key] for s in samples]
+    return batch
 
 
 class LVISMaterialsDataModule(BaseDataModule):
@@ -81,6 +94,10 @@ class LVISMaterialsDataModule(BaseDataModule):
             crop, much less decoding for large objects).
         index_cache: Folder of cached annotation indexes; ``"auto"`` =
             ``$MATBENCH_CACHE_DIR/index``; None = parse the JSON on every run.
+        crop_on_device: Loader workers only cut each object's region out; the resize, the
+            background blur and the flip run on the batch's device after transfer
+            (:meth:`on_after_batch_transfer`), with the same result. Frees the CPU when the
+            loader cannot keep up with a GPU.
     """
 
     test_split = "val"
@@ -112,10 +129,13 @@ class LVISMaterialsDataModule(BaseDataModule):
         group_by_image: bool = False,
         decode_draft: bool = False,
         index_cache: str | None = "auto",
+        crop_on_device: bool = False,
     ) -> None:
         super().__init__(batch_size, num_workers, eval_batch_size)
         self.save_hyperparameters()
         self.group_by_image = group_by_image
+        if crop_on_device:
+            self.collate_fn = region_collate
         self.root = Path(root)
         self.class_names: list[str] = []
 
@@ -134,6 +154,7 @@ class LVISMaterialsDataModule(BaseDataModule):
             blur_sigma=hp.crop_blur_sigma,
             context=hp.crop_context,
             square=hp.crop_square,
+            finish_on_device=hp.crop_on_device,
         )
         return LVISMaterials(
             self.root / annotations,
@@ -160,3 +181,9 @@ class LVISMaterialsDataModule(BaseDataModule):
         elif stage == "predict":
             self.predict_dataset = self._dataset("predict", train=False)
             self.class_names = self.predict_dataset.materials
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """With ``crop_on_device``: resize, blur and flip the object crops on the device."""
+        if not self.hparams.crop_on_device:
+            return batch
+        return finish_object_batch(batch, self.hparams.image_size, self.hparams.crop_blur_sigma)

@@ -34,9 +34,9 @@ from matbench.datamodules.folder import RandomHorizontalFlip
 META_FILE = "matbench.json"
 #: Bumped when the meaning of an exported folder changes.
 EXPORT_FORMAT = 1
-#: Datamodule arguments that turn random training augmentation on; export turns them off
-#: (a random flip written once would be the same flip every epoch).
-AUGMENTATION_ARGS = ("flip", "augment")
+#: Datamodule arguments that export turns off: random training augmentation (a flip written
+#: once would be the same flip every epoch) and work deferred to the device after transfer.
+EXPORT_OFF_ARGS = ("flip", "augment", "crop_on_device")
 
 
 def require_litdata() -> ModuleType:
@@ -290,7 +290,7 @@ def export_main(argv: Sequence[str]) -> int:
             parser.error(f"--set needs NAME=VALUE, got '{item}'")
         init_args[name] = _parse_value(value)
     accepted = inspect.signature(cls).parameters
-    for name in AUGMENTATION_ARGS:
+    for name in EXPORT_OFF_ARGS:
         if name in accepted:
             init_args[name] = False
     datamodule = cls(**init_args)
