@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 import torch.distributed as dist
 
+from matbench.results import atomic_write_text
 from matbench.utils.distributed import world_and_rank
 
 #: Bumped when the on-disk layout of every index changes.
@@ -158,20 +159,8 @@ def source_digests(paths: Sequence[Path], manifest_path: Path | None) -> list[st
         digests.append(digest)
         changed = True
     if changed and manifest_path is not None:
-        _atomic_write(manifest_path, json.dumps(known))
+        atomic_write_text(manifest_path, json.dumps(known))
     return digests
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 @contextmanager
