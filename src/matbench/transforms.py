@@ -14,6 +14,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -29,11 +30,21 @@ def mask_box(mask: Tensor) -> Box:
     """
     if mask.ndim != 2:
         raise ValueError(f"mask must be (H, W), got shape {tuple(mask.shape)}")
-    rows = torch.nonzero(mask.any(dim=1)).flatten()
-    cols = torch.nonzero(mask.any(dim=0)).flatten()
-    if rows.numel() == 0:
+    if mask.device.type == "cpu":  # NumPy's any() along an axis is ~30x torch's on CPU
+        array = mask.numpy() if mask.dtype == torch.bool else mask.numpy() != 0
+        rows, cols = np.flatnonzero(array.any(axis=1)), np.flatnonzero(array.any(axis=0))
+    else:
+        rows = torch.nonzero(mask.any(dim=1)).flatten().cpu().numpy()
+        cols = torch.nonzero(mask.any(dim=0)).flatten().cpu().numpy()
+    if rows.size == 0:
         raise ValueError("mask is empty: no object pixel to crop around")
     return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
+
+
+def _any(mask: Tensor) -> bool:
+    if mask.device.type == "cpu" and mask.dtype == torch.bool:
+        return bool(mask.numpy().any())
+    return bool(mask.any())
 
 
 def xywh_to_box(bbox: Sequence[float]) -> Box:
@@ -243,7 +254,10 @@ def finish_crop(
 ) -> tuple[Tensor, Tensor]:
     """The second half of :func:`crop_object`, on a cut-out region (any device): resize the
     crop (bilinear, antialiased) and its mask (nearest) to ``size``, then blur outside the
-    mask. Run on the GPU after transfer it gives the CPU path's values."""
+    mask. Run on the GPU after transfer it gives the CPU path's values. A uint8 crop is
+    first converted as :func:`matbench.datasets.lvis_materials.load_image` converts."""
+    if crop.dtype == torch.uint8:
+        crop = crop.float().div_(255.0)
     if size is not None:
         out_hw = (size, size) if isinstance(size, int) else tuple(size)
         crop = F.interpolate(
@@ -290,7 +304,7 @@ class ObjectCrop:
 
     def __call__(self, sample: dict[str, Any]) -> dict[str, Any]:
         box = sample.get("box")
-        if box is not None and not bool(sample["mask"].any()):
+        if box is not None and not _any(sample["mask"]):
             box = tuple(int(v) for v in box)
         elif box is not None:
             box = None  # the mask's tight box is exact; the stored box may be rounded

@@ -77,7 +77,9 @@ def test_getitems_decodes_each_image_once_and_equals_per_object(
     decoded: list[Path] = []
     real = lvis_module.load_image_reduced
     monkeypatch.setattr(
-        lvis_module, "load_image_reduced", lambda p, r=1: decoded.append(p) or real(p, r)
+        lvis_module,
+        "load_image_reduced",
+        lambda p, *args, **kwargs: decoded.append(p) or real(p, *args, **kwargs),
     )
     torch.manual_seed(0)
     per_object = [dataset[i] for i in indices]

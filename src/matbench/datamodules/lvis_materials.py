@@ -24,6 +24,8 @@ class _ObjectTransform:
 
     def __call__(self, sample: dict[str, Any]) -> dict[str, Any]:
         context = sample["image"]
+        if context.dtype == torch.uint8 and self.context_size is not None:
+            context = context.float().div_(255.0)
         sample = self.crop(sample)
         flip = self.flip and bool(torch.rand(()) < 0.5)
         if self.crop.finish_on_device:
@@ -165,6 +167,7 @@ class LVISMaterialsDataModule(BaseDataModule):
             transforms=_ObjectTransform(crop, hp.context_size, flip=train and hp.flip),
             index_cache=hp.index_cache,
             draft_size=hp.image_size if hp.decode_draft else None,
+            uint8_images=hp.crop_on_device,
         )
 
     def setup(self, stage: str) -> None:

@@ -135,10 +135,11 @@ def load_image(path: Path) -> Tensor:
     return load_image_reduced(path)[0]
 
 
-def load_image_reduced(path: Path, reduce: int = 1) -> tuple[Tensor, float]:
+def load_image_reduced(path: Path, reduce: int = 1, as_uint8: bool = False) -> tuple[Tensor, float]:
     """Like :func:`load_image`, but a JPEG may be decoded at 1/2, 1/4 or 1/8 of its size
     (libjpeg's DCT scaling, PIL's ``draft``: far less work than a full decode), at most by
-    ``reduce``. Returns the image and the factor it was reduced by (1.0 for a full decode)."""
+    ``reduce``. Returns the image (uint8 (3, H, W) with ``as_uint8``) and the factor it was
+    reduced by (1.0 for a full decode)."""
     try:
         with Image.open(path) as img:
             scale = 1.0
@@ -150,7 +151,9 @@ def load_image_reduced(path: Path, reduce: int = 1) -> tuple[Tensor, float]:
             array = np.asarray(img, dtype=np.uint8).copy()
     except OSError as err:
         raise DatasetFormatError(path, f"cannot decode the image ({err})") from err
-    return torch.from_numpy(array).permute(2, 0, 1).float().div_(255.0), scale
+    # channels first while still uint8: converting a strided view to float is slow
+    image = torch.from_numpy(array).permute(2, 0, 1).contiguous()
+    return (image if as_uint8 else image.float().div_(255.0)), scale
 
 
 class LVISObjects(Sequence[dict[str, Any]]):
@@ -246,6 +249,9 @@ class LVISMaterials(Dataset):
             it still gets at least this many pixels per box side (set it to the crop's output
             size); None = always decode at full resolution. Samples then carry
             ``image_scale``, which :class:`matbench.transforms.ObjectCrop` follows.
+        uint8_images: Samples carry the decoded image as uint8 (3, H, W), not float in
+            [0, 1]: for transforms that convert only what they keep
+            (``ObjectCrop(finish_on_device=True)``).
     """
 
     def __init__(
@@ -259,6 +265,7 @@ class LVISMaterials(Dataset):
         check_images: bool = True,
         index_cache: str | Path | None = "auto",
         draft_size: int | None = None,
+        uint8_images: bool = False,
     ) -> None:
         if caption not in ("material", "sidecar"):
             raise ValueError(f"caption must be 'material' or 'sidecar', got '{caption}'")
@@ -270,6 +277,7 @@ class LVISMaterials(Dataset):
         self.template = template
         self.transforms = transforms
         self.draft_size = draft_size
+        self.uint8_images = uint8_images
         if not self.annotation_file.is_file():
             raise DatasetNotFoundError(
                 type(self).__name__,
@@ -479,7 +487,7 @@ class LVISMaterials(Dataset):
     def _image(self, row: int, reduce: int) -> tuple[Tensor, float]:
         a = self.index.arrays
         path = self.image_root / self.images.paths[row]
-        image, scale = load_image_reduced(path, reduce)
+        image, scale = load_image_reduced(path, reduce, as_uint8=self.uint8_images)
         height, width = int(a["image_height"][row]), int(a["image_width"][row])
         expected = (math.ceil(height / scale), math.ceil(width / scale))
         if tuple(image.shape[-2:]) != expected:
