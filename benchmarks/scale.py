@@ -5,7 +5,7 @@ they are decoded:
 
 - **Index**: an LVIS v1 annotation JSON with ``--objects`` (1.27M) polygon objects over
   ``--images`` (100k) image records and a materials sidecar for every object; the image files
-  are hard links to one small JPEG (the index checks that they exist, nothing decodes them).
+  are symbolic links to one small JPEG (the index checks that they exist, nothing decodes them).
   Measured in fresh processes: the cold build of :class:`LVISMaterials` (JSON parse, checks,
   arrays written to the index cache) in objects/s and its peak memory, then the cached start
   (target <= 2 s) and the memory of the loaded index (target <= 2 GB per rank).
@@ -90,7 +90,7 @@ def write_lvis(
 ) -> Path:
     """An LVIS v1 JSON + sidecar under ``root/lvis`` and image files under ``root/coco``.
 
-    With ``image_files`` the images are hard links to those files (cycled)."""
+    With ``image_files`` the images are symbolic links to those files (cycled)."""
     rng = np.random.default_rng(seed)
     width, height = size
     folder = root / "coco" / "train2017"
@@ -101,7 +101,7 @@ def write_lvis(
     for i, image_id in enumerate(image_ids.tolist()):
         name = f"{image_id:012d}.jpg"
         if image_files is not None:
-            os.link(image_files[i % len(image_files)], folder / name)
+            os.symlink(image_files[i % len(image_files)], folder / name)
         records.append(
             {
                 "id": image_id,
@@ -168,7 +168,7 @@ def coco_like_jpegs(folder: Path, n: int, seed: int, size=(640, 480)) -> list[Pa
 
 def write_dms(root: Path, n: int, seed: int, size=(1024, 768)) -> Path:
     """A DMS_v1 train split: ``n`` label maps of ~10 Voronoi material regions, one shared
-    image file (hard links) of the same size."""
+    image file (symbolic links) of the same size."""
     rng = np.random.default_rng(seed)
     width, height = size
     (root / "labels/train").mkdir(parents=True, exist_ok=True)
@@ -189,7 +189,7 @@ def write_dms(root: Path, n: int, seed: int, size=(1024, 768)) -> Path:
         label = Image.fromarray(small).resize(size, Image.NEAREST)
         stem = f"img_{i:06d}"
         label.save(root / f"labels/train/{stem}.png")
-        os.link(shared, root / f"images/train/{stem}.jpg")
+        os.symlink(shared, root / f"images/train/{stem}.jpg")
         info.append(
             {
                 "image_path": f"images/train/{stem}.jpg",
