@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import socket
 from pathlib import Path
 
@@ -44,6 +45,10 @@ def test_built_once_then_loaded_and_invalidated_by_content(tmp_path: Path, monke
     assert len(calls) == 1 and not first.loaded and again.loaded
     np.testing.assert_array_equal(again.arrays["x"], np.arange(5))
     assert isinstance(again.arrays["x"], np.memmap)  # shared by processes through the page cache
+    # Pickled (a spawned worker), the arrays travel as their folder and are mapped again.
+    big = cached_index("big", {}, [source], lambda: Index({"x": np.zeros(10**5)}), tmp_path / "c")
+    payload = pickle.dumps(big.arrays)
+    assert len(payload) < 1000 and isinstance(pickle.loads(payload)["x"], np.memmap)
     # Unchanged size and mtime: the manifest's digest is reused, nothing is hashed.
     hashed: list[Path] = []
     real = ic.sha256_file

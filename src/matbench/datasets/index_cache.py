@@ -124,11 +124,23 @@ class Index:
     @classmethod
     def load(cls, folder: Path) -> Index:
         meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
-        arrays = {
-            path.stem: np.load(path, mmap_mode="r", allow_pickle=False)
-            for path in sorted(folder.glob("*.npy"))
-        }
-        return cls(arrays, meta, path=folder, loaded=True)
+        return cls(MappedArrays(folder), meta, path=folder, loaded=True)
+
+
+class MappedArrays(dict):
+    """The arrays of an index folder, memory-mapped read-only. Pickled (for a ``spawn``
+    loader worker, or another process), it travels as the folder's path and is mapped again
+    on arrival: no process receives a copy of the data."""
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+        super().__init__(
+            (path.stem, np.load(path, mmap_mode="r", allow_pickle=False))
+            for path in sorted(self.folder.glob("*.npy"))
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (MappedArrays, (str(self.folder),))
 
 
 # -- source digests -------------------------------------------------------------------------------
