@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from lightning.pytorch.callbacks import Callback
 
 #: Columns of the demo table: (metric key, header).
 COLUMNS = (
@@ -30,29 +29,6 @@ COLUMNS = (
 )
 #: The trained model must beat the random baseline by this much (all cases, by point).
 MIN_MARGIN = 0.05
-
-
-class DemoProgress(Callback):
-    """Prints the training loss every ``every`` steps (the demo runs without a progress bar).
-
-    Args:
-        every: Steps between two lines.
-    """
-
-    def __init__(self, every: int = 25) -> None:
-        self.every = every
-        self.start = time.perf_counter()
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
-        step = trainer.global_step
-        if step % self.every == 0 or step == trainer.max_steps:
-            loss = trainer.callback_metrics.get("train/loss")
-            value = f"{float(loss):.3f}" if loss is not None else "?"
-            print(
-                f"[demo]   step {step}/{trainer.max_steps}  loss {value}  "
-                f"{time.perf_counter() - self.start:.0f} s",
-                flush=True,
-            )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -173,7 +149,9 @@ def train_config(out: Path, train: Path, bench: Path, args: argparse.Namespace) 
             default_root_dir=str(out / "train"),
             enable_progress_bar=False,
             log_every_n_steps=10,
-            callbacks=[{"class_path": "matbench.demo.DemoProgress", "init_args": {"every": 25}}],
+            callbacks=[
+                {"class_path": "matbench.callbacks.DemoProgress", "init_args": {"every": 25}}
+            ],
         ),
         "results_dir": str(out / "results"),
     }

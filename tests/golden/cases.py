@@ -35,6 +35,11 @@ class Case:
     fit: list[str] | None = field(default=None)  # None: nothing to train (a baseline)
 
 
+#: The goldens were recorded with a constant learning rate: keep it for their fits (the
+#: schedule is tested on its own in tests/foundation/test_first_hour.py).
+CONSTANT_LR = ["--model.lr_schedule=constant", "--model.warmup=0"]
+
+
 def _matseg(root: Path) -> list[str]:
     data = make_matseg(root)
     return [f"--data.root={data / 'scenes'}", f"--data.benchmark_root={data / 'benchmark'}"]
@@ -72,7 +77,7 @@ CASES = {
                 "--data.batch_size=2",
                 "--data.num_workers=0",
             ],
-            fit=["--trainer.max_steps=4", "--trainer.val_check_interval=4"],
+            fit=["--trainer.max_steps=4", "--trainer.val_check_interval=4", *CONSTANT_LR],
         ),
         Case("matseg_rgb", "matseg/rgb_baseline.yaml", _matseg_benchmark, []),
         Case(
@@ -90,7 +95,7 @@ CASES = {
                 "--model.text_weights=null",
                 "--data.descriptions=null",
             ],
-            fit=["--trainer.max_epochs=2"],
+            fit=["--trainer.max_epochs=2", *CONSTANT_LR],
         ),
         Case(
             "clip_lvis",
@@ -103,7 +108,12 @@ CASES = {
                 "--data.batch_size=4",
                 "--data.num_workers=0",
             ],
-            fit=["--trainer.max_epochs=1", "--trainer.limit_train_batches=3", "--model.lr=1e-3"],
+            fit=[
+                "--trainer.max_epochs=1",
+                "--trainer.limit_train_batches=3",
+                "--model.lr=1e-3",
+                *CONSTANT_LR,
+            ],
         ),
         Case(
             "fgovd_fgclip",

@@ -22,8 +22,14 @@ WEIGHT_KEYS = ("pretrained", "weights", "encoder_weights", "fusion_pretrained", 
 EXPERIMENTS = sorted(
     str(p.relative_to(CONFIGS))
     for p in CONFIGS.rglob("*.yaml")
-    if str(p.relative_to(CONFIGS)) not in FRAGMENTS and p.parent.name != "suite"
+    if str(p.relative_to(CONFIGS)) not in FRAGMENTS and p.parent.name not in ("suite", "fast")
 )
+#: Overlays that shrink a run to a CPU smoke test: (overlay, the experiment it goes after).
+FAST = {
+    "fast/two_stream.yaml": "two_stream/fmd.yaml",
+    "fast/matseg.yaml": "matseg/train.yaml",
+    "fast/clip.yaml": "clip/lvis_materials.yaml",
+}
 SUITES = sorted(CONFIGS.glob("suite/*.yaml"))
 
 
@@ -67,3 +73,25 @@ def test_fmd_dms_matseg_suite_covers_the_three_benchmarks() -> None:
     configs = " ".join(r["config"] for r in suite["runs"])
     assert "zeroshot_fmd" in configs and "zeroshot_dms" in configs and "matseg" in configs
     assert suite["runs"][0]["overrides"] == ["--data.root", "/x/fmd"]
+
+
+def test_configs_do_not_point_outside_the_project() -> None:
+    """Data roots of shipped configs are the documented data/… defaults, not paths that only a
+    developer machine has (../shared/…)."""
+    for path in CONFIGS.rglob("*.yaml"):
+        for line in path.read_text().splitlines():
+            if "root:" in line and not line.lstrip().startswith("#"):
+                assert "../" not in line, f"{path}: {line.strip()} points outside the project"
+        assert "shared/" not in path.read_text(), f"{path} points at a developer's folder"
+
+
+@pytest.mark.parametrize("overlay", sorted(FAST))
+def test_fast_overlays(overlay: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each task's fast overlay composes with its experiment into a tiny, step-limited run
+    that logs every step."""
+    monkeypatch.chdir(CONFIGS.parent)  # the CLIP overlay names its model file from the root
+    configs = ["--config", str(CONFIGS / FAST[overlay]), "--config", str(CONFIGS / overlay)]
+    cli = run(configs, run_subcommand=False)
+    assert cli.trainer.max_steps <= 50 and cli.trainer.log_every_n_steps == 1
+    assert sum(p.numel() for p in cli.model.parameters() if p.requires_grad) < 2_000_000
+    assert all(cli.model.hparams.get(k) is None for k in WEIGHT_KEYS)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -16,6 +17,13 @@ from torch.utils.data._utils.collate import default_collate
 
 from matbench.results import plain
 from matbench.utils.distributed import world_and_rank
+
+
+def _absolute_roots(root: Any) -> Any:
+    """A root (or a list of roots) as absolute paths, for the results JSON."""
+    if isinstance(root, (list, tuple)):
+        return [str(Path(r).expanduser().resolve()) for r in root]
+    return str(Path(root).expanduser().resolve()) if root else ""
 
 
 def list_collate(samples: list[dict[str, Any]]) -> dict[str, list[Any]]:
@@ -127,6 +135,18 @@ class BaseDataModule(L.LightningDataModule):
         finally:
             _given_hyperparameters.reset(token)
 
+    @classmethod
+    def data_roots(cls, init_args: dict[str, Any], stage: str) -> list[tuple[str, str]]:
+        """The folders ``stage`` reads, as (argument name, folder), from the constructor
+        arguments (``root``, a string or a list of them, by default).
+
+        The command line checks that they exist before it builds any model, so that a wrong
+        path fails at once rather than after minutes of loading weights.
+        """
+        root = init_args.get("root")
+        roots = [root] if isinstance(root, str) else list(root or [])
+        return [("root", str(r)) for r in roots if r]
+
     # -- loaders -----------------------------------------------------------------------------
     def train_dataloader(self) -> DataLoader:
         return self._loader(self._require("train"), train=True)
@@ -199,9 +219,10 @@ class BaseDataModule(L.LightningDataModule):
 
     def describe(self) -> dict[str, Any]:
         """What the results JSON records about the data: class, arguments and test split."""
+        root = self.hparams.get("root")
         return {
             "datamodule": type(self).__name__,
-            "root": str(self.hparams.get("root", "")),
+            "root": _absolute_roots(root),
             "split": self.test_split,
             "hparams": {k: plain(v) for k, v in self.hparams.items()},
         }

@@ -7,7 +7,7 @@ import argparse
 import sys
 import time
 
-from matbench.datasets.errors import DatasetFormatError, DatasetNotFoundError
+from matbench.errors import DatasetFormatError, DatasetNotFoundError
 from matbench.synth import cli_3d
 from matbench.synth.scene import TextureNotFoundError
 from matbench.synth.writer import NotEnoughImagesError, write_benchmark, write_scenes

@@ -142,6 +142,8 @@ class MatSegTask(BaseTask):
         temperature: Softmax temperature of the loss.
         lr: AdamW learning rate.
         weight_decay: AdamW weight decay.
+        lr_schedule: ``cosine`` (decay to 0 at the last step) or ``constant``, after warmup.
+        warmup: Linear warmup: a fraction of the run's steps (< 1) or a number of steps.
         seed: Seed of the random baseline.
         predict_output: What predict writes: ``points`` (point descriptors and similarity, for
             benchmark samples), ``map`` (descriptor maps, float16) or ``both``.
@@ -159,6 +161,8 @@ class MatSegTask(BaseTask):
         temperature: float = 0.2,
         lr: float = 1e-4,
         weight_decay: float = 0.01,
+        lr_schedule: Literal["cosine", "constant"] = "cosine",
+        warmup: float = 0.05,
         seed: int = 0,
         predict_output: Literal["points", "map", "both"] = "points",
         predict_dir: str = "predictions/matseg",
@@ -229,13 +233,25 @@ class MatSegTask(BaseTask):
     def test_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
         metric = self.eval_metric("test", dataloader_idx)
         for i, image in enumerate(batch["image"]):
-            _, _, similarity = self.point_similarity(image, batch["points"][i])
+            desc, _, similarity = self.point_similarity(image, batch["points"][i])
+            if batch_idx < 4 and i == 0:
+                self._log_similarity_map(image, desc, batch["points"][i], batch_idx)
             metric.update(
                 similarity.float(),
                 batch["weight"][i].to(similarity.device),
                 batch["groups"][i].to(similarity.device),
                 bool(batch["has_relations"][i]),
             )
+
+    def _log_similarity_map(self, image: Tensor, desc: Tensor, points: Tensor, index: int) -> None:
+        """The image beside the similarity of every pixel to its first point, in TensorBoard."""
+        writer = self.tensorboard()
+        if writer is None or len(points) == 0:
+            return
+        anchor = point_descriptors(desc, points[:1])[0]
+        similarity = (torch.einsum("d,dhw->hw", anchor, desc).clamp(-1, 1) + 1) / 2
+        panel = torch.cat([image.float().cpu(), similarity.cpu().expand(3, -1, -1)], dim=2)
+        writer.add_image(f"test/similarity_map_{index}", panel.clamp(0, 1), self.global_step)
 
     def predict_step(
         self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0
