@@ -20,8 +20,11 @@ TOY = Path(__file__).with_name("toy.yaml")
 FMD_CONFIG = ROOT / "configs" / "two_stream" / "fmd.yaml"
 TINY_TWO_STREAM = [
     "--model.backbone=test_vit",
+    "--model.text_encoder=minilm-random",
+    "--model.text_weights=null",
     "--model.image_size=32",
     "--data.image_size=32",
+    "--data.descriptions=null",
     "--data.num_workers=0",
     "--data.batch_size=4",
     "--trainer.accelerator=cpu",
@@ -119,7 +122,8 @@ def test_help_typo_and_suite(tmp_path: Path, capsys: pytest.CaptureFixture[str])
 
 # -- 3. start-up: help and tools answer without importing torch or Lightning --------------------
 def test_help_and_tool_help_do_not_import_torch() -> None:
-    tools = [name for name in TOOL_COMMANDS if name not in ("demo",)]
+    # `describe` (VLM descriptions) still imports torch at module level
+    tools = [name for name in TOOL_COMMANDS if name != "describe"]
     code = (
         "import sys, contextlib, io\n"
         "from matbench.cli import main\n"
@@ -278,7 +282,7 @@ def test_class_count_and_image_size_mismatch(
     fmd_root: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     argv = ["fit", "--config", str(FMD_CONFIG), "--data.root", str(fmd_root), *TINY_TWO_STREAM]
-    argv += ["--model.weights=null", "--model.text_encoder=minilm-random", "--trainer.logger=false"]
+    argv += ["--model.weights=null", "--trainer.logger=false"]
     assert _exit_code([*argv, "--model.num_classes=3"]) == 2
     err = capsys.readouterr().err
     assert "num_classes=3 but FMDDataModule has 10 classes" in err
@@ -317,7 +321,7 @@ def test_tensorboard_gets_figures(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     monkeypatch.chdir(tmp_path)
     logs = ["--trainer.logger.init_args.save_dir", str(tmp_path / "logs")]
     main(["test", "--config", str(FMD_CONFIG), "--data.root", str(fmd_root), *TINY_TWO_STREAM,
-          "--model.weights=null", "--model.text_encoder=minilm-random", "--run_name=ts",
+          "--model.weights=null", "--run_name=ts",
           f"--results_dir={tmp_path / 'res'}", "--trainer.enable_progress_bar=false", *logs])  # fmt: skip
     run_dir = tmp_path / "logs" / "two_stream" / "fmd" / "ts" / "test"
     assert "test/confusion_matrix" in _image_tags(run_dir)
