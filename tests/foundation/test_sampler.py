@@ -194,3 +194,23 @@ def test_crop_on_device_equals_the_cpu_path(lvis_root: Path, draft: bool) -> Non
             assert torch.equal(value, device[key]), key
         else:
             assert value == device[key], key
+
+
+def test_decode_equals_pils_exif_transpose_and_convert(tmp_path: Path) -> None:
+    from PIL import ImageOps
+
+    pixels = np.random.default_rng(0).integers(0, 255, (30, 40, 3), dtype=np.uint8)
+    image = Image.fromarray(pixels)
+    exif = image.getexif()
+    exif[0x0112] = 6  # rotated 90 degrees
+    image.save(tmp_path / "rotated.jpg", exif=exif)
+    image.convert("L").save(tmp_path / "grey.jpg")
+    image.convert("CMYK").save(tmp_path / "cmyk.jpg")
+    image.convert("P").save(tmp_path / "palette.png")
+    for path in sorted(tmp_path.iterdir()):
+        with Image.open(path) as img:
+            expected = np.asarray(ImageOps.exif_transpose(img).convert("RGB"))
+        reference = torch.from_numpy(expected.copy()).permute(2, 0, 1).float() / 255.0
+        assert torch.equal(load_image(path), reference), path.name
+        uint8, scale = load_image_reduced(path, as_uint8=True)
+        assert scale == 1.0 and torch.equal(uint8.float() / 255.0, reference), path.name

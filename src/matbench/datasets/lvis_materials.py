@@ -147,7 +147,11 @@ def load_image_reduced(path: Path, reduce: int = 1, as_uint8: bool = False) -> t
                 width = img.size[0]
                 img.draft("RGB", (math.ceil(img.size[0] / reduce), math.ceil(img.size[1] / reduce)))
                 scale = width / img.size[0]
-            img = ImageOps.exif_transpose(img).convert("RGB")
+            # exif_transpose and convert each return a copy even when there is nothing to do
+            if img.getexif().get(0x0112, 1) != 1:
+                img = ImageOps.exif_transpose(img)
+            if img.mode != "RGB":
+                img = img.convert("RGB")
             array = np.asarray(img, dtype=np.uint8).copy()
     except OSError as err:
         raise DatasetFormatError(path, f"cannot decode the image ({err})") from err
