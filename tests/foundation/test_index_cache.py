@@ -67,6 +67,11 @@ def test_built_once_then_loaded_and_invalidated_by_content(tmp_path: Path, monke
     # No cache folder: built every time.
     cached_index("toy", {"a": 1}, [source], _counting_build(calls), None)
     assert len(calls) == 4
+    # A cache folder that cannot be written (a file is in the way): built, with a warning.
+    (tmp_path / "blocked").write_text("")
+    with pytest.warns(UserWarning, match="not writable"):
+        index = cached_index("toy", {}, [source], _counting_build(calls), tmp_path / "blocked")
+    assert len(calls) == 5 and index.arrays["x"].tolist() == [0, 1, 2, 3, 4]
 
 
 def test_lvis_index_cached_equals_parsed(tmp_path: Path) -> None:

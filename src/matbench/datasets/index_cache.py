@@ -30,6 +30,7 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -208,6 +209,16 @@ def _find_or_build(
         / name
         / _digest({"settings": settings, "sources": [str(Path(p).resolve()) for p in sources]}, 16)
     )
+    try:
+        slot.mkdir(parents=True, exist_ok=True)
+        (slot / ".lock").touch()
+    except OSError as err:
+        warnings.warn(
+            f"index cache folder '{cache_dir}' is not writable ({err}): the {name} index is "
+            "built without caching (set MATBENCH_CACHE_DIR or index_cache)",
+            stacklevel=3,
+        )
+        return build()
     with _file_lock(slot / ".lock"):
         digests = source_digests(sources, slot / "sources.json")
         key = _digest(
@@ -221,6 +232,11 @@ def _find_or_build(
         try:
             index.save(tmp)
             os.replace(tmp, folder)
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if not (folder / "meta.json").is_file():
+                raise
+            # another machine sharing the folder (without working locks) stored it first
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
