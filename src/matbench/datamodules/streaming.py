@@ -5,8 +5,7 @@ exactly as its datamodule produces them) and writes the samples into LitData chu
 (``chunk-*.bin`` + ``index.json``) plus ``matbench.json`` (class names, split, collate). The
 folder can live on local disk or object storage (``s3://…``); :class:`StreamingDataModule`
 streams it to every rank of a multi-node fit: LitData hands each rank and loader worker its
-own chunks, so each sample is read once per epoch without a shared file system, and its
-loader can be resumed.
+own chunks, so each sample is read once per epoch without a shared file system.
 
 LitData is optional (``pip install "matbench[stream]"``) and imported only here, when used.
 """
