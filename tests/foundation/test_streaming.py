@@ -84,13 +84,13 @@ def test_missing_litdata_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> Non
         require_litdata()
 
 
-def _fit(datamodule: L.LightningDataModule, root: Path) -> tuple[dict, dict]:
+def _fit(datamodule: L.LightningDataModule, root: Path, devices: int) -> tuple[dict, dict]:
     L.seed_everything(0)
     task = ToyTask()
     trainer = L.Trainer(
         accelerator="cpu",
-        devices=2,
-        strategy="ddp_spawn",
+        devices=devices,
+        strategy="ddp_spawn" if devices > 1 else "auto",
         max_epochs=2,
         default_root_dir=root,
         logger=False,
@@ -107,17 +107,17 @@ def _fit(datamodule: L.LightningDataModule, root: Path) -> tuple[dict, dict]:
 @pytest.mark.ddp
 @pytest.mark.slow
 def test_ddp_fit_from_shards_equals_fit_from_source(tmp_path: Path) -> None:
-    # 8 samples, 4 per rank per batch: each step's gradient is the mean over all samples,
-    # whichever rank reads which sample, so both fits must agree.
+    # 8 samples: a 2-process step (4 per rank, gradients averaged) and a single-process step
+    # of 8 both follow the mean gradient over all samples, whichever rank reads which.
     source = ToyDataModule(num_samples=8, batch_size=4)
     source.setup("fit")
     for split in ("train", "val"):
         export_samples(getattr(source, f"{split}_dataset"), tmp_path / split, progress=False)
-    weights, metrics = _fit(ToyDataModule(num_samples=8, batch_size=4), tmp_path / "a")
+    weights, metrics = _fit(ToyDataModule(num_samples=8, batch_size=8), tmp_path / "a", 1)
     streaming = StreamingDataModule(
         train_dir=str(tmp_path / "train"), val_dir=str(tmp_path / "val"), batch_size=4
     )
-    streamed_weights, streamed_metrics = _fit(streaming, tmp_path / "b")
+    streamed_weights, streamed_metrics = _fit(streaming, tmp_path / "b", 2)
     for name, value in weights.items():
         torch.testing.assert_close(streamed_weights[name], value)
     assert metrics.keys() == streamed_metrics.keys() and "val/count" in metrics
