@@ -71,6 +71,8 @@ def main() -> None:
         ]
         inputs = [backend._inputs(batch) for batch in batches]
 
+        texts: dict[str, list[str]] = {}
+
         def run_describe(round_: int) -> float:
             store = AnswerStore(tmp_path / f"cache{round_}.jsonl")
             start = time.perf_counter()
@@ -79,19 +81,27 @@ def main() -> None:
             )
             seconds = time.perf_counter() - start
             assert all(r.text is not None for r in results), [r.error for r in results]
+            texts["describe"] = [str(r.text) for r in results]
             return len(regions) / seconds
 
         @torch.no_grad()
         def run_bare() -> float:
+            answers, lengths = [], []
             start = time.perf_counter()
             for batch in inputs:
-                backend.model.generate(
+                out = backend.model.generate(
                     **batch,
                     max_new_tokens=args.tokens,
                     do_sample=False,
                     pad_token_id=backend.tokenizer.pad_token_id,
                 )
-            return len(regions) / (time.perf_counter() - start)
+                new = out[:, batch["input_ids"].shape[1] :]
+                lengths.append(new.shape[1])
+                answers += backend.tokenizer.batch_decode(new, skip_special_tokens=True)
+            seconds = time.perf_counter() - start
+            texts["bare"] = [a.strip() for a in answers]
+            assert lengths == [args.tokens] * len(inputs), lengths
+            return len(regions) / seconds
 
         def run_backend() -> float:
             start = time.perf_counter()
@@ -104,6 +114,8 @@ def main() -> None:
             best["bare"] = max(best["bare"], run_bare())
             best["describe"] = max(best["describe"], run_describe(round_))
             best["backend"] = max(best["backend"], run_backend())
+    # the same work on both paths: the same answers, every one --tokens long
+    assert texts["describe"] == texts["bare"], "describe and bare generate answered differently"
     print(
         f"{len(regions)} regions, batches of {args.batch_size}, {args.tokens} new tokens, "
         f"decoder width {args.hidden}, vision input {args.image_size} px, best of {args.rounds}"
