@@ -18,6 +18,8 @@ from tests.data.fgovd.data import make as make_fgovd
 from tests.data.fmd.data import make as make_fmd
 from tests.data.lvis_materials.data import make as make_lvis
 from tests.data.matseg.data import make as make_matseg
+from tests.data.regions.data import make_labels, make_masks
+from tests.prompted.tiny import write_config
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = ROOT / "configs"
@@ -47,6 +49,20 @@ def _matseg(root: Path) -> list[str]:
 
 def _matseg_benchmark(root: Path) -> list[str]:
     return [f"--data.root={make_matseg(root) / 'benchmark'}"]
+
+
+def _matseg_sam(root: Path) -> list[str]:
+    config = write_config(root / "tiny_sam", "sam")
+    return [*_matseg_benchmark(root), f"--model.config={config}"]
+
+
+def _regions_sam2(root: Path) -> list[str]:
+    config = write_config(root / "tiny_sam2", "sam2")
+    return [f"--data.root={make_masks(root / 'masks')}", f"--model.config={config}"]
+
+
+def _regions_labels(root: Path) -> list[str]:
+    return [f"--data.root={make_labels(root / 'labels')}"]
 
 
 def _fmd(root: Path) -> list[str]:
@@ -80,6 +96,37 @@ CASES = {
             fit=["--trainer.max_steps=4", "--trainer.val_check_interval=4", *CONSTANT_LR],
         ),
         Case("matseg_rgb", "matseg/rgb_baseline.yaml", _matseg_benchmark, []),
+        Case("matseg_sam_2pt", "matseg/sam_2pt.yaml", _matseg_sam, ["--model.weights=null"]),
+        Case(
+            "matseg_official",
+            "matseg/official.yaml",
+            _matseg_benchmark,
+            ["--model.weights=null", "--model.encoder=test_convnext", "--model.descriptor_dim=8"],
+        ),
+        Case(
+            "matseg_dense",
+            "matseg/dense_dinov2.yaml",
+            _matseg_benchmark,
+            ["--model.encoder=test_vit", "--model.encoder_weights=null", "--model.image_size=32"],
+        ),
+        Case(
+            "region_iou_sam2",
+            "region_iou/sam_8pt.yaml",
+            _regions_sam2,
+            ["--model.model=sam2", "--model.weights=null", "--model.num_points=2"],
+        ),
+        Case(
+            "region_iou_dense",
+            "region_iou/official.yaml",
+            _regions_labels,
+            [
+                "--model.model=dense",
+                "--model.encoder=test_vit",
+                "--model.weights=null",
+                "--model.image_size=32",
+                "--data.val_fraction=0.34",
+            ],
+        ),
         Case(
             "two_stream_fmd",
             "two_stream/fmd.yaml",

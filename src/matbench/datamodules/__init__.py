@@ -8,6 +8,7 @@ from matbench.datamodules.fmd import FMDDataModule
 from matbench.datamodules.folder import MaterialFolderDataModule
 from matbench.datamodules.lvis_materials import LVISMaterialsDataModule
 from matbench.datamodules.matseg import MatSegBenchmarkDataModule, MatSegDataModule
+from matbench.datamodules.regions import RegionIoUDataModule
 from matbench.datamodules.sampler import GroupedSampler
 from matbench.datamodules.streaming import StreamingDataModule
 
@@ -23,5 +24,6 @@ __all__ = [
     "MatSegBenchmarkDataModule",
     "MatSegDataModule",
     "StreamingDataModule",
+    "RegionIoUDataModule",
     "list_collate",
 ]

@@ -188,13 +188,32 @@ def build_descriptor_model(
     encoder_weights: str | None = None,
     descriptor_dim: int = 128,
     seed: int = 0,
+    weights: str | None = None,
+    image_size: int | None = None,
 ) -> nn.Module:
-    """``unet`` (:class:`MatSegUNet`), ``rgb`` (:class:`RGBDescriptor`) or ``random``
-    (:class:`RandomDescriptor`)."""
+    """A MatSeg descriptor model by kind.
+
+    ``unet`` (:class:`MatSegUNet` with ``encoder``, ``encoder_weights``), ``rgb``
+    (:class:`RGBDescriptor`), ``random`` (:class:`RandomDescriptor`), ``dense``
+    (:class:`~matbench.models.dense.DenseFeatureDescriptor`: ``encoder`` a timm ViT or
+    ``open_clip:<arch>``, ``encoder_weights`` its weights, ``image_size`` the longest side it
+    sees) or ``official`` (:class:`~matbench.models.matseg_official.OfficialMatSegNet`:
+    ``encoder`` one of its ConvNeXt variants, ``weights`` the released checkpoint).
+    """
     if model == "unet":
         return MatSegUNet(encoder, encoder_weights, descriptor_dim)
     if model == "rgb":
         return RGBDescriptor()
     if model == "random":
         return RandomDescriptor(descriptor_dim, seed)
-    raise ValueError(f"unknown MatSeg model {model!r}: expected 'unet', 'rgb' or 'random'")
+    if model == "dense":
+        from matbench.models.dense import DenseFeatureDescriptor
+
+        return DenseFeatureDescriptor(encoder, encoder_weights, image_size)
+    if model == "official":
+        from matbench.models.matseg_official import OfficialMatSegNet
+
+        return OfficialMatSegNet(descriptor_dim, encoder, weights)
+    raise ValueError(
+        f"unknown MatSeg model {model!r}: expected 'unet', 'rgb', 'random', 'dense' or 'official'"
+    )
