@@ -22,6 +22,7 @@ BENCHMARKS = {
     "matseg": "matseg",
     "lvis": "lvis_materials",
     "fgovd": "fgovd",
+    "regioniou": "region_iou",
 }
 
 

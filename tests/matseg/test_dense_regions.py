@@ -16,6 +16,7 @@ from matbench.datamodules.regions import RegionIoUDataModule
 from matbench.datasets.errors import DatasetFormatError
 from matbench.datasets.regions import RegionDataset
 from matbench.models.dense import DenseFeatureDescriptor
+from matbench.report import build_report
 from matbench.tasks.matseg import matseg_loss
 from tests.data.regions.data import make_labels, make_masks
 
@@ -133,3 +134,7 @@ def test_region_iou_through_the_cli(tmp_path: Path) -> None:
     assert metrics["iou"] > 0.5
     record = json.loads(next(results.glob("*.json")).read_text())
     assert record["data"]["protocol"] == "region_iou"
+    measured, published = build_report(results).read_text().split("## Published numbers")
+    assert "iou_pooled" in measured
+    assert "iou_cu" in published and "0.690" in published and "0.870" in published
+    assert "SAM, 1 point" not in published  # the triplet rows belong to the other benchmark

@@ -12,6 +12,7 @@ import torch
 from matbench.cli import main
 from matbench.models.prompted import HFSamSegmenter, PromptedSegmenter, build_prompted_segmenter
 from matbench.prompts import region_prompt, triplet_prompts
+from matbench.report import build_report
 from matbench.tasks.prompted import mask_similarity
 from tests.data.matseg.data import make as make_matseg
 from tests.prompted.tiny import write_config, write_model
@@ -163,6 +164,10 @@ def test_sam_configs_run_through_the_cli(tiny: dict[str, Path], tmp_path: Path) 
     assert metrics["all_num_images"] == 2 and 0 <= metrics["all_by_point"] <= 1
     record = json.loads(next(results.glob("*.json")).read_text())
     assert record["model_name"] == "sam 4pt" and record["task"] == "PromptedMatSegTask"
+    published = build_report(results).read_text().split("## Published numbers")[1]
+    for row in ("SAM, 1 point", "SAM, 2 points", "SAM, 4 points", "SAM, 8 points"):
+        assert row in published
+    assert "0.720" in published and "iou_cu" not in published
     # one file, one class: a user's own prompted segmenter by dotted path
     cli = main(
         ["test", "--config", str(CONFIGS / "matseg/sam_1pt.yaml"), *common,

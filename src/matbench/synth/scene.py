@@ -187,7 +187,14 @@ def make_scene(
         strength = rng.uniform(0.2, 0.6)
         canvas *= ((1.0 - strength) + strength * shade)[..., None]
     rgb = np.clip(np.round(canvas), 0, 255).astype(np.uint8)
+    return Scene(rgb=rgb, masks=visible_masks(alphas), hard=hard)
 
+
+def visible_masks(alphas: list[np.ndarray]) -> list[np.ndarray]:
+    """``uint8`` masks of the visible fraction of each layer (later layers blended over earlier
+    ones with the given alphas); they add up to exactly 255 at every pixel."""
+    n = len(alphas)
+    h, w = alphas[0].shape
     # Visible fraction of layer i: its alpha times what no later layer covers.
     visible = np.empty((n, h, w), dtype=np.float32)
     uncovered = np.ones((h, w), dtype=np.float32)
@@ -198,8 +205,7 @@ def make_scene(
     cumulative = np.round(np.cumsum(visible, axis=0) * 255.0).astype(np.int16)
     cumulative = np.clip(cumulative, 0, 255)
     levels = np.diff(cumulative, axis=0, prepend=np.zeros((1, h, w), dtype=np.int16))
-    masks = [np.clip(level, 0, 255).astype(np.uint8) for level in levels]
-    return Scene(rgb=rgb, masks=masks, hard=hard)
+    return [np.clip(level, 0, 255).astype(np.uint8) for level in levels]
 
 
 def generate_scene(
