@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from matbench.utils.weights import load_state_dict_file, strip_prefix
+from matbench.utils.weights import load_exact_state
 
 #: Official input normalisation, applied to the channels of a BGR image in this order.
 BGR_MEAN = (123.68, 116.779, 103.939)
@@ -159,22 +159,4 @@ class OfficialMatSegNet(nn.Module):
 def load_official_weights(net: OfficialMatSegNet, path: str | Path) -> None:
     """Load a checkpoint in the official key layout into ``net``: every key of the file and of
     the net must match and every shape agree (ValueError naming the file otherwise)."""
-    state = strip_prefix(load_state_dict_file(path), ("module.",))
-    own = net.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    if missing or unexpected:
-        raise ValueError(
-            f"{path}: not a checkpoint of the official MatSeg net ({type(net).__name__}): "
-            f"{len(missing)} keys missing (e.g. {missing[:3]}), {len(unexpected)} unexpected "
-            f"(e.g. {unexpected[:3]})"
-        )
-    bad = [k for k in own if tuple(state[k].shape) != tuple(own[k].shape)]
-    if bad:
-        k = bad[0]
-        raise ValueError(
-            f"{path}: shape mismatch for '{k}': file {tuple(state[k].shape)}, net "
-            f"{tuple(own[k].shape)} ({len(bad)} mismatching keys; descriptor_dim and encoder "
-            "must be those the checkpoint was trained with)"
-        )
-    net.load_state_dict(state, strict=True)
+    load_exact_state(net, path, "the official MatSeg net")

@@ -4,7 +4,7 @@ The interface is :class:`PromptedSegmenter`: one image and a batch of prompts in
 mask per prompt out. Every prompt of a call has the same number of points; the image is encoded
 once per call and the prompts are decoded together.
 
-Adding a segmenter (e.g. Materialistic, whose weights are not public) takes one file: subclass
+Adding a segmenter takes one file (as :mod:`matbench.models.materialistic` shows): subclass
 :class:`PromptedSegmenter`, accept ``weights`` and ``config`` keyword arguments, implement
 :meth:`PromptedSegmenter.forward`, and pass ``--model.model your_module.YourSegmenter`` to
 :class:`~matbench.tasks.prompted.PromptedMatSegTask` (see ``docs/tasks/prompted.md``).
@@ -202,16 +202,22 @@ def build_prompted_segmenter(
     multimask: Multimask = "auto",
     prompt_batch_size: int = 64,
 ) -> PromptedSegmenter:
-    """``sam`` / ``sam2`` (:class:`HFSamSegmenter`), or the dotted path of a
+    """``sam`` / ``sam2`` (:class:`HFSamSegmenter`), ``materialistic``
+    (:class:`~matbench.models.materialistic.MaterialisticSegmenter`), or the dotted path of a
     :class:`PromptedSegmenter` subclass (``package.module.Class``), built with
     ``weights=..., config=...``."""
     if model in ("sam", "sam2"):
         return HFSamSegmenter(model, weights, config, multimask, prompt_batch_size)
+    if model == "materialistic":
+        from matbench.models.materialistic import MaterialisticSegmenter
+
+        segmenter = MaterialisticSegmenter(weights, config, prompt_batch_size=prompt_batch_size)
+        return segmenter.freeze()
     module_name, _, class_name = model.rpartition(".")
     if not module_name:
         raise ValueError(
-            f"unknown prompted model {model!r}: expected 'sam', 'sam2' or the dotted path of a "
-            "PromptedSegmenter subclass"
+            f"unknown prompted model {model!r}: expected 'sam', 'sam2', 'materialistic' or the "
+            "dotted path of a PromptedSegmenter subclass"
         )
     try:
         cls = getattr(importlib.import_module(module_name), class_name)

@@ -16,7 +16,13 @@ import numpy as np
 from scipy import ndimage
 
 from matbench.synth.maps import resize, soft_map
-from matbench.synth.scene import Scene, SceneConfig, sample_texture, visible_masks
+from matbench.synth.scene import (
+    Scene,
+    SceneConfig,
+    draw_layout,
+    sample_texture,
+    visible_masks,
+)
 from matbench.synth.sources import NaturalImages
 from matbench.synth.textures import tile_texture
 
@@ -73,16 +79,7 @@ def make_illumination_scene(
     :func:`~matbench.synth.scene.make_scene`; at least two materials are drawn.
     """
     config = config or SceneConfig()
-    h = int(rng.integers(config.min_size, config.max_size + 1))
-    w = int(rng.integers(config.min_size, config.max_size + 1))
-    n = int(rng.integers(max(2, config.min_materials), max(2, config.max_materials) + 1))
-    hard = bool(rng.random() < config.hard_prob)
-    main_source = images.pick(rng)
-    alphas = [np.ones((h, w), dtype=np.float32)]
-    for _ in range(1, n):
-        source = main_source if rng.random() < config.same_source_prob else images.pick(rng)
-        alphas.append(soft_map(source, rng, (h, w), hard=hard))
-
+    (h, w), hard, alphas = draw_layout(rng, images, config, at_least=2)
     base = rng.uniform(70.0, 170.0, size=3).astype(np.float32)
     canvas = np.zeros((h, w, 3), dtype=np.float32)
     for alpha in alphas:

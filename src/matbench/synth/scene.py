@@ -151,23 +151,31 @@ def sample_texture(
     )
 
 
+def draw_layout(
+    rng: np.random.Generator, images: NaturalImages, config: SceneConfig, at_least: int = 1
+) -> tuple[tuple[int, int], bool, list[np.ndarray]]:
+    """A scene's size, whether it is hard, and its layers' alphas: layer 0 covers everything,
+    every later one (a natural-image soft map) is blended over the earlier ones. The number of
+    layers is drawn in the config's range, raised to ``at_least``."""
+    h = int(rng.integers(config.min_size, config.max_size + 1))
+    w = int(rng.integers(config.min_size, config.max_size + 1))
+    low, high = max(at_least, config.min_materials), max(at_least, config.max_materials)
+    n = int(rng.integers(low, high + 1))
+    hard = bool(rng.random() < config.hard_prob)
+    main_source = images.pick(rng)
+    alphas = [np.ones((h, w), dtype=np.float32)]
+    for _ in range(1, n):
+        source = main_source if rng.random() < config.same_source_prob else images.pick(rng)
+        alphas.append(soft_map(source, rng, (h, w), hard=hard))
+    return (h, w), hard, alphas
+
+
 def make_scene(
     rng: np.random.Generator, images: NaturalImages, config: SceneConfig | None = None
 ) -> Scene:
     """Draw one scene with ``rng`` (see :func:`generate_scene`)."""
     config = config or SceneConfig()
-    h = int(rng.integers(config.min_size, config.max_size + 1))
-    w = int(rng.integers(config.min_size, config.max_size + 1))
-    n = int(rng.integers(config.min_materials, config.max_materials + 1))
-    hard = bool(rng.random() < config.hard_prob)
-    main_source = images.pick(rng)
-
-    # Layer 0 covers everything; every later layer is blended over the earlier ones.
-    alphas = [np.ones((h, w), dtype=np.float32)]
-    for _ in range(1, n):
-        source = main_source if rng.random() < config.same_source_prob else images.pick(rng)
-        alphas.append(soft_map(source, rng, (h, w), hard=hard))
-
+    (h, w), hard, alphas = draw_layout(rng, images, config)
     canvas = np.zeros((h, w, 3), dtype=np.float32)
     for alpha in alphas:
         texture = sample_texture(images, rng, config)

@@ -3,6 +3,7 @@ evaluated on the point benchmark with the triplet metric."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -26,6 +27,33 @@ def eval_protocol(task: BaseTask) -> str:
     trainer = task._trainer
     datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None
     return str(getattr(datamodule, "protocol", "triplet"))
+
+
+def protocol_test_step(
+    metric: Metric,
+    batch: dict[str, Any],
+    region_output: Callable[[Tensor, Tensor, str], Tensor],
+    point_similarity: Callable[[int, Tensor], Tensor],
+) -> None:
+    """One test batch of either protocol: region samples (``regions`` key) go to
+    ``region_output(image, regions, key)`` (similarity maps or masks) and a
+    :class:`~matbench.metrics.region_iou.RegionIoU`; benchmark samples to
+    ``point_similarity(i, image)`` ((N, N)) and the triplet metric."""
+    if "regions" in batch:
+        for image, regions, key, split in zip(
+            batch["image"], batch["regions"], batch["key"], batch["split"], strict=True
+        ):
+            regions = regions.to(image.device)
+            metric.update(region_output(image, regions, key), regions, split)
+        return
+    for i, image in enumerate(batch["image"]):
+        similarity = point_similarity(i, image)
+        metric.update(
+            similarity.float(),
+            batch["weight"][i].to(similarity.device),
+            batch["groups"][i].to(similarity.device),
+            bool(batch["has_relations"][i]),
+        )
 
 
 def matseg_loss(
@@ -317,24 +345,15 @@ class MatSegTask(BaseTask):
         return torch.stack(maps) if maps else desc.new_zeros(0, *desc.shape[-2:])
 
     def test_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
-        metric = self.eval_metric("test", dataloader_idx)
-        if "regions" in batch:
-            for image, regions, key, split in zip(
-                batch["image"], batch["regions"], batch["key"], batch["split"], strict=True
-            ):
-                regions = regions.to(image.device)
-                metric.update(self.region_scores(image, regions, key), regions, split)
-            return
-        for i, image in enumerate(batch["image"]):
-            desc, _, similarity = self.point_similarity(image, batch["points"][i])
+        def similarity(i: int, image: Tensor) -> Tensor:
+            desc, _, sim = self.point_similarity(image, batch["points"][i])
             if batch_idx < 4 and i == 0:
                 self._log_similarity_map(image, desc, batch["points"][i], batch_idx)
-            metric.update(
-                similarity.float(),
-                batch["weight"][i].to(similarity.device),
-                batch["groups"][i].to(similarity.device),
-                bool(batch["has_relations"][i]),
-            )
+            return sim
+
+        protocol_test_step(
+            self.eval_metric("test", dataloader_idx), batch, self.region_scores, similarity
+        )
 
     def _log_similarity_map(self, image: Tensor, desc: Tensor, points: Tensor, index: int) -> None:
         """The image beside the similarity of every pixel to its first point, in TensorBoard."""

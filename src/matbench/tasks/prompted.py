@@ -15,7 +15,7 @@ from matbench.metrics.region_iou import RegionIoU
 from matbench.models.prompted import Multimask, build_prompted_segmenter
 from matbench.prompts import PromptRule, region_prompt, triplet_prompts
 from matbench.tasks.base import BaseTask
-from matbench.tasks.matseg import MatSegPredictionWriter, eval_protocol
+from matbench.tasks.matseg import MatSegPredictionWriter, eval_protocol, protocol_test_step
 
 
 def mask_similarity(masks: Tensor, points: Tensor) -> Tensor:
@@ -133,24 +133,14 @@ class PromptedMatSegTask(BaseTask):
         return self(image, coords, labels)
 
     def test_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
-        metric = self.eval_metric("test", dataloader_idx)
-        if "regions" in batch:
-            for image, regions, key, split in zip(
-                batch["image"], batch["regions"], batch["key"], batch["split"], strict=True
-            ):
-                regions = regions.to(image.device)
-                metric.update(self.region_masks(image, regions, key), regions, split)
-            return
-        for i, image in enumerate(batch["image"]):
-            similarity = self.point_similarity(
+        protocol_test_step(
+            self.eval_metric("test", dataloader_idx),
+            batch,
+            self.region_masks,
+            lambda i, image: self.point_similarity(
                 image, batch["points"][i], batch["groups"][i], batch["key"][i]
-            )
-            metric.update(
-                similarity,
-                batch["weight"][i].to(similarity.device),
-                batch["groups"][i].to(similarity.device),
-                bool(batch["has_relations"][i]),
-            )
+            ),
+        )
 
     def predict_step(
         self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0

@@ -86,6 +86,31 @@ def load_state(module: nn.Module, state: Mapping[str, Tensor], source: str | Pat
     module.load_state_dict({k: state[k] for k in shared}, strict=False)
 
 
+def load_exact_state(
+    module: nn.Module, path: str | Path, what: str, prefixes: tuple[str, ...] = ("module.",)
+) -> None:
+    """Load a checkpoint that must hold exactly ``module``'s keys (after stripping
+    ``prefixes``) with equal shapes; ValueError naming the file otherwise (``what`` names the
+    model the file should belong to)."""
+    state = strip_prefix(load_state_dict_file(path), prefixes)
+    own = module.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    if missing or unexpected:
+        raise ValueError(
+            f"{path}: not a checkpoint of {what}: {len(missing)} keys missing (e.g. "
+            f"{missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]})"
+        )
+    bad = [k for k in own if tuple(state[k].shape) != tuple(own[k].shape)]
+    if bad:
+        raise ValueError(
+            f"{path}: shape mismatch for '{bad[0]}': file {tuple(state[bad[0]].shape)}, model "
+            f"{tuple(own[bad[0]].shape)} ({len(bad)} mismatching keys; the architecture "
+            "arguments must be those the checkpoint was trained with)"
+        )
+    module.load_state_dict(state, strict=True)
+
+
 def check_state(module: nn.Module, state: Mapping[str, Tensor], source: str | Path) -> list[str]:
     """The keys ``state`` shares with ``module``; ValueError naming ``source`` when there are
     none or a shape differs."""
