@@ -126,7 +126,7 @@ def test_local_weights_folder_and_wrong_files(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="bad.json"):
         build_prompted_segmenter("sam", None, str(bad))
     with pytest.raises(ValueError, match="unknown prompted model"):
-        build_prompted_segmenter("materialistic")
+        build_prompted_segmenter("segment_everything")
     with pytest.raises(ValueError, match="not a PromptedSegmenter"):
         build_prompted_segmenter("torch.nn.Linear")
 
