@@ -56,6 +56,15 @@ def _matseg_sam(root: Path) -> list[str]:
     return [*_matseg_benchmark(root), f"--model.config={config}"]
 
 
+def _matseg_materialistic(root: Path) -> list[str]:
+    from tests.prompted.test_materialistic import TINY
+
+    config = root / "tiny_materialistic.json"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text(json.dumps(TINY))
+    return [*_matseg_benchmark(root), f"--model.config={config}"]
+
+
 def _regions_sam2(root: Path) -> list[str]:
     config = write_config(root / "tiny_sam2", "sam2")
     return [f"--data.root={make_masks(root / 'masks')}", f"--model.config={config}"]
@@ -97,6 +106,12 @@ CASES = {
         ),
         Case("matseg_rgb", "matseg/rgb_baseline.yaml", _matseg_benchmark, []),
         Case("matseg_sam_2pt", "matseg/sam_2pt.yaml", _matseg_sam, ["--model.weights=null"]),
+        Case(
+            "matseg_materialistic",
+            "matseg/materialistic.yaml",
+            _matseg_materialistic,
+            ["--model.weights=null"],
+        ),
         Case(
             "matseg_official",
             "matseg/official.yaml",
