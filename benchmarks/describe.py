@@ -11,8 +11,9 @@ on prebuilt requests (processor included) for reference.
 
 The model is the tiny random LLaVA of :mod:`matbench.vlm.tiny`, widened with ``--hidden``
 (its answers are meaningless; their length is fixed by ``--tokens``, as greedy decoding of
-a random model rarely stops early). The CPU may be shared: the measurements alternate for
-``--rounds`` rounds and each keeps its best round.
+a random model rarely stops early; both paths must give the same answers). After one warm-up
+pass, the measurements alternate for ``--rounds`` rounds (in reversed order every other
+round) and each keeps its best round, as the CPU may be shared.
 
     python benchmarks/describe.py                 # the defaults reported in the docs
     python benchmarks/describe.py --regions 16    # a quick run
@@ -71,6 +72,8 @@ def main() -> None:
         ]
         inputs = [backend._inputs(batch) for batch in batches]
 
+        texts: dict[str, list[str]] = {}
+
         def run_describe(round_: int) -> float:
             store = AnswerStore(tmp_path / f"cache{round_}.jsonl")
             start = time.perf_counter()
@@ -79,19 +82,30 @@ def main() -> None:
             )
             seconds = time.perf_counter() - start
             assert all(r.text is not None for r in results), [r.error for r in results]
+            texts["describe"] = [str(r.text) for r in results]
             return len(regions) / seconds
 
         @torch.no_grad()
         def run_bare() -> float:
+            answers, lengths = [], []
             start = time.perf_counter()
             for batch in inputs:
-                backend.model.generate(
+                out = backend.model.generate(
                     **batch,
                     max_new_tokens=args.tokens,
                     do_sample=False,
+                    temperature=None,
+                    top_p=None,
+                    top_k=None,
                     pad_token_id=backend.tokenizer.pad_token_id,
                 )
-            return len(regions) / (time.perf_counter() - start)
+                new = out[:, batch["input_ids"].shape[1] :]
+                lengths.append(new.shape[1])
+                answers += backend.tokenizer.batch_decode(new, skip_special_tokens=True)
+            seconds = time.perf_counter() - start
+            texts["bare"] = [a.strip() for a in answers]
+            assert lengths == [args.tokens] * len(inputs), lengths
+            return len(regions) / seconds
 
         def run_backend() -> float:
             start = time.perf_counter()
@@ -99,11 +113,16 @@ def main() -> None:
                 backend.generate(batch)
             return len(regions) / (time.perf_counter() - start)
 
+        run_bare()  # warm-up: the first generate calls pay one-off allocations
         best = {"describe": 0.0, "bare": 0.0, "backend": 0.0}
         for round_ in range(args.rounds):
-            best["bare"] = max(best["bare"], run_bare())
-            best["describe"] = max(best["describe"], run_describe(round_))
-            best["backend"] = max(best["backend"], run_backend())
+            # alternate the order, so that neither path always runs first
+            runs = [("bare", run_bare), ("describe", lambda r=round_: run_describe(r))]
+            runs.append(("backend", run_backend))
+            for name, run in runs if round_ % 2 == 0 else runs[::-1]:
+                best[name] = max(best[name], run())
+    # the same work on both paths: the same answers, every one --tokens long
+    assert texts["describe"] == texts["bare"], "describe and bare generate answered differently"
     print(
         f"{len(regions)} regions, batches of {args.batch_size}, {args.tokens} new tokens, "
         f"decoder width {args.hidden}, vision input {args.image_size} px, best of {args.rounds}"

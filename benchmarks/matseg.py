@@ -10,9 +10,15 @@
    Target: pipeline >= 85 % of the bare rate. The bare rate is measured before and after the
    pipeline and averaged, as the machine may be shared.
 2. Generator: :func:`matbench.synth.write_scenes` at 512 x 512 px, in scenes/second.
+3. Prompted path, in images/second, side by side: ``matbench test`` of a tiny random SAM
+   (:class:`PromptedMatSegTask`: benchmark images from disk, seeded prompts, one batched decode
+   per image, hard similarity, triplet metric; one loader worker decodes the next image while
+   the model runs) against the bare model forward over the same images and prompts, in memory.
+   Target: test >= 85 % of the bare rate.
 
     python benchmarks/matseg.py                    # the defaults reported in the docs
     python benchmarks/matseg.py --steps 6 --gen 2  # a quick run
+    python benchmarks/matseg.py --only prompted    # the prompted path alone
 """
 
 from __future__ import annotations
@@ -29,9 +35,12 @@ from lightning.pytorch.callbacks import Callback
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from matbench.datamodules.matseg import MatSegDataModule  # noqa: E402
-from matbench.synth import write_scenes  # noqa: E402
+from matbench.datamodules.matseg import MatSegBenchmarkDataModule, MatSegDataModule  # noqa: E402
+from matbench.prompts import triplet_prompts  # noqa: E402
+from matbench.synth import write_benchmark, write_scenes  # noqa: E402
 from matbench.tasks.matseg import MatSegTask, matseg_loss  # noqa: E402
+from matbench.tasks.prompted import PromptedMatSegTask  # noqa: E402
+from tests.prompted.tiny import write_config  # noqa: E402
 
 
 class StepTimer(Callback):
@@ -72,6 +81,75 @@ def bare_rate(task: MatSegTask, batch: dict, steps: int) -> float:
     return steps * batch["image"].shape[0] / (time.perf_counter() - start)
 
 
+class TestTimer(Callback):
+    """Wall time of test batches after ``warmup`` batches (data loading included)."""
+
+    def __init__(self, warmup: int) -> None:
+        self.warmup = warmup
+        self.start: float | None = None
+        self.images = 0
+        self.elapsed = 0.0
+
+    def on_test_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:  # noqa: ANN001
+        if batch_idx == self.warmup and self.start is None:
+            self.start = time.perf_counter()
+
+    def on_test_batch_end(
+        self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0
+    ) -> None:  # noqa: ANN001, E501
+        if self.start is not None:
+            self.images += len(batch["image"])
+            self.elapsed = time.perf_counter() - self.start
+
+
+def prompted(tmp: Path, images: int, num_points: int, warmup: int) -> None:
+    """Images/second of ``test`` with a tiny SAM against its bare forward (module docstring)."""
+    write_benchmark(tmp / "bench", images + warmup, seed=2, min_size=256, max_size=384, workers=2)
+    config = write_config(tmp / "tiny_sam", "sam")
+    L.seed_everything(0)
+    task = PromptedMatSegTask("sam", None, str(config), num_points=num_points).eval()
+    dm = MatSegBenchmarkDataModule(str(tmp / "bench"), max_size=700, batch_size=1, num_workers=1)
+    dm.setup("test")
+    samples = [dm.test_dataset[i] for i in range(len(dm.test_dataset))]
+    prompts = [triplet_prompts(s["points"], s["groups"], num_points, 0, s["key"]) for s in samples]
+
+    def bare() -> float:
+        with torch.no_grad():
+            for s, (coords, labels) in zip(samples[:warmup], prompts, strict=False):
+                task.model(s["image"], coords, labels)
+            start = time.perf_counter()
+            for s, (coords, labels) in zip(samples[warmup:], prompts[warmup:], strict=True):
+                task.model(s["image"], coords, labels)
+        return images / (time.perf_counter() - start)
+
+    bare_before = bare()
+    timer = TestTimer(warmup)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[timer],
+        default_root_dir=str(tmp / "run"),
+    )
+    trainer.test(task, datamodule=dm, verbose=False)
+    pipeline = timer.images / timer.elapsed
+    bare_after = bare()
+    bare_rate_ = (bare_before + bare_after) / 2
+    points = sum(len(s["points"]) for s in samples[warmup:])
+    print(
+        f"Prompted path, tiny random SAM, {num_points} points per prompt, {images} benchmark "
+        f"images (256-384 px), {points} anchors = prompts:"
+    )
+    print(
+        f"  {'bare forward (same prompts, memory)':<36} {bare_rate_:8.2f} images/s  "
+        f"(before {bare_before:.2f}, after {bare_after:.2f})"
+    )
+    print(f"  {'matbench test (disk → metric)':<36} {pipeline:8.2f} images/s")
+    print(f"  test / bare = {100 * pipeline / bare_rate_:.1f} %  (target >= 85 %)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--scenes", type=int, default=24, help="generated training scenes")
@@ -83,9 +161,17 @@ def main() -> None:
     parser.add_argument("--encoder", default="tu-convnext_atto")
     parser.add_argument("--gen", type=int, default=6, help="scenes generated at 512 px")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--prompt-images", type=int, default=12, help="prompted-path images")
+    parser.add_argument("--points", type=int, default=4, help="points per prompt")
+    parser.add_argument("--only", choices=("training", "prompted"), default=None)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
+    if args.only != "training":
+        with tempfile.TemporaryDirectory() as tmp:
+            prompted(Path(tmp), args.prompt_images, args.points, warmup=2)
+    if args.only == "prompted":
+        return
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         # -- generator ----------------------------------------------------------------------

@@ -68,7 +68,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    _, version = blender_python()
+    _, version, _ = blender_python(device="cpu")
     config = RenderConfig(
         width=args.size,
         height=args.size,

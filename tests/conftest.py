@@ -18,6 +18,8 @@ def _offline(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathF
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(hub))
     monkeypatch.setenv("TORCH_HOME", str(hub / "torch"))
+    # Cached dataset indexes go to a fresh folder per test, never to ~/.cache.
+    monkeypatch.setenv("MATBENCH_CACHE_DIR", str(hub / "matbench-cache"))
 
 
 @pytest.fixture(scope="session", autouse=True)

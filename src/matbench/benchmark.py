@@ -82,36 +82,53 @@ def load_suite(path: str | Path, variables: dict[str, str]) -> dict[str, Any]:
     return {"name": str(suite.get("name", path.stem)), "runs": runs}
 
 
-def run_suite(suite: dict[str, Any], results_dir: Path) -> tuple[Path, list[str]]:
-    """Run every entry; return the suite table's path and the names of failed runs."""
+def run_suite(
+    suite: dict[str, Any], results_dir: Path, overrides: list[str] | None = None
+) -> tuple[Path, list[str]]:
+    """Run every entry (each with ``overrides`` appended); return the suite table's path and
+    the names of failed runs, which the table lists with their error."""
+    from matbench.cli import known_error
     from matbench.cli import main as cli_main
 
     suite_id = f"{suite['name']}-{uuid.uuid4().hex[:6]}"
-    failed = []
+    failed: dict[str, str] = {}
     for run in suite["runs"]:
-        argv = ["test", "--config", run["config"], *run["overrides"]]
+        argv = ["test", "--config", run["config"], *run["overrides"], *(overrides or [])]
         argv += ["--results_dir", str(results_dir), "--tag", suite_id]
         if run["ckpt_path"]:
             argv += ["--ckpt_path", str(run["ckpt_path"])]
         print(f"== {run['name']}: matbench {' '.join(argv)}", flush=True)
         try:
-            cli_main(argv)
+            cli_main([*argv, "--debug"])  # errors come back as exceptions, reported here
         except (Exception, SystemExit) as err:  # noqa: BLE001 - report and go on
-            if isinstance(err, SystemExit) and not err.code:
-                continue
-            traceback.print_exc()
-            failed.append(run["name"])
-    return write_suite_table(results_dir, suite_id), failed
+            if isinstance(err, SystemExit):
+                if not err.code:
+                    continue
+                message = f"exit status {err.code} (see the output above)"
+            else:
+                known = known_error(err)
+                if known is None:
+                    traceback.print_exc()
+                message = " ".join(str(known or err).split()) or type(err).__name__
+                print(f"error: {message}", flush=True)
+            failed[run["name"]] = message
+    return write_suite_table(results_dir, suite_id, failed), list(failed)
 
 
-def write_suite_table(results_dir: Path, suite_id: str) -> Path:
-    """Markdown and CSV of the runs tagged ``suite_id``, with published rows beside them."""
+def write_suite_table(
+    results_dir: Path, suite_id: str, failed: dict[str, str] | None = None
+) -> Path:
+    """Markdown and CSV of the runs tagged ``suite_id`` (and of the ``failed`` runs, by name,
+    with their error), with published rows beside them."""
     runs = (
         [r for r in load_runs(results_dir, strict=False) if r.get("tag") == suite_id]
         if results_dir.is_dir()
         else []
     )
     columns, rows = table_rows(runs)
+    if failed:
+        columns = [*columns, "error"]
+        rows += [{"tag": suite_id, "task": name, "error": error} for name, error in failed.items()]
     stem = results_dir / f"suite_{suite_id}"
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
@@ -151,7 +168,16 @@ def main(argv: list[str]) -> int:
         metavar="NAME=VALUE",
         help="set a suite variable, e.g. --set fmd=/data/FMD (repeatable)",
     )
+    parser.add_argument(
+        "--override",
+        action="append",
+        default=[],
+        metavar="ARG=VALUE",
+        help="an argument for every run, e.g. --override trainer.accelerator=cpu or "
+        "--override=--data.init_args.num_workers=0 (repeatable)",
+    )
     args = parser.parse_args(argv)
+    overrides = [o if o.startswith("-") else f"--{o}" for o in args.override]
     variables = {}
     for item in args.set:
         if "=" not in item:
@@ -162,7 +188,7 @@ def main(argv: list[str]) -> int:
         suite = load_suite(args.config, variables)
     except SuiteError as err:
         parser.exit(2, f"matbench benchmark: error: {err}\n")
-    table, failed = run_suite(suite, Path(args.results_dir))
+    table, failed = run_suite(suite, Path(args.results_dir), overrides)
     print(table.read_text())
     print(f"suite table: {table}")
     if failed:

@@ -109,7 +109,8 @@ def as_rgb(im: Image.Image, path: str | Path = "<image>", exif: bool = True) -> 
     """An open image as 8-bit RGB (see the module docstring), EXIF orientation applied unless
     ``exif=False`` (for annotations made in the stored pixel grid)."""
     path = Path(path)
-    if exif:
+    # exif_transpose returns a copy even when there is nothing to do
+    if exif and im.getexif().get(EXIF_ORIENTATION, 1) != 1:
         im = ImageOps.exif_transpose(im)
     grey = _grey_levels(im, path)
     if grey is not None:

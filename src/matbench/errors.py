@@ -1,4 +1,8 @@
-"""matbench's errors: each says which file, root or split and what was wrong."""
+"""matbench's errors: each says which file, root or argument and what was wrong.
+
+The command line prints a `MatbenchError` as one ``error: …`` line and its hint, with
+exit status 2 and no traceback (``--debug`` or ``MATBENCH_DEBUG=1`` shows it).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,17 @@ from collections.abc import Iterable
 from pathlib import Path
 
 
-class DatasetNotFoundError(FileNotFoundError):
+class MatbenchError(Exception):
+    """Base of the errors a user can fix: bad data, files, weights or settings.
+
+    Attributes:
+        hint: What to do about it (printed after the error by the command line).
+    """
+
+    hint: str = ""
+
+
+class DatasetNotFoundError(MatbenchError, FileNotFoundError):
     """A dataset root is missing or lacks files that the layout requires.
 
     Args:
@@ -30,7 +44,7 @@ class DatasetNotFoundError(FileNotFoundError):
         self.expected = expected
 
 
-class FileContentError(ValueError):
+class FileContentError(MatbenchError, ValueError):
     """A file exists but its content cannot be used; the message is ``path: problem``.
 
     Args:
@@ -62,7 +76,7 @@ class CheckpointError(FileContentError):
     """
 
 
-class ConfigError(FileContentError):
+class ConfigFileError(FileContentError):
     """A config file (run config, suite YAML) whose content cannot be used.
 
     Args:
@@ -71,11 +85,11 @@ class ConfigError(FileContentError):
     """
 
 
-class EvaluationError(ValueError):
+class EvaluationError(MatbenchError, ValueError):
     """An evaluation that would produce no meaningful number (no sample, nothing scorable)."""
 
 
-class ResultsWriteError(OSError):
+class ResultsWriteError(MatbenchError, OSError):
     """Results could not be written; the metrics were printed so that they are not lost.
 
     Args:
@@ -87,3 +101,44 @@ class ResultsWriteError(OSError):
         super().__init__(f"{path}: cannot write results ({problem})")
         self.path = Path(path)
         self.problem = problem
+
+
+class WeightsError(MatbenchError, ValueError):
+    """Pretrained weights that cannot be had: offline hub, missing or wrong file.
+
+    Args:
+        argument: The task argument that names the weights (``weights``, ``pretrained``…).
+        value: Its value (a hub tag or a file path).
+        problem: What went wrong.
+    """
+
+    def __init__(self, argument: str, value: str, problem: str) -> None:
+        self.argument = argument
+        self.value = value
+        self.problem = problem
+        self.hint = (
+            f"offline choices: --model.{argument} null (random init), a local file "
+            f"(--model.{argument} /path/to/weights.safetensors), or HF_HUB_OFFLINE=1 to use "
+            "only weights already in the Hugging Face cache"
+        )
+        super().__init__(f"--model.{argument} '{value}': {problem}")
+
+
+class WeightsNotFoundError(WeightsError, FileNotFoundError):
+    """A weights file that does not exist (a `WeightsError` and a `FileNotFoundError`)."""
+
+    def __init__(self, argument: str, value: str) -> None:
+        super().__init__(argument, value, "no such file")
+
+
+class ConfigError(MatbenchError, ValueError):
+    """Settings that do not fit together (e.g. a model's classes and the data's).
+
+    Args:
+        message: What does not fit.
+        hint: Which argument to pass to fix it.
+    """
+
+    def __init__(self, message: str, hint: str = "") -> None:
+        self.hint = hint
+        super().__init__(message)

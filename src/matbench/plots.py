@@ -51,7 +51,7 @@ def save_confusion_matrix(
                     color = "white" if recall[i, j] > 0.5 else "black"
                     ax.text(j, i, f"{int(counts[i, j])}", ha="center", va="center", color=color)
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="fraction of true class")
-    ax.set_title(title)
+    ax.set_title(_wrap(title, 50))
     return _save(fig, path)
 
 
@@ -70,8 +70,14 @@ def save_per_class_accuracy(
     ax.set_xticks(range(len(values)), names, rotation=90, fontsize=8)
     ax.set_ylim(0, 1)
     ax.set_ylabel("accuracy")
-    ax.set_title(title)
+    ax.set_title(_wrap(title, 60))
     return _save(fig, path)
+
+
+def non_empty(series: dict[str, Sequence[float | None]]) -> dict[str, Sequence[float | None]]:
+    """The series that have at least one value (an all-empty one would be a legend entry
+    without bars, e.g. soft triplet accuracy of a benchmark without relations)."""
+    return {name: values for name, values in series.items() if any(v is not None for v in values)}
 
 
 def save_grouped_bars(
@@ -82,8 +88,10 @@ def save_grouped_bars(
     title: str = "",
     chance: float | None = None,
 ) -> Path:
-    """Bars per label, one colour per series (e.g. triplet accuracy "all" and "soft")."""
+    """Bars per label, one colour per series (e.g. triplet accuracy "all" and "soft"); a
+    series without any value is left out, and the legend sits beside the axes, off the bars."""
     plt = _pyplot()
+    series = non_empty(series)
     n, k = len(labels), max(len(series), 1)
     width = 0.8 / k
     fig, ax = plt.subplots(figsize=(max(5.0, 1.2 * n + 2), 4))
@@ -95,9 +103,16 @@ def save_grouped_bars(
     ax.set_xticks(range(n), labels, rotation=20, ha="right", fontsize=8)
     ax.set_ylim(0, 1)
     ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.legend(fontsize=8)
+    ax.set_title(_wrap(title, 60))
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     return _save(fig, path)
+
+
+def _wrap(title: str, width: int) -> str:
+    """A long title broken into lines (a model @ dataset label can be long)."""
+    import textwrap
+
+    return "\n".join(textwrap.wrap(title, width)) if title else ""
 
 
 def _save(fig, path: str | Path) -> Path:
@@ -105,6 +120,7 @@ def _save(fig, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    # "tight" keeps the title and the legend beside the axes inside the image
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path

@@ -19,9 +19,6 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 
-from matbench.errors import CheckpointError, ConfigError
-from matbench.utils.weights import weights_file
-
 
 def merge_shards(paths: list[Path]) -> dict[str, np.ndarray]:
     """Concatenate shards, sort by ``index`` and drop duplicated indices (padded samplers)."""
@@ -123,135 +120,76 @@ class EmbeddingWriter(BasePredictionWriter):
         self.path = path
 
 
-# -- embed-text ------------------------------------------------------------------------------
-def load_task(config: str | None, ckpt: str | None) -> L.LightningModule:
-    """A task from a run config (its ``model`` section) and/or a checkpoint.
+class ClassProbabilityWriter(BasePredictionWriter):
+    """Writes a classifier's predictions as CSV: ``key``, ``prediction`` (class name),
+    ``probability``, then one column per class.
 
-    With a config, the task is built from it and the checkpoint's weights (if any) are loaded
-    into it; with only a checkpoint, the task is rebuilt from the hyperparameters it saved
-    (a :class:`matbench.tasks.clip.ClipMaterialTask`).
+    ``predict_step`` must return ``key`` and ``probs`` (B, C). Every rank writes its own rows
+    (``<output>.rank<r>.csv`` under DDP); rank 0 then merges them in key order.
+
+    Args:
+        output: CSV path; relative paths are under the run's log folder.
+        class_names: Column names (default: the datamodule's ``class_names``).
     """
-    import importlib
 
-    import yaml
+    def __init__(
+        self, output: str = "predictions.csv", class_names: list[str] | None = None
+    ) -> None:
+        super().__init__(write_interval="batch")
+        self.output = output
+        self.class_names = class_names
+        self.path: Path | None = None
+        self._rows: list[list[Any]] = []
 
-    from matbench.tasks.clip import ClipMaterialTask
+    def resolve(self, trainer: L.Trainer) -> Path:
+        path = Path(self.output).expanduser()
+        base = Path(trainer.log_dir or trainer.default_root_dir) if trainer.logger else None
+        return path if path.is_absolute() else (base or Path(trainer.default_root_dir)) / path
 
-    if config is None and ckpt is None:
-        raise ValueError("give --config and/or --ckpt")
-    if config is None:
-        task_class = clip_task_of_checkpoint(ckpt, required=True)
-        return task_class.load_from_checkpoint(ckpt, map_location="cpu")
-    if ckpt is not None and not ckpt.endswith(".safetensors"):
-        clip_task_of_checkpoint(ckpt, required=False)
-    path = Path(config)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except FileNotFoundError as err:
-        raise FileNotFoundError(f"config '{config}' does not exist") from err
-    except yaml.YAMLError as err:
-        raise ConfigError(path, f"not valid YAML ({err})") from err
-    section = data.get("model") if isinstance(data, dict) else None
-    if not isinstance(section, dict):
-        raise ConfigError(path, "no 'model' section")
-    class_path = section.get("class_path", "matbench.tasks.clip.ClipMaterialTask")
-    if not isinstance(class_path, str):
-        raise ConfigError(path, f"model.class_path must be a string, got {class_path!r}")
-    if "." not in class_path:
-        class_path = f"matbench.tasks.{class_path}"
-    module_name, _, name = class_path.rpartition(".")
-    try:
-        cls = getattr(importlib.import_module(module_name), name)
-    except (ImportError, AttributeError) as err:
-        raise ConfigError(path, f"model.class_path '{class_path}' cannot be imported") from err
-    if not (isinstance(cls, type) and issubclass(cls, ClipMaterialTask)):
-        raise ConfigError(
-            path,
-            f"model.class_path is {name}: embed-text needs a CLIP material model "
-            "(ClipMaterialTask or ZeroShotTask)",
-        )
-    init_args = section.get("init_args") or {}
-    if not isinstance(init_args, dict):
-        raise ConfigError(path, "model.init_args must be a mapping")
-    init_args = dict(init_args)
-    if ckpt is not None and "pretrained" in init_args:
-        init_args["pretrained"] = None  # the checkpoint's weights replace them: no download
-    task = cls(**init_args)
-    if ckpt is not None:
-        from matbench.utils.weights import load_state_dict_file
+    def on_predict_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._rows = []
 
-        state = load_state_dict_file(ckpt)
-        missing, unexpected = task.load_state_dict(state, strict=False)
-        model_missing = [k for k in missing if k.startswith("model.")]
-        if model_missing or unexpected:
-            raise ValueError(
-                f"{ckpt}: weights do not match the model of {config} "
-                f"(missing {model_missing[:3]}, unexpected {unexpected[:3]})"
-            )
-    return task
+    def write_on_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        prediction: Any,
+        batch_indices: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int,
+    ) -> None:
+        probs = prediction["probs"].detach().float().cpu()
+        for key, row in zip(prediction["key"], probs, strict=True):
+            self._rows.append([str(key), *row.tolist()])
 
+    def on_predict_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        import csv
 
-def clip_task_of_checkpoint(ckpt: str, required: bool) -> type[L.LightningModule]:
-    """The CLIP task class a checkpoint was saved by; :class:`CheckpointError` for another
-    task, or (``required``) for a file that is not a Lightning checkpoint."""
-    from matbench.tasks.clip import ClipMaterialTask, ZeroShotTask
-    from matbench.utils.weights import read_checkpoint_hparams
-
-    try:
-        saved = read_checkpoint_hparams(weights_file(ckpt)).get("_class_path")
-    except CheckpointError:
-        if required:
-            raise
-        return ClipMaterialTask  # a plain state dict: load_state_dict_file checks it
-    known = {"ClipMaterialTask": ClipMaterialTask, "ZeroShotTask": ZeroShotTask}
-    name = str(saved or "ClipMaterialTask").rsplit(".", 1)[-1]
-    if name not in known:
-        raise CheckpointError(
-            ckpt,
-            f"holds a {name}: embed-text needs a CLIP material model "
-            "(ClipMaterialTask or ZeroShotTask)",
-        )
-    return known[name]
-
-
-def embed_text_main(argv: list[str]) -> int:
-    """``matbench embed-text "wood" "brushed steel" --config C [--ckpt K] [--out F]``."""
-    import argparse
-    import json
-
-    parser = argparse.ArgumentParser(
-        prog="matbench embed-text",
-        description="Text embeddings of material queries from a CLIP material model.",
-    )
-    parser.add_argument("texts", nargs="+", help="query strings, e.g. 'wood' 'brushed steel'")
-    parser.add_argument("--config", help="run config (YAML) whose model section to build")
-    parser.add_argument("--ckpt", help="checkpoint whose weights to load")
-    parser.add_argument(
-        "--template", help="format string applied to every text, e.g. 'a photo of {}'"
-    )
-    parser.add_argument(
-        "--out", help="save to .npz (embeddings, texts) or .json instead of printing"
-    )
-    args = parser.parse_args(argv)
-    if args.config is None and args.ckpt is None:
-        parser.error("give --config and/or --ckpt")
-    if args.template is not None and "{}" not in args.template:
-        parser.error(f"--template '{args.template}' has no '{{}}'")
-    task = load_task(args.config, args.ckpt).eval()
-    texts = [args.template.format(t) if args.template else t for t in args.texts]
-    with torch.no_grad():
-        embeddings = task.embed_text(texts).float().cpu().numpy()
-    if args.out is None:
-        for text, emb in zip(args.texts, embeddings, strict=True):
-            print(json.dumps({"text": text, "embedding": [round(float(v), 6) for v in emb]}))
-        return 0
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.suffix == ".npz":
-        np.savez(out, embeddings=embeddings, texts=np.asarray(args.texts))
-    elif out.suffix == ".json":
-        out.write_text(json.dumps({"texts": args.texts, "embeddings": embeddings.tolist()}) + "\n")
-    else:
-        parser.error(f"--out must end in .npz or .json, got '{out}'")
-    print(f"{len(texts)} text embeddings ({embeddings.shape[1]}-d): {out}")
-    return 0
+        log_dir_path = self.resolve(trainer)  # every rank asks (log_dir broadcasts)
+        names = self.class_names or getattr(trainer.datamodule, "class_names", None)
+        width = len(self._rows[0]) - 1 if self._rows else len(names or [])
+        names = [str(n) for n in names] if names else [f"class_{i}" for i in range(width)]
+        path = log_dir_path
+        shard = path.with_name(f"{path.stem}.rank{trainer.global_rank}.csv")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with shard.open("w", newline="", encoding="utf-8") as f:
+            csv.writer(f).writerows(self._rows)
+        trainer.strategy.barrier("class_probability_writer")
+        if trainer.is_global_zero:
+            rows: dict[str, list[Any]] = {}
+            for r in range(trainer.world_size):
+                part = path.with_name(f"{path.stem}.rank{r}.csv")
+                with part.open(newline="", encoding="utf-8") as f:
+                    rows.update({row[0]: row for row in csv.reader(f)})
+                part.unlink()
+            with path.open("w", newline="", encoding="utf-8") as f:
+                writer = csv.writer(f)
+                writer.writerow(["key", "prediction", "probability", *names])
+                for key in sorted(rows):
+                    values = [float(v) for v in rows[key][1:]]
+                    best = max(range(len(values)), key=values.__getitem__)
+                    writer.writerow([key, names[best], f"{values[best]:.6f}", *values])
+        trainer.strategy.barrier("class_probability_writer_done")
+        self.path = path
+        self._rows = []

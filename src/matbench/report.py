@@ -15,6 +15,7 @@ from matbench.results import atomic_write_text, load_runs, write_table
 #: Dataset or datamodule name fragment → benchmark name used by the published rows (the
 #: first fragment found wins).
 BENCHMARKS = {
+    "regioniou": "region_iou",
     "google": "google_test",
     "dms_test21": "dms_test21",
     "fmd": "fmd",

@@ -35,6 +35,8 @@ VERSIONED_PACKAGES = (
     "segmentation-models-pytorch",
 )
 TABLE_STEM = "results"
+#: A MatSeg benchmark without relations files has no soft triplet cases.
+NO_RELATIONS = "n/a (no group_relations.txt)"
 
 
 def package_versions() -> dict[str, str | None]:
@@ -232,7 +234,18 @@ def headline(metrics: dict[str, Any]) -> dict[str, Any]:
 
 def table_rows(runs: list[dict[str, Any]]) -> tuple[list[str], list[dict[str, Any]]]:
     """Columns and rows of the results table."""
-    fixed = ["time", "run_id", "task", "model", "checkpoint", "dataset", "split"]
+    fixed = [
+        "time",
+        "run_id",
+        "tag",
+        "task",
+        "model",
+        "weights",
+        "checkpoint",
+        "dataset",
+        "split",
+        "samples",
+    ]
     metric_cols: list[str] = []
     rows = []
     for run in runs:
@@ -245,10 +258,15 @@ def table_rows(runs: list[dict[str, Any]]) -> tuple[list[str], list[dict[str, An
             "checkpoint": run.get("checkpoint") or "",
             "dataset": data.get("dataset", data.get("datamodule", "")),
             "split": data.get("split", ""),
+            "tag": run.get("tag") or "",
+            "weights": run.get("weights") or "",
+            "samples": data.get("num_samples", ""),
         }
         for key, value in headline(run["metrics"]).items():
             if key not in metric_cols:
                 metric_cols.append(key)
+            if value is None and key.startswith("soft_") and data.get("has_relations") is False:
+                value = NO_RELATIONS
             row[key] = value
         rows.append(row)
     return fixed + metric_cols, rows

@@ -50,7 +50,7 @@ def test_fit_test_predict_embed_text(
             "--model.lr=1e-3",
         ]
     )
-    (ckpt,) = sorted(Path("logs").glob("matbench/version_0/checkpoints/last.ckpt"))
+    (ckpt,) = sorted(Path("logs").glob("clip/lvis_materials/*/checkpoints/last.ckpt"))
     state = torch.load(ckpt, map_location="cpu", weights_only=False)
     assert state["hyper_parameters"]["text_tower"] == "minilm"
     assert "model.text.proj.weight" in state["state_dict"]

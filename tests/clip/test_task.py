@@ -95,6 +95,7 @@ def test_training_step_and_optimizer(task: ClipMaterialTask) -> None:
     assert fresh.model.image.visual.proj.grad is not None
     assert fresh.criterion.logit_scale.grad is None
     optimizer = fresh.configure_optimizers()
+    optimizer = optimizer["optimizer"] if isinstance(optimizer, dict) else optimizer  # + schedule
     n_params = sum(len(g["params"]) for g in optimizer.param_groups)
     assert n_params == sum(p.requires_grad for p in fresh.parameters())
     locked = ClipMaterialTask(model=TINY, lock_image=True, lock_text=True, learn_temperature=False)

@@ -162,7 +162,7 @@ def test_cli_fit_then_test_with_fgclip_reprojection(
             "--model.lr=1e-2",
         ]
     )
-    (ckpt,) = sorted(Path("logs").glob("matbench/version_0/checkpoints/last.ckpt"))
+    (ckpt,) = sorted(Path("logs").glob("clip/fgovd_fgclip_train/*/checkpoints/last.ckpt"))
     state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
     torch.manual_seed(123)  # the config's seed_everything: the fit's initial weights
     start = FineGrainedMatchingTask(model=TINY, reproject="fgclip").state_dict()

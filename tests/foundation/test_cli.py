@@ -46,8 +46,8 @@ def _run(tmp_path: Path, *args: str) -> None:
 
 def test_fit_test_predict(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    _run(tmp_path, "fit")
-    version = tmp_path / "logs" / "matbench" / "version_0"
+    _run(tmp_path, "fit", "--run_name", "first")
+    version = tmp_path / "logs" / "foundation" / "toy" / "first"
     config = yaml.safe_load((version / "config.yaml").read_text())
     assert config["seed_everything"] == 0  # a default seed, recorded
     assert config["model"]["class_path"].endswith("ToyTask")

@@ -22,19 +22,21 @@ def _fit(root: Path, epochs: int, *extra: str) -> Path:
             *extra,
         ]
     )  # fmt: skip
-    (last,) = root.glob("matbench/version_*/checkpoints/last.ckpt")
+    (last,) = root.glob("**/checkpoints/last.ckpt")
     return last
 
 
-@pytest.mark.parametrize("noise", ["0.0", "0.5"])  # 0.5: random augmentation in the data
+# noise 0.5: random augmentation in the data; group 3: GroupedSampler batches
+@pytest.mark.parametrize(("noise", "group"), [("0.0", "1"), ("0.5", "1"), ("0.5", "3")])
 def test_resume_equals_uninterrupted(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, noise: str
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, noise: str, group: str
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    aug = ("--data.init_args.noise", noise)
+    aug = ("--data.init_args.noise", noise, "--data.init_args.group", group)
     straight = torch.load(_fit(tmp_path / "a", 3, *aug), weights_only=True)
     first = _fit(tmp_path / "b", 1, *aug)
-    resumed = _fit(tmp_path / "c", 3, *aug, "--ckpt_path", str(first))
+    # resuming continues in the run that wrote the checkpoint
+    resumed = _fit(tmp_path / "b", 3, *aug, "--ckpt_path", str(first))
     resumed = torch.load(resumed, weights_only=True)
     assert (
         resumed["epoch"] == straight["epoch"] and resumed["global_step"] == straight["global_step"]

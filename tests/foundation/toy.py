@@ -14,11 +14,18 @@ from matbench.tasks.base import BaseTask
 class IndexDataset(Dataset):
     """``n`` samples: a fixed random vector, a label, and the sample's index."""
 
-    def __init__(self, n: int, dim: int = 4, seed: int = 0, noise: float = 0.0) -> None:
+    def __init__(
+        self, n: int, dim: int = 4, seed: int = 0, noise: float = 0.0, group: int = 1
+    ) -> None:
         gen = torch.Generator().manual_seed(seed)
         self.x = torch.randn(n, dim, generator=gen)
         self.y = (self.x[:, 0] > 0).long()
         self.noise = noise
+        self.group = group
+
+    def sample_groups(self) -> torch.Tensor:
+        """Consecutive runs of ``group`` samples share an "image"."""
+        return torch.arange(len(self.x)) // self.group
 
     def __len__(self) -> int:
         return len(self.x)
@@ -38,17 +45,26 @@ class ToyDataModule(BaseDataModule):
         batch_size: Samples per batch.
         num_workers: Loader workers.
         noise: Standard deviation of random noise added to training samples.
+        group: Training samples come in "images" of this many (> 1: grouped batches).
     """
 
     def __init__(
-        self, num_samples: int = 11, batch_size: int = 4, num_workers: int = 0, noise: float = 0.0
+        self,
+        num_samples: int = 11,
+        batch_size: int = 4,
+        num_workers: int = 0,
+        noise: float = 0.0,
+        group: int = 1,
     ) -> None:
         super().__init__(batch_size=batch_size, num_workers=num_workers)
         self.save_hyperparameters()
+        self.group_by_image = group > 1
 
     def setup(self, stage: str | None = None) -> None:
         n = self.hparams.num_samples
-        self.train_dataset = IndexDataset(n, seed=0, noise=self.hparams.noise)
+        self.train_dataset = IndexDataset(
+            n, seed=0, noise=self.hparams.noise, group=self.hparams.group
+        )
         self.val_dataset = IndexDataset(n, seed=1)
         self.test_dataset = IndexDataset(n, seed=2)
         self.predict_dataset = self.test_dataset

@@ -18,6 +18,8 @@ from tests.data.fgovd.data import make as make_fgovd
 from tests.data.fmd.data import make as make_fmd
 from tests.data.lvis_materials.data import make as make_lvis
 from tests.data.matseg.data import make as make_matseg
+from tests.data.regions.data import make_labels, make_masks
+from tests.prompted.tiny import write_config
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = ROOT / "configs"
@@ -35,6 +37,11 @@ class Case:
     fit: list[str] | None = field(default=None)  # None: nothing to train (a baseline)
 
 
+#: The goldens were recorded with a constant learning rate: keep it for their fits (the
+#: schedule is tested on its own in tests/foundation/test_first_hour.py).
+CONSTANT_LR = ["--model.lr_schedule=constant", "--model.warmup=0"]
+
+
 def _matseg(root: Path) -> list[str]:
     data = make_matseg(root)
     return [f"--data.root={data / 'scenes'}", f"--data.benchmark_root={data / 'benchmark'}"]
@@ -42,6 +49,29 @@ def _matseg(root: Path) -> list[str]:
 
 def _matseg_benchmark(root: Path) -> list[str]:
     return [f"--data.root={make_matseg(root) / 'benchmark'}"]
+
+
+def _matseg_sam(root: Path) -> list[str]:
+    config = write_config(root / "tiny_sam", "sam")
+    return [*_matseg_benchmark(root), f"--model.config={config}"]
+
+
+def _matseg_materialistic(root: Path) -> list[str]:
+    from tests.prompted.test_materialistic import TINY
+
+    config = root / "tiny_materialistic.json"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text(json.dumps(TINY))
+    return [*_matseg_benchmark(root), f"--model.config={config}"]
+
+
+def _regions_sam2(root: Path) -> list[str]:
+    config = write_config(root / "tiny_sam2", "sam2")
+    return [f"--data.root={make_masks(root / 'masks')}", f"--model.config={config}"]
+
+
+def _regions_labels(root: Path) -> list[str]:
+    return [f"--data.root={make_labels(root / 'labels')}"]
 
 
 def _fmd(root: Path) -> list[str]:
@@ -72,9 +102,46 @@ CASES = {
                 "--data.batch_size=2",
                 "--data.num_workers=0",
             ],
-            fit=["--trainer.max_steps=4", "--trainer.val_check_interval=4"],
+            fit=["--trainer.max_steps=4", "--trainer.val_check_interval=4", *CONSTANT_LR],
         ),
         Case("matseg_rgb", "matseg/rgb_baseline.yaml", _matseg_benchmark, []),
+        Case("matseg_sam_2pt", "matseg/sam_2pt.yaml", _matseg_sam, ["--model.weights=null"]),
+        Case(
+            "matseg_materialistic",
+            "matseg/materialistic.yaml",
+            _matseg_materialistic,
+            ["--model.weights=null"],
+        ),
+        Case(
+            "matseg_official",
+            "matseg/official.yaml",
+            _matseg_benchmark,
+            ["--model.weights=null", "--model.encoder=test_convnext", "--model.descriptor_dim=8"],
+        ),
+        Case(
+            "matseg_dense",
+            "matseg/dense_dinov2.yaml",
+            _matseg_benchmark,
+            ["--model.encoder=test_vit", "--model.encoder_weights=null", "--model.image_size=32"],
+        ),
+        Case(
+            "region_iou_sam2",
+            "region_iou/sam_8pt.yaml",
+            _regions_sam2,
+            ["--model.model=sam2", "--model.weights=null", "--model.num_points=2"],
+        ),
+        Case(
+            "region_iou_dense",
+            "region_iou/official.yaml",
+            _regions_labels,
+            [
+                "--model.model=dense",
+                "--model.encoder=test_vit",
+                "--model.weights=null",
+                "--model.image_size=32",
+                "--data.val_fraction=0.34",
+            ],
+        ),
         Case(
             "two_stream_fmd",
             "two_stream/fmd.yaml",
@@ -90,7 +157,7 @@ CASES = {
                 "--model.text_weights=null",
                 "--data.descriptions=null",
             ],
-            fit=["--trainer.max_epochs=2"],
+            fit=["--trainer.max_epochs=2", *CONSTANT_LR],
         ),
         Case(
             "clip_lvis",
@@ -103,7 +170,12 @@ CASES = {
                 "--data.batch_size=4",
                 "--data.num_workers=0",
             ],
-            fit=["--trainer.max_epochs=1", "--trainer.limit_train_batches=3", "--model.lr=1e-3"],
+            fit=[
+                "--trainer.max_epochs=1",
+                "--trainer.limit_train_batches=3",
+                "--model.lr=1e-3",
+                *CONSTANT_LR,
+            ],
         ),
         Case(
             "fgovd_fgclip",

@@ -14,7 +14,7 @@ from matbench.benchmark import SuiteError, load_suite
 from matbench.cli import main
 from matbench.datasets import FMD, LVISMaterials, MaterialFolder
 from matbench.datasets.errors import DatasetFormatError
-from matbench.errors import CheckpointError, ConfigError, EvaluationError
+from matbench.errors import CheckpointError, ConfigFileError, EvaluationError
 from matbench.tasks import MatSegTask
 from tests.data.fmd.data import make as make_fmd
 from tests.data.lvis_materials.data import make as make_lvis
@@ -194,7 +194,9 @@ def test_malformed_suite_yaml_names_file_and_field(tmp_path: Path) -> None:
 
 def test_embed_text_on_a_non_clip_config_or_checkpoint(tmp_path: Path) -> None:
     """Item 12: embed-text needs a CLIP material model; anything else is named."""
-    with pytest.raises(ConfigError, match=r"rgb_baseline\.yaml: model\.class_path is MatSegTask"):
+    with pytest.raises(
+        ConfigFileError, match=r"rgb_baseline\.yaml: model\.class_path is MatSegTask"
+    ):
         main(["embed-text", "wood", "--config", str(RGB_BASELINE)])
     matseg = _lightning_checkpoint(
         tmp_path / "matseg.ckpt", MatSegTask(model="rgb"), "matbench.tasks.MatSegTask", model="rgb"

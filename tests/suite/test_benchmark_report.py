@@ -115,12 +115,23 @@ def test_published_rows_are_well_formed() -> None:
         "google_test",
         "matseg",
         "lvis_materials",
+        "region_iou",
     }
     for row in rows:
         assert row["source"] and row["model"] and row["protocol"]
         assert all(0 <= v <= 1 for v in row["metrics"].values())
     clip = next(r for r in rows if r["model"].startswith("CLIP ViT"))
     assert clip["metrics"]["g64_mcs"] == 0.382
+    # MatSeg paper: SAM with 1, 2, 4, 8 points (all / soft) and the IoU table, as printed
+    sam = {r["model"]: r["metrics"] for r in rows if r["benchmark"] == "matseg"}
+    assert sam["SAM, 1 point"] == {"all": 0.69, "soft": 0.63}
+    assert sam["SAM, 2 points"] == {"all": 0.70, "soft": 0.62}
+    assert sam["SAM, 4 points"] == {"all": 0.72, "soft": 0.64}
+    assert sam["SAM, 8 points"] == {"all": 0.74, "soft": 0.65}
+    iou = {r["model"]: r["metrics"] for r in rows if r["benchmark"] == "region_iou"}
+    assert sorted(iou) == ["MatSeg", "Materialistic", "SAM, 8 points"]
+    assert all(len(m) == 12 for m in iou.values())
+    assert iou["SAM, 8 points"]["iou_cu"] == 0.69 and iou["MatSeg"]["iou_cryonuseg"] == 0.45
 
 
 def test_two_stream_paper_benchmarks_are_recognised() -> None:

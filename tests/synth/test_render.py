@@ -52,8 +52,12 @@ FLAT = RenderConfig(
 
 
 def _fake_python(path: Path, body: str) -> str:
-    """An executable standing in for a Blender Python: ``-c`` probes go to the real one."""
-    path.write_text(f'#!/bin/sh\nif [ "$1" = "-c" ]; then exec {sys.executable} "$@"; fi\n{body}\n')
+    """An executable standing in for a Blender Python: probes (``-c``, the worker's
+    ``--device``) go to the real one, scene renders run ``body``."""
+    path.write_text(
+        f'#!/bin/sh\nif [ "$1" = "-c" ] || [ "$2" = "--device" ]; then exec {sys.executable} '
+        f'"$@"; fi\n{body}\n'
+    )
     path.chmod(path.stat().st_mode | stat.S_IEXEC)
     return str(path)
 
@@ -303,3 +307,15 @@ def test_missing_bpy_names_the_install_line(
     err = capsys.readouterr().err
     assert code == 2 and "cannot import bpy" in err and 'pip install "matbench[render]"' in err
     assert not (tmp_path / "o").exists()
+
+
+@needs_bpy
+def test_gpu_request_without_gpu_fails_before_any_scene(tmp_path: Path) -> None:
+    config = RenderConfig(width=32, height=32, device="gpu")
+    try:
+        write_3d_scenes(tmp_path / "out", 2, config=config)
+    except RenderUnavailableError as err:
+        assert "finds no GPU" in str(err)
+    else:
+        pytest.skip("this machine has a GPU that Cycles can use")
+    assert not (tmp_path / "out").exists()

@@ -73,8 +73,9 @@ def test_fit_test_predict(
         "--trainer.max_epochs=2",
         "--trainer.limit_val_batches=2",
         "--trainer.log_every_n_steps=1",
+        "--run_name=r",
     )
-    version = tmp_path / "logs" / "matbench" / "version_0"
+    version = tmp_path / "logs" / "two_stream" / Path(config).stem / "r"
     saved = yaml.safe_load((version / "config.yaml").read_text())
     assert saved["model"]["init_args"]["num_classes"] == num_classes
     assert saved["model"]["init_args"]["lr"] == 5e-5
@@ -118,3 +119,6 @@ def test_fit_test_predict(
     probs = torch.cat([b["probs"] for b in batches])
     assert probs.shape == (len(keys), num_classes)
     assert torch.allclose(probs.sum(1), torch.ones(len(keys)), atol=1e-5)
+    # and written next to the run: one row per sample, the class name first
+    rows = (version / "predict" / "predictions.csv").read_text().splitlines()
+    assert len(rows) == len(keys) + 1 and rows[0].startswith("key,prediction,probability,")

@@ -299,3 +299,19 @@ def test_describe_lvis_objects_over_http(tmp_path: Path, monkeypatch: pytest.Mon
     objects = LVISMaterials(root / "lvis" / "lvis_v1_val.json", root / "coco").objects
     assert sorted(sidecar) == sorted(str(o["id"]) for o in objects)
     assert all(v == "a surface seen at 96 px" for v in sidecar.values())  # the whole image
+
+
+def test_sidecar_keys_are_the_real_fmd_names(
+    shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a copy laid out from the real FMD file list, the sidecar's keys are exactly the
+    release's '<class>/<file>.jpg' names, and the reader takes the sidecar back."""
+    names = (shared_data / "fmd" / "FMD_image_filelist.txt").read_text().split()[::100]
+    root = make_fmd(tmp_path / "fmd", names=names, size=(64, 48))
+    monkeypatch.setenv("OPENAI_API_KEY", "test-key")
+    with chat_server(lambda text, images: "a dull surface with a fine grain") as server:
+        out = tmp_path / "d.json"
+        assert describe(out, "openai:gpt-test", root, "--base-url", server.url) == 0
+    sidecar = json.loads(out.read_text())
+    assert sorted(sidecar) == sorted(names)
+    assert FMD(root, descriptions=out).descriptions == ["a dull surface with a fine grain"] * 10

@@ -8,6 +8,9 @@ from matbench.datamodules.fmd import FMDDataModule
 from matbench.datamodules.folder import MaterialFolderDataModule
 from matbench.datamodules.lvis_materials import LVISMaterialsDataModule
 from matbench.datamodules.matseg import MatSegBenchmarkDataModule, MatSegDataModule
+from matbench.datamodules.regions import RegionIoUDataModule
+from matbench.datamodules.sampler import GroupedSampler
+from matbench.datamodules.streaming import StreamingDataModule
 
 __all__ = [
     "BaseDataModule",
@@ -15,9 +18,12 @@ __all__ = [
     "DMSDataModule",
     "FGOVDDataModule",
     "FMDDataModule",
+    "GroupedSampler",
     "LVISMaterialsDataModule",
     "MaterialFolderDataModule",
     "MatSegBenchmarkDataModule",
     "MatSegDataModule",
+    "StreamingDataModule",
+    "RegionIoUDataModule",
     "list_collate",
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -17,6 +18,13 @@ from torch.utils.data._utils.collate import default_collate
 from matbench.errors import EvaluationError
 from matbench.results import plain
 from matbench.utils.distributed import world_and_rank
+
+
+def _absolute_roots(root: Any) -> Any:
+    """A root (or a list of roots) as absolute paths, for the results JSON."""
+    if isinstance(root, (list, tuple)):
+        return [str(Path(r).expanduser().resolve()) for r in root]
+    return str(Path(root).expanduser().resolve()) if root else ""
 
 
 def list_collate(samples: list[dict[str, Any]]) -> dict[str, list[Any]]:
@@ -86,6 +94,9 @@ class BaseDataModule(L.LightningDataModule):
 
     #: Name of the split that ``test_dataset`` holds; recorded in the results JSON.
     test_split: str = "test"
+    #: Training batches hold whole images (see :mod:`matbench.datamodules.sampler`), so a
+    #: dataset with ``sample_groups()`` and ``__getitems__`` decodes each image once.
+    group_by_image: bool = False
     #: Collate function of every loader.
     collate_fn: Callable[[list[Any]], Any] = staticmethod(default_collate)
 
@@ -125,6 +136,18 @@ class BaseDataModule(L.LightningDataModule):
         finally:
             _given_hyperparameters.reset(token)
 
+    @classmethod
+    def data_roots(cls, init_args: dict[str, Any], stage: str) -> list[tuple[str, str]]:
+        """The folders ``stage`` reads, as (argument name, folder), from the constructor
+        arguments (``root``, a string or a list of them, by default).
+
+        The command line checks that they exist before it builds any model, so that a wrong
+        path fails at once rather than after minutes of loading weights.
+        """
+        root = init_args.get("root")
+        roots = [root] if isinstance(root, str) else list(root or [])
+        return [("root", str(r)) for r in roots if r]
+
     # -- loaders -----------------------------------------------------------------------------
     def train_dataloader(self) -> DataLoader:
         return self._loader(self._require("train"), train=True)
@@ -160,7 +183,7 @@ class BaseDataModule(L.LightningDataModule):
             # Order and worker seeds are functions of (seed, epoch): Lightning calls
             # set_epoch, so a run resumed from a checkpoint continues exactly.
             seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
-            sampler: Sampler = EpochSeededSampler(dataset, world, rank, seed)
+            sampler: Sampler = self._train_sampler(dataset, world, rank, seed)
             generator = sampler.generator
         else:
             if dist.is_available() and dist.is_initialized():
@@ -192,11 +215,23 @@ class BaseDataModule(L.LightningDataModule):
         """The results-JSON ``data`` record of test dataloader ``index``."""
         return self.describe()
 
+    def _train_sampler(
+        self, dataset: Dataset, world: int, rank: int, seed: int
+    ) -> EpochSeededSampler:
+        """The shuffled training sampler; a :class:`~matbench.datamodules.sampler.GroupedSampler`
+        when :attr:`group_by_image` is set and the dataset has ``sample_groups()``."""
+        if self.group_by_image and hasattr(dataset, "sample_groups"):
+            from matbench.datamodules.sampler import GroupedSampler
+
+            return GroupedSampler(dataset, dataset.sample_groups(), world, rank, seed)
+        return EpochSeededSampler(dataset, world, rank, seed)
+
     def describe(self) -> dict[str, Any]:
         """What the results JSON records about the data: class, arguments and test split."""
+        root = self.hparams.get("root")
         info = {
             "datamodule": type(self).__name__,
-            "root": str(self.hparams.get("root", "")),
+            "root": _absolute_roots(root),
             "split": self.test_split,
             "hparams": {k: plain(v) for k, v in self.hparams.items()},
         }

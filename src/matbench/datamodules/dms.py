@@ -31,6 +31,10 @@ class DMSDataModule(BaseDataModule):
         label_space: Region mode: relabel regions into a label space (``classes21`` for the
             two-stream paper's DMS-test-21, or a label-space JSON); regions of DMS46 classes
             without a counterpart are dropped and counted (:meth:`describe`).
+        group_by_image: Region mode: training batches hold all regions of an image, read
+            once (:class:`~matbench.datamodules.sampler.GroupedSampler`).
+        index_cache: Folder of cached region statistics; ``"auto"`` =
+            ``$MATBENCH_CACHE_DIR/index``; None = read every label map on every run.
     """
 
     def __init__(
@@ -46,9 +50,12 @@ class DMSDataModule(BaseDataModule):
         test_split: Literal["test", "validation"] = "test",
         augment: bool = False,
         label_space: str | None = None,
+        group_by_image: bool = False,
+        index_cache: str | None = "auto",
     ) -> None:
         super().__init__(batch_size, num_workers, eval_batch_size)
         self.save_hyperparameters()
+        self.group_by_image = group_by_image
         if test_split not in ("test", "validation"):
             raise ValueError(f"test_split must be 'test' or 'validation', got '{test_split}'")
         self.root = root
@@ -85,6 +92,7 @@ class DMSDataModule(BaseDataModule):
             descriptions=h.descriptions,
             transforms=RandomHorizontalFlip() if (train and self.augment) else None,
             label_space=h.label_space,
+            index_cache=h.index_cache,
         )
 
     def setup(self, stage: str | None = None) -> None:

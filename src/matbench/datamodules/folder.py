@@ -17,16 +17,17 @@ from matbench.results import atomic_write_text
 
 
 class RandomHorizontalFlip:
-    """Flip ``image`` and ``mask`` of a sample left-right with probability ``p``."""
+    """Flip ``image``, ``mask`` and ``context`` (those present) of a sample left-right with
+    probability ``p``."""
 
     def __init__(self, p: float = 0.5) -> None:
         self.p = p
 
     def __call__(self, sample: dict[str, Any]) -> dict[str, Any]:
         if "image" in sample and torch.rand(()) < self.p:
-            sample["image"] = sample["image"].flip(-1)
-            if "mask" in sample:
-                sample["mask"] = sample["mask"].flip(-1)
+            for key in ("image", "mask", "context"):
+                if key in sample:
+                    sample[key] = sample[key].flip(-1)
         return sample
 
     def __repr__(self) -> str:

@@ -7,10 +7,11 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
+from torch.utils.data._utils.collate import default_collate
 
 from matbench.datamodules.base import BaseDataModule
 from matbench.datasets.lvis_materials import LVISMaterials
-from matbench.transforms import ObjectCrop
+from matbench.transforms import ObjectCrop, finish_object_batch
 
 
 class _ObjectTransform:
@@ -23,9 +24,13 @@ class _ObjectTransform:
 
     def __call__(self, sample: dict[str, Any]) -> dict[str, Any]:
         context = sample["image"]
+        if context.dtype == torch.uint8 and self.context_size is not None:
+            context = context.float().div_(255.0)
         sample = self.crop(sample)
         flip = self.flip and bool(torch.rand(()) < 0.5)
-        if flip:
+        if self.crop.finish_on_device:
+            sample["flip"] = torch.tensor(flip)  # applied after the blur, on the device
+        elif flip:
             sample["image"] = sample["image"].flip(-1)
             sample["mask"] = sample["mask"].flip(-1)
         if self.context_size is not None:
@@ -34,6 +39,16 @@ class _ObjectTransform:
             sample["context"] = context.flip(-1) if flip else context
         sample.pop("box", None)
         return sample
+
+
+def region_collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """Collate deferred object crops: ``image`` and ``mask`` (regions of different sizes)
+    as lists, everything else as ``default_collate`` does."""
+    ragged = ("image", "mask")
+    batch = default_collate([{k: v for k, v in s.items() if k not in ragged} for s in samples])
+    for key in ragged:
+        batch[key] = [s[key] for s in samples]
+    return batch
 
 
 class LVISMaterialsDataModule(BaseDataModule):
@@ -72,6 +87,19 @@ class LVISMaterialsDataModule(BaseDataModule):
         batch_size: Samples per batch.
         num_workers: Loader worker processes.
         eval_batch_size: Samples per batch for evaluation.
+        group_by_image: Training batches hold whole images, each decoded once for all of its
+            objects (:class:`~matbench.datamodules.sampler.GroupedSampler`); the order is
+            still a seeded shuffle, over images. Off by default: it changes which objects
+            share a batch (the in-batch negatives of the contrastive loss).
+        decode_draft: Decode a JPEG at 1/2, 1/4 or 1/8 size when all of its objects in the
+            batch keep at least ``image_size`` pixels per box side (approximately the same
+            crop, much less decoding for large objects).
+        index_cache: Folder of cached annotation indexes; ``"auto"`` =
+            ``$MATBENCH_CACHE_DIR/index``; None = parse the JSON on every run.
+        crop_on_device: Loader workers only cut each object's region out; the resize, the
+            background blur and the flip run on the batch's device after transfer
+            (:meth:`on_after_batch_transfer`), with the same result. Frees the CPU when the
+            loader cannot keep up with a GPU.
     """
 
     test_split = "val"
@@ -100,9 +128,16 @@ class LVISMaterialsDataModule(BaseDataModule):
         batch_size: int = 64,
         num_workers: int = 0,
         eval_batch_size: int | None = None,
+        group_by_image: bool = False,
+        decode_draft: bool = False,
+        index_cache: str | None = "auto",
+        crop_on_device: bool = False,
     ) -> None:
         super().__init__(batch_size, num_workers, eval_batch_size)
         self.save_hyperparameters()
+        self.group_by_image = group_by_image
+        if crop_on_device:
+            self.collate_fn = region_collate
         self.root = Path(root)
         self.class_names: list[str] = []
 
@@ -121,6 +156,7 @@ class LVISMaterialsDataModule(BaseDataModule):
             blur_sigma=hp.crop_blur_sigma,
             context=hp.crop_context,
             square=hp.crop_square,
+            finish_on_device=hp.crop_on_device,
         )
         return LVISMaterials(
             self.root / annotations,
@@ -129,6 +165,9 @@ class LVISMaterialsDataModule(BaseDataModule):
             caption=hp.caption,
             template=hp.template,
             transforms=_ObjectTransform(crop, hp.context_size, flip=train and hp.flip),
+            index_cache=hp.index_cache,
+            draft_size=hp.image_size if hp.decode_draft else None,
+            uint8_images=hp.crop_on_device,
         )
 
     def setup(self, stage: str) -> None:
@@ -145,3 +184,9 @@ class LVISMaterialsDataModule(BaseDataModule):
         elif stage == "predict":
             self.predict_dataset = self._dataset("predict", train=False)
             self.class_names = self.predict_dataset.materials
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """With ``crop_on_device``: resize, blur and flip the object crops on the device."""
+        if not self.hparams.crop_on_device:
+            return batch
+        return finish_object_batch(batch, self.hparams.image_size, self.hparams.crop_blur_sigma)

@@ -295,6 +295,13 @@ class MatSegDataModule(BaseDataModule):
         #: Per root after :meth:`setup`: path, training and validation scenes, weight.
         self.scene_counts: list[dict[str, Any]] = []
 
+    @classmethod
+    def data_roots(cls, init_args: dict[str, Any], stage: str) -> list[tuple[str, str]]:
+        benchmark = init_args.get("benchmark_root")
+        if stage in ("test", "predict") and benchmark:
+            return [("benchmark_root", str(benchmark))]
+        return super().data_roots(init_args, stage)
+
     @property
     def roots(self) -> list[str]:
         """The scene roots (one for a plain string)."""

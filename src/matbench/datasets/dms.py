@@ -18,7 +18,10 @@ Two modes:
   pixels in the image, not a connected component: DMS labels carry no instance ids, and one
   surface split by an occluder (a table behind a chair) is still one material region to
   classify. Classes covering fewer than ``min_pixels`` pixels (at label resolution) are left
-  out. Finding the regions reads every label map of the split once, in ``__init__``.
+  out. Finding the regions reads every label map of the split once; the per-image class pixel
+  counts are kept in the index cache (:mod:`matbench.datasets.index_cache`, keyed by the
+  SHA-256 of ``info.json.gz`` and of every label map), so later runs, other ``min_pixels``
+  and other DDP ranks start without reading them again.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ import torch
 from torch.utils.data import Dataset
 
 from matbench.cache import cached_sample
+from matbench.datasets.batched import load_once
 from matbench.datasets.errors import DatasetFormatError, DatasetNotFoundError
 from matbench.datasets.folder import (
     FALLBACK_DESCRIPTION,
@@ -43,6 +47,7 @@ from matbench.datasets.folder import (
     file_digest,
     resize_sample,
 )
+from matbench.datasets.index_cache import Index, cached_index
 from matbench.datasets.utils import open_image, oriented_size, read_image
 
 DMS_SPLITS = ("train", "validation", "test")
@@ -152,6 +157,8 @@ class DMS(Dataset):
             are dropped and counted in :attr:`dropped`. A region stays one DMS46 class's
             pixels with its key (``…#<DMS46 id>``), so sidecars serve every label space, and
             an image may hold two regions of one target class (natural and polished stone).
+        index_cache: Folder of cached indexes (region pixel counts, checked sizes);
+            ``"auto"`` = ``$MATBENCH_CACHE_DIR/index``; None = read the label maps every time.
     """
 
     #: Set by a task to serve frozen features instead of decoding (see ``matbench.cache``).
@@ -168,6 +175,7 @@ class DMS(Dataset):
         on_label_leak: str = "error",
         transforms: Callable[[Sample], Sample] | None = None,
         label_space: str | None = None,
+        index_cache: str | Path | None = "auto",
     ) -> None:
         if split not in DMS_SPLITS:
             raise ValueError(f"split must be one of {DMS_SPLITS}, got '{split}'")
@@ -186,8 +194,8 @@ class DMS(Dataset):
         self.classes = [str(self.taxonomy["names"][i]) for i in DMS46_INDICES]
         self.lut = dms46_lut()
         self.images = self._read_info()
-        #: Region mode: (image index, DMS46 id, pixel count) per sample.
-        self.regions: list[tuple[int, int, int]] = []
+        #: Region mode: (image index, DMS46 id, pixel count) per sample, an (N, 3) array.
+        self.regions = np.zeros((0, 3), dtype=np.int64)
         #: Region mode: the class of each region (the DMS46 id, or the label-space id).
         self.region_labels: list[int] = []
         #: Regions left out per DMS46 class by the label space.
@@ -195,11 +203,15 @@ class DMS(Dataset):
         self.label_space = None
         if label_space is not None and mode != "region":
             raise ValueError("label_space needs mode='region' (dense maps keep DMS46 ids)")
-        if mode == "dense":
-            self._check_sizes()
+        settings = {"reader": "DMS", "version": 1, "root": str(self.root.resolve()), "mode": mode}
+        sources = [self.root / "info.json.gz", *(label for _, _, label in self.images)]
+        build = self._build_region_counts if mode == "region" else self._build_sizes
+        #: Region mode: ``counts`` (images, 46), the pixels of each DMS46 class per image;
+        #: both modes: ``sizes`` (images, 2), height and width.
+        self.index = cached_index(f"dms_{split}", settings, sources, build, index_cache)
         if mode == "region":
-            self.regions = self._find_regions()
-            self.region_labels = [r[1] for r in self.regions]
+            self.regions = regions_from_counts(self.index.arrays["counts"], min_pixels)
+            self.region_labels = self.regions[:, 1].tolist()
             if label_space is not None:
                 self._relabel(label_space)
             self.descriptions = assign_descriptions(
@@ -227,7 +239,7 @@ class DMS(Dataset):
         mapping = self.label_space.mapping(self.classes, "dms")
         labels, self.dropped = relabel(self.region_labels, mapping, self.classes)
         kept = [i for i, label in enumerate(labels) if label is not None]
-        self.regions = [self.regions[i] for i in kept]
+        self.regions = self.regions[np.asarray(kept, dtype=np.int64)]
         self.region_labels = [int(labels[i]) for i in kept]  # type: ignore[arg-type]
         self.classes = list(self.label_space.classes)
 
@@ -299,9 +311,10 @@ class DMS(Dataset):
         rows.sort(key=lambda r: r[0])
         return rows
 
-    def _check_sizes(self) -> None:
+    def _build_sizes(self) -> Index:
         """Image and label sizes agree (read from the file headers, nothing decoded)."""
-        for _, image_path, label_path in self.images:
+        sizes = np.zeros((len(self.images), 2), dtype=np.int64)
+        for i, (_, image_path, label_path) in enumerate(self.images):
             image_wh, label_wh = oriented_size(image_path), oriented_size(label_path)
             if image_wh != label_wh:
                 raise DatasetFormatError(
@@ -309,15 +322,18 @@ class DMS(Dataset):
                     f"label map is {label_wh[0]}x{label_wh[1]} (WxH) but its image "
                     f"{image_path} is {image_wh[0]}x{image_wh[1]}",
                 )
+            sizes[i] = label_wh[1], label_wh[0]
+        return Index({"sizes": sizes})
 
-    def _find_regions(self) -> list[tuple[int, int, int]]:
-        regions = []
+    def _build_region_counts(self) -> Index:
+        """Every label map read once: its DMS46 class pixel counts and its size."""
+        counts = np.zeros((len(self.images), len(DMS46_INDICES)), dtype=np.int64)
+        sizes = np.zeros((len(self.images), 2), dtype=np.int64)
         for i, (_, image_path, _) in enumerate(self.images):
             label = self._mapped_label(i, check_image=image_path)
-            counts = np.bincount(label.ravel(), minlength=256)
-            for train_id in np.flatnonzero(counts[: len(DMS46_INDICES)] >= self.min_pixels):
-                regions.append((i, int(train_id), int(counts[train_id])))
-        return regions
+            counts[i] = np.bincount(label.ravel(), minlength=256)[: len(DMS46_INDICES)]
+            sizes[i] = label.shape
+        return Index({"counts": counts, "sizes": sizes})
 
     def _mapped_label(self, image_index: int, check_image: Path | None = None) -> np.ndarray:
         _, image_path, label_path = self.images[image_index]
@@ -341,15 +357,22 @@ class DMS(Dataset):
         """Region mode: the class id of every sample."""
         return list(self.region_labels)
 
+    def sample_groups(self) -> np.ndarray:
+        """The image of every sample: a region's samples share their image's number, so
+        :class:`matbench.datamodules.sampler.GroupedSampler` reads them together."""
+        if self.mode == "region":
+            return self.regions[:, 0].copy()
+        return np.arange(len(self.images))
+
     def _key(self, index: int) -> str:
         if self.mode == "region":
-            image_index, train_id, _ = self.regions[index]
+            image_index, train_id, _ = self.regions[index].tolist()
             return f"{self.split}/{self.images[image_index][0]}#{train_id}"
         return f"{self.split}/{self.images[index][0]}"
 
     def fingerprint(self, index: int) -> dict[str, str]:
         """Feature-cache identity of sample ``index`` (see :mod:`matbench.cache`)."""
-        image_index = self.regions[index][0] if self.mode == "region" else index
+        image_index = int(self.regions[index][0]) if self.mode == "region" else index
         _, image_path, label_path = self.images[image_index]
         description = self.descriptions[index] if self.descriptions else ""
         detail = hashlib.blake2b(
@@ -361,21 +384,37 @@ class DMS(Dataset):
         return {"dataset": "DMS", "split": self.split, "key": self._key(index), "detail": detail}
 
     def __getitem__(self, index: int) -> Sample:
-        meta: Sample = {"key": self._key(index), "index": index}
-        if self.mode == "region":
-            meta["label"] = torch.tensor(self.region_labels[index], dtype=torch.int64)
-            meta["description"] = self.descriptions[index]
-            cached = cached_sample(self, index, meta)
-            if cached is not None:
-                return cached
-        sample = self._load(index)
-        sample.update(meta)
-        if self.transforms is not None:
-            sample = self.transforms(sample)
-        return sample
+        return self.__getitems__([index])[0]
 
-    def _load(self, index: int) -> Sample:
-        image_index = self.regions[index][0] if self.mode == "region" else index
+    def __getitems__(self, indices: list[int]) -> list[Sample]:
+        """A batch of samples; an image's regions in the batch share one decode."""
+        samples: list[Sample | None] = []
+        to_load: list[tuple[int, Sample]] = []
+        for index in indices:
+            meta: Sample = {"key": self._key(index), "index": index}
+            if self.mode == "region":
+                meta["label"] = torch.tensor(self.region_labels[index], dtype=torch.int64)
+                meta["description"] = self.descriptions[index]
+                cached = cached_sample(self, index, meta)
+                if cached is not None:
+                    samples.append(cached)
+                    continue
+            to_load.append((len(samples), meta))
+            samples.append(None)
+        image_of = [self._image_index(meta["index"]) for _, meta in to_load]
+        pairs = load_once(image_of, self._read_pair)
+        for (position, meta), pair in zip(to_load, pairs, strict=True):
+            sample = self._sample(meta["index"], *pair)
+            sample.update(meta)
+            if self.transforms is not None:
+                sample = self.transforms(sample)
+            samples[position] = sample
+        return samples  # type: ignore[return-value]
+
+    def _image_index(self, index: int) -> int:
+        return int(self.regions[index][0]) if self.mode == "region" else index
+
+    def _read_pair(self, image_index: int) -> tuple[torch.Tensor, np.ndarray]:
         _, image_path, label_path = self.images[image_index]
         image = read_image(image_path)
         label = self._mapped_label(image_index)
@@ -385,8 +424,18 @@ class DMS(Dataset):
                 f"label map is {label.shape[1]}x{label.shape[0]} (WxH) but its image "
                 f"{image_path} is {image.shape[2]}x{image.shape[1]}",
             )
+        return image, label
+
+    def _sample(self, index: int, image: torch.Tensor, label: np.ndarray) -> Sample:
         if self.mode == "region":
             mask = torch.from_numpy(label == self.regions[index][1])
         else:
             mask = torch.from_numpy(label.astype(np.int64))
         return resize_sample({"image": image, "mask": mask}, self.image_size)
+
+
+def regions_from_counts(counts: np.ndarray, min_pixels: int) -> np.ndarray:
+    """(image index, DMS46 id, pixel count) of every class covering ``>= min_pixels`` pixels
+    of an image, ordered by image then class: an (N, 3) int64 array."""
+    images, classes = np.nonzero(np.asarray(counts) >= min_pixels)
+    return np.stack([images, classes, np.asarray(counts)[images, classes]], axis=1).astype(np.int64)

@@ -36,6 +36,7 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from matbench.datasets.batched import load_once
 from matbench.datasets.errors import DatasetFormatError, DatasetNotFoundError
 from matbench.datasets.lvis_materials import (
     decode_polygons,
@@ -335,6 +336,16 @@ class FGOVD(Dataset):
 
     def __getitem__(self, index: int) -> Sample:
         return self.sample(index, self.decode(self.objects[index]["image_id"]))
+
+    def sample_groups(self) -> np.ndarray:
+        """The image id of every sample (see :mod:`matbench.datamodules.sampler`)."""
+        return np.array([o["image_id"] for o in self.objects], dtype=np.int64)
+
+    def __getitems__(self, indices: list[int]) -> list[Sample]:
+        """A batch of samples, each image decoded once for all of its objects in it."""
+        image_ids = [self.objects[i]["image_id"] for i in indices]
+        images = load_once(image_ids, self.decode)
+        return [self.sample(i, image) for i, image in zip(indices, images, strict=True)]
 
     def image_samples(self, image_index: int) -> list[Sample]:
         """All objects of the ``image_index``-th image, decoded once."""

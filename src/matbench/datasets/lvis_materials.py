@@ -19,20 +19,24 @@ caption is its LVIS category name (useful to inspect the data, not to train mate
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import re
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from torch import Tensor
 from torch.utils.data import Dataset
 
+from matbench.datasets.batched import load_once
 from matbench.datasets.errors import DatasetFormatError, DatasetNotFoundError
-from matbench.datasets.utils import read_image
+from matbench.datasets.index_cache import Index, StringTable, cached_index, pack_strings
+from matbench.datasets.utils import as_rgb, open_image
 from matbench.materials.sidecar import MaterialLabel, read_sidecar
 
 Sample = dict[str, Any]
@@ -236,6 +240,97 @@ def outside_image(polygons: list[list[float]], width: int, height: int) -> bool:
     return max(xs) <= 0 or min(xs) >= width or max(ys) <= 0 or min(ys) >= height
 
 
+def load_image(path: Path) -> Tensor:
+    """RGB float tensor (3, H, W) in [0, 1], EXIF orientation applied."""
+    return load_image_reduced(path)[0]
+
+
+def load_image_reduced(path: Path, reduce: int = 1, as_uint8: bool = False) -> tuple[Tensor, float]:
+    """Like :func:`load_image`, but a JPEG may be decoded at 1/2, 1/4 or 1/8 of its size
+    (libjpeg's DCT scaling, PIL's ``draft``: far less work than a full decode), at most by
+    ``reduce``. Returns the image (uint8 (3, H, W) with ``as_uint8``) and the factor it was
+    reduced by (1.0 for a full decode)."""
+    with open_image(path) as img:
+        scale = 1.0
+        if reduce > 1 and img.format == "JPEG":
+            width = img.size[0]
+            img.draft("RGB", (math.ceil(img.size[0] / reduce), math.ceil(img.size[1] / reduce)))
+            scale = width / img.size[0]
+        # the shared decoder: EXIF, 16-bit and other modes, errors naming the file
+        array = np.asarray(as_rgb(img, path), dtype=np.uint8).copy()
+    # channels first while still uint8: converting a strided view to float is slow
+    image = torch.from_numpy(array).permute(2, 0, 1).contiguous()
+    return (image if as_uint8 else image.float().div_(255.0)), scale
+
+
+class LVISObjects(Sequence[dict[str, Any]]):
+    """The objects of an :class:`LVISMaterials` index as dicts (``id``, ``image_id``,
+    ``polygons``, ``bbox``, ``materials``, ``text``, ``label``), made on access from the
+    index's arrays: the index itself holds no Python object per object."""
+
+    def __init__(self, arrays: Mapping[str, np.ndarray], materials: Sequence[str]) -> None:
+        self.a = arrays
+        self.materials = materials
+        self.texts = StringTable(arrays["text_blob"], arrays["text_offsets"])
+
+    def __len__(self) -> int:
+        return len(self.a["id"])
+
+    def __getitem__(self, index: int) -> dict[str, Any]:  # type: ignore[override]
+        a = self.a
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        p0, p1 = int(a["poly_offsets"][index]), int(a["poly_offsets"][index + 1])
+        bounds = a["coord_offsets"][p0 : p1 + 1].tolist()
+        coords = a["coords"]
+        polygons = [coords[s:e].tolist() for s, e in itertools.pairwise(bounds)]
+        m0, m1 = int(a["mat_offsets"][index]), int(a["mat_offsets"][index + 1])
+        return {
+            "id": int(a["id"][index]),
+            "image_id": int(a["image_id"][a["image_row"][index]]),
+            "polygons": polygons,
+            "bbox": a["bbox"][index].tolist(),
+            "materials": [self.materials[m] for m in a["mat_ids"][m0:m1].tolist()],
+            "text": self.texts[index] if a["has_text"][index] else None,
+            "label": int(a["label"][index]),
+        }
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return (self[i] for i in range(len(self)))
+
+
+class LVISImages(Mapping[int, dict[str, Any]]):
+    """The images that :class:`LVISMaterials` objects are on: ``image_id → {height, width,
+    path}`` (path relative to the images root), read from the index's arrays."""
+
+    def __init__(self, arrays: Mapping[str, np.ndarray]) -> None:
+        self.a = arrays
+        self.paths = StringTable(arrays["image_path_blob"], arrays["image_path_offsets"])
+
+    def row(self, image_id: int) -> int:
+        ids = self.a["image_id"]
+        row = int(np.searchsorted(ids, image_id))
+        if row >= len(ids) or int(ids[row]) != image_id:
+            raise KeyError(image_id)
+        return row
+
+    def __getitem__(self, image_id: int) -> dict[str, Any]:
+        row = self.row(int(image_id))
+        return {
+            "height": int(self.a["image_height"][row]),
+            "width": int(self.a["image_width"][row]),
+            "path": self.paths[row],
+        }
+
+    def __len__(self) -> int:
+        return len(self.a["image_id"])
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.a["image_id"].tolist())
+
+
 class LVISMaterials(Dataset):
     """Objects of an LVIS annotation file, each with its material caption.
 
@@ -255,6 +350,15 @@ class LVISMaterials(Dataset):
             None = the material name alone (the talk's finding).
         transforms: Callable applied to each sample dict.
         check_images: Check in ``__init__`` that every image file exists.
+        index_cache: Folder of cached indexes (see :mod:`matbench.datasets.index_cache`);
+            ``"auto"`` = ``$MATBENCH_CACHE_DIR/index``; None = parse the JSON every time.
+        draft_size: Decode a JPEG at 1/2, 1/4 or 1/8 resolution when every object read from
+            it still gets at least this many pixels per box side (set it to the crop's output
+            size); None = always decode at full resolution. Samples then carry
+            ``image_scale``, which :class:`matbench.transforms.ObjectCrop` follows.
+        uint8_images: Samples carry the decoded image as uint8 (3, H, W), not float in
+            [0, 1]: for transforms that convert only what they keep
+            (``ObjectCrop(finish_on_device=True)``).
     """
 
     def __init__(
@@ -266,6 +370,9 @@ class LVISMaterials(Dataset):
         template: str | None = None,
         transforms: Callable[[Sample], Sample] | None = None,
         check_images: bool = True,
+        index_cache: str | Path | None = "auto",
+        draft_size: int | None = None,
+        uint8_images: bool = False,
     ) -> None:
         if caption not in ("material", "sidecar"):
             raise ValueError(f"caption must be 'material' or 'sidecar', got '{caption}'")
@@ -276,6 +383,8 @@ class LVISMaterials(Dataset):
         self.caption_mode = caption
         self.template = template
         self.transforms = transforms
+        self.draft_size = draft_size
+        self.uint8_images = uint8_images
         if not self.annotation_file.is_file():
             raise DatasetNotFoundError(
                 type(self).__name__,
@@ -290,22 +399,92 @@ class LVISMaterials(Dataset):
                 ["train2017/", "val2017/"],
                 "Download the COCO 2017 images from https://cocodataset.org",
             )
-        data = self._read_annotations()
-        labels: dict[int, MaterialLabel] | None = None
         if sidecar == "auto":
             sidecar = sidecar_path(self.annotation_file)
-        if sidecar is not None:
-            if not Path(sidecar).is_file():
-                raise DatasetNotFoundError(
-                    type(self).__name__,
-                    Path(sidecar).parent,
-                    [Path(sidecar).name],
-                    "Write it with: matbench materials build --lvis "
-                    f"{self.annotation_file} --out {sidecar}",
-                )
-            labels = read_sidecar(sidecar)
+        if sidecar is not None and not Path(sidecar).is_file():
+            raise DatasetNotFoundError(
+                type(self).__name__,
+                Path(sidecar).parent,
+                [Path(sidecar).name],
+                "Write it with: matbench materials build --lvis "
+                f"{self.annotation_file} --out {sidecar}",
+            )
         self.sidecar = Path(sidecar) if sidecar is not None else None
+        settings = {
+            "reader": type(self).__name__,
+            "version": 1,
+            "image_root": str(self.image_root.resolve()),
+        }
+        sources = [self.annotation_file, *([self.sidecar] if self.sidecar else [])]
+        self.index = cached_index(
+            "lvis_materials", settings, sources, self._build_index, cache_dir=index_cache
+        )
+        self._adopt(self.index)
+
+    def _build_index(self) -> Index:
+        data = self._read_annotations()
+        labels: dict[int, MaterialLabel] | None = None
+        if self.sidecar is not None:
+            labels = read_sidecar(self.sidecar)
         self._index(data, labels)
+        del data
+        return self._pack()
+
+    def _pack(self) -> Index:
+        """The parsed objects and images as flat arrays (the cacheable index)."""
+        objects: list[dict[str, Any]] = self.objects
+        image_ids = sorted({o["image_id"] for o in objects})
+        row_of = {image_id: row for row, image_id in enumerate(image_ids)}
+        lookup = {name: i for i, name in enumerate(self.materials)}
+        polygons = [p for o in objects for p in o["polygons"]]
+        texts = [o["text"] or "" for o in objects]
+        arrays: dict[str, np.ndarray] = {
+            "id": np.array([o["id"] for o in objects], dtype=np.int64),
+            "image_row": np.array([row_of[o["image_id"]] for o in objects], dtype=np.int64),
+            "bbox": np.array([o["bbox"] for o in objects], dtype=np.float64).reshape(-1, 4),
+            "label": np.array([o["label"] for o in objects], dtype=np.int64),
+            "poly_offsets": _offsets([len(o["polygons"]) for o in objects]),
+            "coord_offsets": _offsets([len(p) for p in polygons]),
+            "coords": np.fromiter(
+                itertools.chain.from_iterable(polygons),
+                dtype=np.float64,
+                count=sum(len(p) for p in polygons),
+            ),
+            "mat_offsets": _offsets([len(o["materials"]) for o in objects]),
+            "mat_ids": np.array(
+                [lookup[m] for o in objects for m in o["materials"]], dtype=np.int64
+            ),
+            "has_text": np.array([bool(o["text"]) for o in objects], dtype=bool),
+            "image_id": np.array(image_ids, dtype=np.int64),
+            "image_height": np.array([self.images[i]["height"] for i in image_ids], np.int64),
+            "image_width": np.array([self.images[i]["width"] for i in image_ids], np.int64),
+        }
+        for prefix, values in (
+            ("text", texts),
+            ("image_path", [self.images[i]["path"] for i in image_ids]),
+        ):
+            packed = pack_strings(values)
+            arrays[f"{prefix}_blob"], arrays[f"{prefix}_offsets"] = (
+                packed["blob"],
+                packed["offsets"],
+            )
+        meta = {
+            "categories": sorted(self.category_names.items()),
+            "materials": self.materials,
+            "num_degenerate": self.num_degenerate,
+            "num_outside": self.num_outside,
+        }
+        return Index(arrays, meta)
+
+    def _adopt(self, index: Index) -> None:
+        meta = index.meta
+        self.category_names = {int(k): str(v) for k, v in meta["categories"]}
+        #: The material names (or category names without a sidecar); ``label`` indexes them.
+        self.materials = list(meta["materials"])
+        self.num_degenerate = int(meta["num_degenerate"])
+        self.num_outside = int(meta.get("num_outside", 0))
+        self.objects = LVISObjects(index.arrays, self.materials)
+        self.images = LVISImages(index.arrays)
 
     # -- index -------------------------------------------------------------------------------
     def _read_annotations(self) -> dict[str, Any]:
@@ -401,18 +580,58 @@ class LVISMaterials(Dataset):
         text = " and ".join(obj["materials"])
         return self.template.format(text) if self.template else text
 
-    def __getitem__(self, index: int) -> Sample:
-        obj = self.objects[index]
-        info = self.images[obj["image_id"]]
-        path = self.image_root / info["path"]
-        image = read_image(path)
-        height, width = info["height"], info["width"]
-        if tuple(image.shape[-2:]) != (height, width):
+    def sample_groups(self) -> np.ndarray:
+        """The image of every sample (a row number): samples sharing it are read together by
+        :class:`matbench.datamodules.sampler.GroupedSampler` and decoded once."""
+        return np.asarray(self.index.arrays["image_row"])
+
+    def draft_reduction(self, index: int) -> int:
+        """The largest JPEG reduction (1, 2, 4 or 8) that leaves object ``index`` at least
+        ``draft_size`` pixels per box side; 1 without ``draft_size``."""
+        if self.draft_size is None:
+            return 1
+        side = float(min(self.index.arrays["bbox"][index, 2:]))
+        reduce = 1
+        while reduce < 8 and side / (2 * reduce) >= self.draft_size:
+            reduce *= 2
+        return reduce
+
+    def _image(self, row: int, reduce: int) -> tuple[Tensor, float]:
+        a = self.index.arrays
+        path = self.image_root / self.images.paths[row]
+        image, scale = load_image_reduced(path, reduce, as_uint8=self.uint8_images)
+        height, width = int(a["image_height"][row]), int(a["image_width"][row])
+        expected = (math.ceil(height / scale), math.ceil(width / scale))
+        if tuple(image.shape[-2:]) != expected:
             raise DatasetFormatError(
                 path,
                 f"image is {image.shape[-1]}x{image.shape[-2]} but {self.annotation_file.name} "
-                f"records {width}x{height}",
+                f"records {width}x{height}" + (f" (decoded at 1/{scale:g})" if scale != 1 else ""),
             )
+        return image, scale
+
+    def __getitem__(self, index: int) -> Sample:
+        row = int(self.index.arrays["image_row"][index])
+        image, scale = self._image(row, self.draft_reduction(index))
+        return self._sample(index, image, scale)
+
+    def __getitems__(self, indices: list[int]) -> list[Sample]:
+        """A batch of samples, each image decoded once for all of its objects in the batch
+        (the samples equal ``[self[i] for i in indices]`` when ``draft_size`` is None)."""
+        rows = [int(r) for r in self.index.arrays["image_row"][indices]]
+        reduce: dict[int, int] = {}
+        for row, index in zip(rows, indices, strict=True):
+            reduce[row] = min(reduce.get(row, 8), self.draft_reduction(index))
+        images = load_once(rows, lambda row: self._image(row, reduce[row]))
+        return [
+            self._sample(index, *decoded) for index, decoded in zip(indices, images, strict=True)
+        ]
+
+    def _sample(self, index: int, image: Tensor, scale: float = 1.0) -> Sample:
+        obj = self.objects[index]
+        row = int(self.index.arrays["image_row"][index])
+        height = int(self.index.arrays["image_height"][row])
+        width = int(self.index.arrays["image_width"][row])
         try:
             mask = decode_polygons(obj["polygons"], height, width)
         except Exception as err:  # noqa: BLE001 - pycocotools raises bare exceptions
@@ -435,6 +654,14 @@ class LVISMaterials(Dataset):
             "key": str(obj["id"]),
             "index": index,
         }
+        if scale != 1.0:
+            sample["image_scale"] = scale
         if self.transforms is not None:
             sample = self.transforms(sample)
         return sample
+
+
+def _offsets(lengths: Sequence[int]) -> np.ndarray:
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    return offsets

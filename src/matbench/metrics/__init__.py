@@ -6,6 +6,7 @@ forms in :mod:`matbench.metrics.functional` return the same keys for one call.
 
 from matbench.metrics.classification import ClassificationMetrics
 from matbench.metrics.ranking import CandidateRankMetrics
+from matbench.metrics.region_iou import RegionIoU
 from matbench.metrics.retrieval import RetrievalMetrics
 from matbench.metrics.segmentation import SegmentationMetrics
 from matbench.metrics.triplet import MatSegMetrics, TripletAccuracy
@@ -14,6 +15,7 @@ __all__ = [
     "CandidateRankMetrics",
     "ClassificationMetrics",
     "MatSegMetrics",
+    "RegionIoU",
     "RetrievalMetrics",
     "SegmentationMetrics",
     "TripletAccuracy",

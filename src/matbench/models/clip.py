@@ -14,12 +14,13 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from matbench.errors import ConfigError
 from matbench.models.text import MINILM_NAME, MiniLMTextEncoder
 from matbench.models.utils import Freezable
 from matbench.utils.distributed import world_and_rank
 from matbench.utils.weights import (
     create_timm_model,
-    looks_like_path,
+    loading_weights,
     timm_normalization,
 )
 
@@ -41,22 +42,19 @@ def resolve_model_name(model: str) -> str:
     return model
 
 
-def create_open_clip(model: str, pretrained: str | None) -> nn.Module:
+def create_open_clip(model: str, pretrained: str | None, argument: str = "pretrained") -> nn.Module:
     """An open_clip model by architecture name (or JSON config path); ``pretrained`` a tag,
-    a local file or None."""
+    a local file or None; ``argument`` names it in errors."""
     import open_clip
 
     model = resolve_model_name(model)
-
-    if pretrained is not None and looks_like_path(pretrained):
-        if not Path(pretrained).expanduser().is_file():
-            raise FileNotFoundError(f"open_clip checkpoint '{pretrained}' does not exist")
     if model not in open_clip.list_models():
         raise ValueError(
             f"unknown open_clip architecture '{model}' (see open_clip.list_models(), or register "
             "a config with open_clip.add_model_config)"
         )
-    return open_clip.create_model(model, pretrained=pretrained)
+    with loading_weights(argument, pretrained):
+        return open_clip.create_model(model, pretrained=pretrained)
 
 
 class ImageTower(Freezable):
@@ -183,8 +181,9 @@ class LateFusion(nn.Module):
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"fusion: embedding size {dim} is not divisible by {num_heads} heads")
-        net = create_timm_model(backbone, pretrained, num_classes=0)
+        net = create_timm_model(backbone, pretrained, argument="fusion_pretrained", num_classes=0)
         self.backbone = _FrozenBackbone(net).freeze(lock_backbone)
+        self.backbone.weights_source = pretrained
         mean, std = timm_normalization(net)
         self.register_buffer("mean", mean, persistent=False)
         self.register_buffer("std", std, persistent=False)
@@ -286,12 +285,15 @@ class MaterialCLIP(nn.Module):
         self.logit_scale_init = _scalar(getattr(clip, "logit_scale", None))
         self.logit_bias_init = _scalar(getattr(clip, "logit_bias", None))
         self.image = ImageTower(clip.visual)
+        self.image.weights_source = pretrained
         self.dim = self.image.dim
         if text_tower == "open_clip":
             self.text: nn.Module = OpenCLIPTextTower(clip, model)
+            self.text.weights_source = pretrained
         elif text_tower in (MINILM_NAME, f"{MINILM_NAME}-random") or Path(text_tower).is_dir():
             weights = None if text_tower.endswith("-random") else text_tower
-            self.text = ProjectedMiniLM(self.dim, weights=weights)
+            with loading_weights("text_tower", weights if Path(text_tower).is_dir() else None):
+                self.text = ProjectedMiniLM(self.dim, weights=weights)
         else:
             raise ValueError(
                 f"unknown text_tower '{text_tower}': use 'open_clip', 'minilm', "
@@ -333,6 +335,20 @@ class MaterialCLIP(nn.Module):
         if self.reprojection is not None:
             features = self.reprojection.image(features)
         return F.normalize(features, dim=-1) if normalize else features
+
+    def open_clip_state_dict(self) -> dict[str, Tensor]:
+        """The weights as a plain open_clip CLIP model's state dict (image tower under
+        ``visual.``, the text tower, ``logit_scale``): what ``open_clip.create_model(arch,
+        pretrained=file)`` loads. Only models made of open_clip's own towers can be exported."""
+        if not isinstance(self.text, OpenCLIPTextTower) or self.fusion or self.reprojection:
+            raise ConfigError(
+                "only a CLIP model with open_clip's own text tower, without late fusion or "
+                "re-projection, exports to a plain open_clip checkpoint",
+                hint="save it with save_pretrained instead",
+            )
+        state = {f"visual.{k}": v for k, v in self.image.visual.state_dict().items()}
+        state.update(self.text.clip.state_dict())
+        return {k: v.detach().cpu().clone() for k, v in state.items()}
 
     def encode_text(self, texts: list[str], normalize: bool = True) -> Tensor:
         """Embeddings of caption strings."""

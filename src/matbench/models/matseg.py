@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from matbench.utils.weights import (
     check_timm_weights_file,
     load_weights,
+    loading_weights,
     looks_like_path,
     weights_file,
 )
@@ -59,6 +60,31 @@ class PyramidPooling(nn.Module):
         return self.fuse(torch.cat([x, *pooled], dim=1))
 
 
+def _build_encoder(encoder: str, encoder_weights: str | None) -> nn.Module:
+    """The smp encoder with weights by hub name or local file (see `MatSegUNet`)."""
+    from segmentation_models_pytorch.encoders import get_encoder
+
+    name, smp_weights, kwargs, local = encoder, encoder_weights, {}, None
+    if encoder_weights is not None and looks_like_path(encoder_weights):
+        local = encoder_weights
+        if encoder.startswith("tu-"):
+            # timm loads the file itself, with its own key filtering for features_only
+            # models, but only logs keys that do not match: check the file first.
+            check_timm_weights_file(encoder[3:], str(weights_file(encoder_weights)))
+            smp_weights, kwargs = True, {"pretrained_cfg_overlay": {"file": encoder_weights}}
+            local = None
+        else:
+            smp_weights = None
+    elif encoder_weights is not None and encoder.startswith("tu-"):
+        if encoder_weights.lower() not in _DEFAULT_TAGS and "." not in encoder:
+            name = f"{encoder}.{encoder_weights}"
+        smp_weights = True
+    encoder_module = get_encoder(name, in_channels=3, depth=5, weights=smp_weights, **kwargs)
+    if local is not None:
+        load_weights(encoder_module, local)
+    return encoder_module
+
+
 class MatSegUNet(nn.Module):
     """U-Net descriptor network (MatSeg appendix A): encoder, pyramid pooling, U-Net decoder,
     a ``descriptor_dim`` head and per-pixel L2 normalisation.
@@ -86,27 +112,10 @@ class MatSegUNet(nn.Module):
     ) -> None:
         super().__init__()
         from segmentation_models_pytorch.decoders.unet.decoder import UnetDecoder
-        from segmentation_models_pytorch.encoders import get_encoder
 
         self.descriptor_dim = descriptor_dim
-        name, smp_weights, kwargs, local = encoder, encoder_weights, {}, None
-        if encoder_weights is not None and looks_like_path(encoder_weights):
-            local = encoder_weights
-            if encoder.startswith("tu-"):
-                # timm loads the file itself, with its own key filtering for features_only
-                # models, but only logs keys that do not match: check the file first.
-                check_timm_weights_file(encoder[3:], str(weights_file(encoder_weights)))
-                smp_weights, kwargs = True, {"pretrained_cfg_overlay": {"file": encoder_weights}}
-                local = None
-            else:
-                smp_weights = None
-        elif encoder_weights is not None and encoder.startswith("tu-"):
-            if encoder_weights.lower() not in _DEFAULT_TAGS and "." not in encoder:
-                name = f"{encoder}.{encoder_weights}"
-            smp_weights = True
-        self.encoder = get_encoder(name, in_channels=3, depth=5, weights=smp_weights, **kwargs)
-        if local is not None:
-            load_weights(self.encoder, local)
+        with loading_weights("encoder_weights", encoder_weights):
+            self.encoder = _build_encoder(encoder, encoder_weights)
         channels = list(self.encoder.out_channels)
         self.stride = 2 ** (len(channels) - 1)
         self.ppm = PyramidPooling(channels[-1])
@@ -179,13 +188,32 @@ def build_descriptor_model(
     encoder_weights: str | None = None,
     descriptor_dim: int = 128,
     seed: int = 0,
+    weights: str | None = None,
+    image_size: int | None = None,
 ) -> nn.Module:
-    """``unet`` (:class:`MatSegUNet`), ``rgb`` (:class:`RGBDescriptor`) or ``random``
-    (:class:`RandomDescriptor`)."""
+    """A MatSeg descriptor model by kind.
+
+    ``unet`` (:class:`MatSegUNet` with ``encoder``, ``encoder_weights``), ``rgb``
+    (:class:`RGBDescriptor`), ``random`` (:class:`RandomDescriptor`), ``dense``
+    (:class:`~matbench.models.dense.DenseFeatureDescriptor`: ``encoder`` a timm ViT or
+    ``open_clip:<arch>``, ``encoder_weights`` its weights, ``image_size`` the longest side it
+    sees) or ``official`` (:class:`~matbench.models.matseg_official.OfficialMatSegNet`:
+    ``encoder`` one of its ConvNeXt variants, ``weights`` the released checkpoint).
+    """
     if model == "unet":
         return MatSegUNet(encoder, encoder_weights, descriptor_dim)
     if model == "rgb":
         return RGBDescriptor()
     if model == "random":
         return RandomDescriptor(descriptor_dim, seed)
-    raise ValueError(f"unknown MatSeg model {model!r}: expected 'unet', 'rgb' or 'random'")
+    if model == "dense":
+        from matbench.models.dense import DenseFeatureDescriptor
+
+        return DenseFeatureDescriptor(encoder, encoder_weights, image_size)
+    if model == "official":
+        from matbench.models.matseg_official import OfficialMatSegNet
+
+        return OfficialMatSegNet(descriptor_dim, encoder, weights)
+    raise ValueError(
+        f"unknown MatSeg model {model!r}: expected 'unet', 'rgb', 'random', 'dense' or 'official'"
+    )

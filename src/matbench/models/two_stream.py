@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from matbench.models.text import build_text_encoder
-from matbench.models.utils import Freezable
+from matbench.models.utils import Freezable, state_hash
 from matbench.utils.weights import (
     create_timm_model,
     looks_like_path,
@@ -92,6 +92,7 @@ class VisionStream(Freezable):
         self.vit = create_timm_model(
             backbone, weights, num_classes=0, img_size=image_size, dynamic_img_size=True
         )
+        self.weights_source = weights
         if not hasattr(self.vit, "patch_embed") or not hasattr(self.vit, "num_prefix_tokens"):
             raise ValueError(f"'{backbone}' is not a timm ViT with patch tokens")
         self.dim = int(self.vit.num_features)
@@ -235,11 +236,6 @@ class TwoStreamModel(nn.Module):
             if value is not None and looks_like_path(str(value)):
                 digest.update(sha256(weights_file(str(value))).encode())
         for stream in (self.vision, self.text):
-            if stream is None:
-                continue
-            for name, tensor in sorted(stream.state_dict().items()):
-                digest.update(name.encode())
-                digest.update(
-                    tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes()
-                )
+            if stream is not None:
+                digest.update(state_hash(stream).encode())
         return digest.hexdigest()

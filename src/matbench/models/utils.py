@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+
+import torch
 from torch import nn
 
 
@@ -10,6 +13,8 @@ class Freezable(nn.Module):
     norm statistics fixed) even when a trainer calls ``.train()`` on its parent."""
 
     frozen: bool = False
+    #: Where the weights came from (a hub name or a file), None for random initialisation.
+    weights_source: str | None = None
 
     def freeze(self, frozen: bool = True) -> Freezable:
         self.frozen = frozen
@@ -19,3 +24,12 @@ class Freezable(nn.Module):
 
     def train(self, mode: bool = True) -> Freezable:
         return super().train(mode and not self.frozen)
+
+
+def state_hash(module: nn.Module) -> str:
+    """SHA-256 of a module's state (names and fp32 values): its weights' identity."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return digest.hexdigest()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
@@ -167,3 +169,22 @@ def annotate(
     if len(annotation.groups) < 2:
         return None
     return annotation
+
+
+def scene_maker(mode: str) -> Callable[..., Any]:
+    """The scene generator of a mode, called as ``maker(rng, images, config) -> Scene``.
+
+    - ``infusion``: MatSeg pattern infusion (:func:`matbench.synth.scene.make_scene`);
+    - ``illumination``: materials of similar colour under varying coloured light and cast
+      shadows, which pixel colour cannot segment
+      (:func:`matbench.synth.illumination.make_illumination_scene`).
+    """
+    if mode == "infusion":
+        from matbench.synth.scene import make_scene
+
+        return make_scene
+    if mode == "illumination":
+        from matbench.synth.illumination import make_illumination_scene
+
+        return make_illumination_scene
+    raise ValueError(f"unknown generator mode {mode!r}: expected 'infusion' or 'illumination'")

@@ -1,4 +1,5 @@
-"""Build and render one MatSeg 3D scene inside Blender: ``python blender_worker.py SPEC.json``.
+"""Build and render one MatSeg 3D scene inside Blender: ``python blender_worker.py SPEC.json``
+(or report the Cycles device a request gets: ``python blender_worker.py --device AUTO``).
 
 Run by :mod:`matbench.synth.render` in a separate process with an interpreter that can
 ``import bpy`` (Blender as a Python module, or Blender's own Python). It imports only ``bpy``,
@@ -513,11 +514,9 @@ def build(spec):
 
 
 def main(argv):
-    if len(argv) != 2:
-        print("usage: python blender_worker.py SPEC.json", file=sys.stderr)
+    if len(argv) not in (2, 3) or (len(argv) == 3 and argv[1] != "--device"):
+        print("usage: python blender_worker.py SPEC.json | --device AUTO|CPU|GPU", file=sys.stderr)
         return 2
-    with open(argv[1], encoding="utf-8") as handle:
-        spec = json.load(handle)
     major, minor = bpy.app.version[:2]
     if (major, minor) < (4, 2) or major >= 5:
         print(
@@ -525,6 +524,19 @@ def main(argv):
             file=sys.stderr,
         )
         return 3
+    if argv[1] == "--device":
+        # Probe: which device a render with this request would use.
+        bpy.ops.wm.read_factory_settings(use_empty=True)
+        bpy.context.scene.render.engine = "CYCLES"
+        try:
+            device = choose_device(argv[2])
+        except RuntimeError as err:
+            print(err, file=sys.stderr)
+            return 4
+        sys.stdout.write(f"\nBLENDER {bpy.app.version_string}\nDEVICE {device}\n")
+        return 0
+    with open(argv[1], encoding="utf-8") as handle:
+        spec = json.load(handle)
     start = time.perf_counter()
     device, names, camera = build(spec)
     bpy.ops.render.render(write_still=True)

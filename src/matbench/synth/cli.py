@@ -7,7 +7,7 @@ import argparse
 import sys
 import time
 
-from matbench.datasets.errors import DatasetFormatError, DatasetNotFoundError
+from matbench.errors import DatasetFormatError, DatasetNotFoundError
 from matbench.synth import cli_3d
 from matbench.synth.scene import TextureNotFoundError
 from matbench.synth.writer import NotEnoughImagesError, write_benchmark, write_scenes
@@ -77,6 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--hard-prob", type=_probability, default=0.3, help="probability of hard segmentation"
     )
+    p.add_argument(
+        "--mode",
+        choices=("infusion", "illumination"),
+        default="infusion",
+        help="infusion: MatSeg pattern infusion (default); illumination: similar-coloured "
+        "materials under varying coloured light and shadow (not separable by pixel colour)",
+    )
     p.add_argument("--workers", type=_positive, default=2, help="processes (1 = in-process)")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier output in --out")
     cli_3d.add_parsers(
@@ -107,6 +114,7 @@ def main(argv: list[str]) -> int:
         hard_prob=args.hard_prob,
         workers=args.workers,
         overwrite=args.overwrite,
+        mode=args.mode,
     )
     start = time.perf_counter()
     try:

@@ -46,6 +46,8 @@ log = logging.getLogger(__name__)
 STREAM_3D, STREAM_3D_RETRY = 3, 4
 WORKER_SCRIPT = Path(__file__).with_name("blender_worker.py")
 RUN_CONFIG = "render_config.json"
+#: Exit codes of the worker's ``--device`` probe (see :mod:`matbench.synth.blender_worker`).
+PROBE_VERSION_ERROR, PROBE_DEVICE_ERROR = 3, 4
 ERROR_LOG = "render_errors.log"
 MESH_EXTENSIONS = (".obj", ".glb", ".gltf", ".ply", ".stl")
 HDRI_EXTENSIONS = (".hdr", ".exr", ".png", ".jpg", ".jpeg")
@@ -204,33 +206,47 @@ class RenderFailure:
     errors: tuple[str, ...]
 
 
-def blender_python(python: str | None = None) -> tuple[str, str]:
-    """The interpreter that runs the Blender worker, and its Blender version.
+def blender_python(python: str | None = None, device: str = "auto") -> tuple[str, str, str]:
+    """The interpreter that runs the Blender worker, its Blender version, and the Cycles device
+    that renders requesting ``device`` (auto/cpu/gpu) get: ``CPU`` or a GPU backend (``OPTIX``,
+    ``CUDA``, ``HIP``, ``METAL``, ``ONEAPI``). One probe run of the worker finds all three.
 
     ``python`` (or ``$MATBENCH_BLENDER_PYTHON``) if given, else this interpreter when ``bpy`` is
     installed here.
 
     Raises:
-        RenderUnavailableError: If that interpreter cannot import ``bpy``; says how to install it.
+        RenderUnavailableError: If that interpreter cannot import ``bpy`` (says how to install
+            it), its Blender version is not supported, or ``gpu`` is requested and Cycles finds
+            none; before any scene is drawn.
     """
     python = python or os.environ.get("MATBENCH_BLENDER_PYTHON") or None
     if python is None and importlib.util.find_spec("bpy") is None:
         raise RenderUnavailableError(f"bpy is not installed in {sys.executable}: {INSTALL_HINT}")
     interpreter = python or sys.executable
-    probe = "import bpy, sys; sys.stdout.write('\\nBLENDER ' + bpy.app.version_string)"
     try:
         done = subprocess.run(
-            [interpreter, "-c", probe], capture_output=True, text=True, timeout=300, check=False
+            [interpreter, str(WORKER_SCRIPT), "--device", device.upper()],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
         )
     except (OSError, subprocess.TimeoutExpired) as err:
         raise RenderUnavailableError(f"cannot run {interpreter} ({err}): {INSTALL_HINT}") from err
-    version = [line for line in done.stdout.splitlines() if line.startswith("BLENDER ")]
-    if done.returncode != 0 or not version:
-        tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
-        raise RenderUnavailableError(
-            f"{interpreter} cannot import bpy ({' | '.join(tail)}): {INSTALL_HINT}"
-        )
-    return interpreter, version[0].removeprefix("BLENDER ")
+    lines = dict(
+        line.split(" ", 1)
+        for line in done.stdout.splitlines()
+        if line.startswith(("BLENDER ", "DEVICE "))
+    )
+    errors = [line for line in done.stderr.strip().splitlines() if "NumPy" not in line]
+    last = errors[-1] if errors else "no output"
+    if done.returncode == PROBE_DEVICE_ERROR:
+        raise RenderUnavailableError(f"Cycles cannot render with --device {device}: {last}")
+    if done.returncode == PROBE_VERSION_ERROR:
+        raise RenderUnavailableError(f"{interpreter}: {last}")
+    if done.returncode != 0 or set(lines) != {"BLENDER", "DEVICE"}:
+        raise RenderUnavailableError(f"{interpreter} cannot import bpy ({last}): {INSTALL_HINT}")
+    return interpreter, lines["BLENDER"], lines["DEVICE"]
 
 
 def find_files(folder: str | Path | None, extensions: tuple[str, ...], what: str) -> list[str]:
@@ -674,7 +690,8 @@ def write_3d_scenes(
         ``(records, failures)``: the scenes written by this call (by index) and those skipped.
 
     Raises:
-        RenderUnavailableError: If no interpreter can import ``bpy`` (names the install line).
+        RenderUnavailableError: If no interpreter can import ``bpy`` (names the install line),
+            or ``device="gpu"`` and Cycles finds no GPU.
     """
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
@@ -686,7 +703,8 @@ def write_3d_scenes(
         meshes=tuple(find_files(meshes, MESH_EXTENSIONS, "meshes")),
         hdris=tuple(find_files(hdris, HDRI_EXTENSIONS, "HDRI")),
     )
-    python, _ = blender_python(blender)
+    python, version, device = blender_python(blender, config.device)
+    log.info("Blender %s at %s renders on %s", version, python, device)
     out = Path(out)
     settings = _run_settings(n, seed, config, assets)
     done: set[int] = set()

@@ -151,23 +151,31 @@ def sample_texture(
     )
 
 
+def draw_layout(
+    rng: np.random.Generator, images: NaturalImages, config: SceneConfig, at_least: int = 1
+) -> tuple[tuple[int, int], bool, list[np.ndarray]]:
+    """A scene's size, whether it is hard, and its layers' alphas: layer 0 covers everything,
+    every later one (a natural-image soft map) is blended over the earlier ones. The number of
+    layers is drawn in the config's range, raised to ``at_least``."""
+    h = int(rng.integers(config.min_size, config.max_size + 1))
+    w = int(rng.integers(config.min_size, config.max_size + 1))
+    low, high = max(at_least, config.min_materials), max(at_least, config.max_materials)
+    n = int(rng.integers(low, high + 1))
+    hard = bool(rng.random() < config.hard_prob)
+    main_source = images.pick(rng)
+    alphas = [np.ones((h, w), dtype=np.float32)]
+    for _ in range(1, n):
+        source = main_source if rng.random() < config.same_source_prob else images.pick(rng)
+        alphas.append(soft_map(source, rng, (h, w), hard=hard))
+    return (h, w), hard, alphas
+
+
 def make_scene(
     rng: np.random.Generator, images: NaturalImages, config: SceneConfig | None = None
 ) -> Scene:
     """Draw one scene with ``rng`` (see :func:`generate_scene`)."""
     config = config or SceneConfig()
-    h = int(rng.integers(config.min_size, config.max_size + 1))
-    w = int(rng.integers(config.min_size, config.max_size + 1))
-    n = int(rng.integers(config.min_materials, config.max_materials + 1))
-    hard = bool(rng.random() < config.hard_prob)
-    main_source = images.pick(rng)
-
-    # Layer 0 covers everything; every later layer is blended over the earlier ones.
-    alphas = [np.ones((h, w), dtype=np.float32)]
-    for _ in range(1, n):
-        source = main_source if rng.random() < config.same_source_prob else images.pick(rng)
-        alphas.append(soft_map(source, rng, (h, w), hard=hard))
-
+    (h, w), hard, alphas = draw_layout(rng, images, config)
     canvas = np.zeros((h, w, 3), dtype=np.float32)
     for alpha in alphas:
         texture = sample_texture(images, rng, config)
@@ -187,7 +195,14 @@ def make_scene(
         strength = rng.uniform(0.2, 0.6)
         canvas *= ((1.0 - strength) + strength * shade)[..., None]
     rgb = np.clip(np.round(canvas), 0, 255).astype(np.uint8)
+    return Scene(rgb=rgb, masks=visible_masks(alphas), hard=hard)
 
+
+def visible_masks(alphas: list[np.ndarray]) -> list[np.ndarray]:
+    """``uint8`` masks of the visible fraction of each layer (later layers blended over earlier
+    ones with the given alphas); they add up to exactly 255 at every pixel."""
+    n = len(alphas)
+    h, w = alphas[0].shape
     # Visible fraction of layer i: its alpha times what no later layer covers.
     visible = np.empty((n, h, w), dtype=np.float32)
     uncovered = np.ones((h, w), dtype=np.float32)
@@ -198,8 +213,7 @@ def make_scene(
     cumulative = np.round(np.cumsum(visible, axis=0) * 255.0).astype(np.int16)
     cumulative = np.clip(cumulative, 0, 255)
     levels = np.diff(cumulative, axis=0, prepend=np.zeros((1, h, w), dtype=np.int16))
-    masks = [np.clip(level, 0, 255).astype(np.uint8) for level in levels]
-    return Scene(rgb=rgb, masks=masks, hard=hard)
+    return [np.clip(level, 0, 255).astype(np.uint8) for level in levels]
 
 
 def generate_scene(

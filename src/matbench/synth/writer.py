@@ -16,12 +16,11 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from matbench.synth.benchmark import WEIGHT_SQUARE, Annotation, annotate
+from matbench.synth.benchmark import WEIGHT_SQUARE, Annotation, annotate, scene_maker
 from matbench.synth.scene import (
     STREAM_BENCHMARK,
     STREAM_SCENES,
     SceneConfig,
-    make_scene,
     resolve_images,
     scene_seed,
 )
@@ -150,9 +149,9 @@ def benchmark_stem(candidate: int) -> str:
     return f"synth_{candidate:06d}"
 
 
-def _scene_job(args: tuple[str, int, int, SceneConfig, NaturalImagesKey]) -> SceneRecord:
-    out, index, seed, config, images = args
-    scene = make_scene(
+def _scene_job(args: tuple[str, int, int, SceneConfig, NaturalImagesKey, str]) -> SceneRecord:
+    out, index, seed, config, images, mode = args
+    scene = scene_maker(mode)(
         np.random.default_rng(scene_seed(seed, index, STREAM_SCENES)),
         resolve_images(images),
         config,
@@ -182,6 +181,7 @@ def write_scenes(
     shading_prob: float = 0.7,
     workers: int = 2,
     overwrite: bool = False,
+    mode: str = "infusion",
 ) -> list[SceneRecord]:
     """Write ``n`` 2D training scenes in the MatSeg scene layout.
 
@@ -202,6 +202,7 @@ def write_scenes(
         shading_prob: Probability of shading.
         workers: Processes (1 = in this process).
         overwrite: Replace an earlier output of ``matbench synth`` in ``out``.
+        mode: ``infusion`` or ``illumination`` (see :func:`~matbench.synth.benchmark.scene_maker`).
 
     Returns:
         One record per scene, in index order.
@@ -221,17 +222,18 @@ def write_scenes(
     resolve_images(key)  # a bad image folder fails here, in the main process
     out = Path(out)
     _prepare_out(out, lambda p: p.is_dir() and p.name.isdigit(), overwrite)
-    args = [(str(out), i, seed, config, key) for i in range(n)]
+    scene_maker(mode)  # an unknown mode fails here, before any work
+    args = [(str(out), i, seed, config, key, mode) for i in range(n)]
     with _mapper(min(workers, max(n, 1)), key) as run:
         return list(run(_scene_job, args))
 
 
 def _benchmark_job(
-    args: tuple[str, int, int, SceneConfig, NaturalImagesKey],
+    args: tuple[str, int, int, SceneConfig, NaturalImagesKey, str],
 ) -> BenchmarkRecord | None:
-    out, candidate, seed, config, images = args
+    out, candidate, seed, config, images, mode = args
     rng = np.random.default_rng(scene_seed(seed, candidate, STREAM_BENCHMARK))
-    scene = make_scene(rng, resolve_images(images), config)
+    scene = scene_maker(mode)(rng, resolve_images(images), config)
     annotation = annotate(scene.fractions(), rng)
     if annotation is None:
         return None
@@ -279,6 +281,7 @@ def write_benchmark(
     workers: int = 2,
     overwrite: bool = False,
     max_candidates: int | None = None,
+    mode: str = "infusion",
 ) -> tuple[list[BenchmarkRecord], int]:
     """Write a point-annotated benchmark of ``n`` generated images in the MatSeg benchmark layout.
 
@@ -302,6 +305,8 @@ def write_benchmark(
         workers: Processes (1 = in this process).
         overwrite: Replace an earlier output of ``matbench synth`` in ``out``.
         max_candidates: Give up after this many generated scenes (default ``20 * n + 20``).
+        mode: ``infusion`` (MatSeg 2D scenes) or ``illumination`` (similar-coloured materials
+            under varying coloured light and shadow, :mod:`matbench.synth.illumination`).
 
     Returns:
         ``(records, skipped)``: one record per written image in order, and the number of
@@ -321,6 +326,7 @@ def write_benchmark(
         shading_prob=shading_prob,
     )
     scene_seed(seed, 0)
+    scene_maker(mode)
     key = _images_key(images)
     resolve_images(key)
     out = Path(out)
@@ -336,7 +342,7 @@ def write_benchmark(
             stop = min(limit, next_candidate + max(n - len(kept), workers))
             batch = range(next_candidate, stop)
             next_candidate = stop
-            args = [(str(out), c, seed, config, key) for c in batch]
+            args = [(str(out), c, seed, config, key, mode) for c in batch]
             for candidate, record in zip(batch, run(_benchmark_job, args), strict=True):
                 if len(kept) >= n:
                     # Surplus of the last batch: removed so that the output matches workers=1.

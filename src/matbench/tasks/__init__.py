@@ -4,6 +4,7 @@ from matbench.tasks.base import BaseTask
 from matbench.tasks.clip import ClipMaterialTask, ZeroShotTask
 from matbench.tasks.fgovd import FineGrainedMatchingTask
 from matbench.tasks.matseg import MatSegTask
+from matbench.tasks.prompted import PromptedMatSegTask
 from matbench.tasks.two_stream import TwoStreamTask
 
 __all__ = [
@@ -12,5 +13,6 @@ __all__ = [
     "FineGrainedMatchingTask",
     "ZeroShotTask",
     "MatSegTask",
+    "PromptedMatSegTask",
     "TwoStreamTask",
 ]

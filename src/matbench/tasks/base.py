@@ -2,26 +2,39 @@
 
 from __future__ import annotations
 
+import inspect
+import json
 import math
 import random
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
 import torch.distributed as dist
-from lightning.pytorch.callbacks import ModelCheckpoint
+from huggingface_hub import PyTorchModelHubMixin
+from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torchmetrics import Metric
 
 from matbench.cache import gather_entries, pack_entries, unpack_entries
-from matbench.errors import EvaluationError
+from matbench.callbacks import ShortRunLogging, StepProgressBar
+from matbench.errors import ConfigError, EvaluationError
+from matbench.models.utils import Freezable, state_hash
+from matbench.utils.weights import load_state_dict_file, weights_file
 
 
-class BaseTask(L.LightningModule, ABC):
+class BaseTask(
+    L.LightningModule,
+    PyTorchModelHubMixin,
+    ABC,
+    library_name="matbench",
+    tags=["matbench", "material-recognition"],
+):
     """Template for tasks: ``configure_models``, ``configure_losses``, ``configure_metrics``.
 
     Every ``__init__`` argument of a subclass is a primitive, string or Literal, saved as a
@@ -39,6 +52,18 @@ class BaseTask(L.LightningModule, ABC):
     #: Logged key that checkpoints monitor, and its direction.
     monitor: str = "val/loss"
     mode: str = "min"
+    #: Arguments that name pretrained weights: `from_pretrained` sets them to None, as the
+    #: saved weights replace them (nothing is downloaded).
+    weight_arguments: tuple[str, ...] = (
+        "weights",
+        "pretrained",
+        "fusion_pretrained",
+        "encoder_weights",
+        "text_weights",
+        "checkpoint",
+    )
+    #: Class names of a classifier (from the training data; kept in checkpoints).
+    class_names: list[str] | None = None
 
     def __init__(self, ignore: Sequence[str] | str | None = None) -> None:
         super().__init__()
@@ -67,23 +92,77 @@ class BaseTask(L.LightningModule, ABC):
         """A fresh evaluation metric for ``stage`` (``val`` or ``test``); None for none."""
         return None
 
-    def configure_optimizers(self) -> Any:
+    def param_groups(self) -> list[dict[str, Any]]:
+        """The optimizer's parameter groups (default: every trainable parameter with the
+        ``weight_decay`` hyperparameter); empty when nothing trains."""
         params = [p for p in self.parameters() if p.requires_grad]
         if not params:
+            return []
+        return [{"params": params, "weight_decay": float(self.hparams.get("weight_decay", 0.01))}]
+
+    def configure_optimizers(self) -> Any:
+        """AdamW over `param_groups`, with the ``lr_schedule`` hyperparameter's schedule
+        stepped every optimizer step: ``cosine`` (linear warmup over ``warmup`` steps, then
+        cosine decay to 0 at the run's last step, as open_clip) or ``constant`` (warmup,
+        then the base rate)."""
+        groups = self.param_groups()
+        if not groups:
             raise ValueError(f"{type(self).__name__} has no trainable parameters")
-        lr = float(self.hparams.get("lr", 1e-4))
-        optimizer = torch.optim.AdamW(
-            params, lr=lr, weight_decay=float(self.hparams.get("weight_decay", 0.01))
-        )
-        return optimizer
+        optimizer = torch.optim.AdamW(groups, lr=float(self.hparams.get("lr", 1e-4)))
+        schedule = str(self.hparams.get("lr_schedule", "constant"))
+        warmup = float(self.hparams.get("warmup", 0.0))
+        if schedule == "constant" and warmup == 0:
+            return optimizer
+        total = int(self.trainer.estimated_stepping_batches) if self._trainer else 0
+        lambda_ = lr_lambda(schedule, warmup_steps(warmup, total), total)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda_)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1},
+        }
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        optimizers = self.optimizers(use_pl_optimizer=False)
+        optimizer = optimizers[0] if isinstance(optimizers, list) else optimizers
+        if optimizer is not None and optimizer.param_groups:
+            self.log("train/lr", float(optimizer.param_groups[0]["lr"]), batch_size=1)
 
     def protocol(self) -> dict[str, Any]:
         """How this run evaluated, beyond the hyperparameters (e.g. the temperature actually
         used, the prompts of a zero-shot classifier): the results JSON's ``protocol``."""
         return {}
 
+    def tensorboard(self) -> Any:
+        """The TensorBoard ``SummaryWriter`` of the run on global rank 0, else None (no logger,
+        another logger, or another rank): figures are logged only where someone looks."""
+        trainer = self._trainer
+        if trainer is None or not trainer.is_global_zero:
+            return None
+        for logger in trainer.loggers:
+            experiment = getattr(logger, "experiment", None)
+            if hasattr(experiment, "add_image") and hasattr(experiment, "add_text"):
+                return experiment
+        return None
+
     def configure_callbacks(self) -> list[L.Callback]:
-        return [ModelCheckpoint(monitor=self.monitor, mode=self.mode, save_last=True)]
+        """For ``fit``: a checkpoint of the best ``monitor`` value plus ``last.ckpt`` — unless
+        the trainer has a `ModelCheckpoint` of the user's own, which is kept as it is — and
+        `ShortRunLogging` (and `StepProgressBar` for runs limited by steps)."""
+        trainer = self._trainer
+        if trainer is None or trainer.state.fn != "fit":
+            return []
+        callbacks: list[L.Callback] = [ShortRunLogging()]
+        bar = trainer.progress_bar_callback
+        limited_by_steps = trainer.max_epochs is None or trainer.max_epochs < 0
+        if limited_by_steps and type(bar) is RichProgressBar:
+            callbacks.append(StepProgressBar())
+        checkpoints = [c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)]
+        if checkpoints and not all(_is_default_checkpoint(c) for c in checkpoints):
+            return callbacks
+        # Lightning's own default checkpoint (no settings) is replaced by ours.
+        trainer.callbacks[:] = [c for c in trainer.callbacks if c not in checkpoints]
+        callbacks.append(ModelCheckpoint(monitor=self.monitor, mode=self.mode, save_last=True))
+        return callbacks
 
     @property
     def model_name(self) -> str:
@@ -103,7 +182,41 @@ class BaseTask(L.LightningModule, ABC):
     def restore_memory_cache(self, name: str, entries: dict[str, Tensor]) -> None:
         """Take back one cache of :meth:`memory_caches` when a fit resumes."""
 
+    def frozen_pretrained(self) -> dict[str, Freezable]:
+        """Frozen submodules whose weights came from a named or local source (by state-dict
+        prefix): checkpoints leave their weights out, as they are rebuilt from the same
+        source when the task is built again."""
+        found: dict[str, Freezable] = {}
+        for name, module in self.named_modules():
+            if (
+                isinstance(module, Freezable)
+                and module.frozen
+                and module.weights_source is not None
+                and not any(name.startswith(f"{outer}.") for outer in found)
+            ):
+                found[name] = module
+        return found
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        frozen = {}
+        state = checkpoint.get("state_dict", {})
+        for prefix, module in self.frozen_pretrained().items():
+            keys = [k for k in state if k.startswith(f"{prefix}.")]
+            if not keys:
+                continue
+            frozen[prefix] = {"source": module.weights_source, "sha256": state_hash(module)}
+            for key in keys:
+                del state[key]
+        if frozen:
+            checkpoint["matbench_frozen"] = frozen
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer else None
+        try:
+            names = getattr(datamodule, "class_names", None) if datamodule is not None else None
+        except (OSError, ValueError, RuntimeError):
+            names = None  # a datamodule that cannot list its classes yet
+        names = names or self.class_names
+        if names:  # for matbench.load(…).classify and predictions
+            checkpoint["matbench_class_names"] = [str(n) for n in names]
         # Random augmentations draw from these: restoring them makes a resumed run continue
         # exactly as an uninterrupted one would.
         checkpoint["matbench_rng_states"] = _collect_rng_states()
@@ -114,7 +227,36 @@ class BaseTask(L.LightningModule, ABC):
                 for name, store in self.memory_caches().items()
             }
 
+    def restore_frozen(self, checkpoint: dict[str, Any]) -> None:
+        """Put the weights a checkpoint left out (see `frozen_pretrained`) back into its
+        ``state_dict`` from this task's own frozen modules, after checking that they are the
+        ones the checkpoint was trained with."""
+        modules = dict(self.named_modules())
+        state = checkpoint.setdefault("state_dict", {})
+        for prefix, info in checkpoint.get("matbench_frozen", {}).items():
+            module = modules.get(prefix)
+            if module is None or state_hash(module) != info["sha256"]:
+                raise ConfigError(
+                    f"the checkpoint was trained with frozen '{prefix}' weights from "
+                    f"'{info['source']}', which it does not store, and this model's differ",
+                    hint="build the model with the same weights arguments as the training run "
+                    "(the checkpoint's hyperparameters)",
+                )
+            state.update({f"{prefix}.{k}": v for k, v in module.state_dict().items()})
+
+    def checkpoint_state(self, path: str | Path) -> dict[str, Tensor]:
+        """The weights of a matbench checkpoint file (or any state-dict file), with the frozen
+        weights it left out put back from this task (see `restore_frozen`)."""
+        checkpoint = read_checkpoint(path)
+        if checkpoint is None:
+            return load_state_dict_file(path)
+        self.restore_frozen(checkpoint)
+        return checkpoint["state_dict"]
+
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.restore_frozen(checkpoint)
+        if checkpoint.get("matbench_class_names"):
+            self.class_names = list(checkpoint["matbench_class_names"])
         if not self._resuming_fit():
             return
         if "matbench_rng_states" in checkpoint:
@@ -125,6 +267,72 @@ class BaseTask(L.LightningModule, ABC):
     def _resuming_fit(self) -> bool:
         trainer = self._trainer
         return trainer is not None and trainer.state.fn == "fit"
+
+    # -- Hugging Face Hub conventions ----------------------------------------------------------
+    def _save_pretrained(self, save_directory: Path) -> None:
+        """``model.safetensors`` (every weight: the folder is self-contained) and
+        ``matbench.json`` (task class, class names); the mixin adds ``config.json``."""
+        from safetensors.torch import save_model
+
+        from matbench.api import MATBENCH_JSON
+
+        save_model(self, str(save_directory / "model.safetensors"))
+        info = {
+            "class_path": f"{type(self).__module__}.{type(self).__qualname__}",
+            "class_names": self.class_names,
+        }
+        (save_directory / MATBENCH_JSON).write_text(json.dumps(info, indent=2) + "\n")
+
+    @classmethod
+    def from_pretrained(  # type: ignore[override]
+        cls,
+        pretrained_model_name_or_path: str | Path,
+        *,
+        revision: str | None = None,
+        force_download: bool = False,
+        local_files_only: bool = False,
+        token: str | bool | None = None,
+        map_location: str = "cpu",
+        strict: bool = True,
+        **model_kwargs: Any,
+    ) -> BaseTask:
+        """A task from a `save_pretrained` folder or a Hub repo id: built from its
+        ``config.json`` (weights arguments set to None: nothing is downloaded but the repo),
+        then its ``model.safetensors`` loaded strictly. ``model_kwargs`` override the config."""
+        from huggingface_hub import hf_hub_download
+        from safetensors.torch import load_model
+
+        from matbench.api import MATBENCH_JSON
+
+        source = str(pretrained_model_name_or_path)
+
+        def fetch(name: str) -> Path:
+            if Path(source).is_dir():
+                return Path(source) / name
+            return Path(
+                hf_hub_download(
+                    source,
+                    name,
+                    revision=revision,
+                    force_download=force_download,
+                    token=token,
+                    local_files_only=local_files_only,
+                )
+            )
+
+        config = json.loads(fetch("config.json").read_text(encoding="utf-8"))
+        params = inspect.signature(cls.__init__).parameters
+        kwargs = {k: v for k, v in config.items() if k in params}
+        kwargs.update(model_kwargs)
+        for name in cls.weight_arguments:
+            if name in kwargs:
+                kwargs[name] = None  # the saved weights replace them: no download
+        task = cls(**kwargs)
+        load_model(task, str(fetch("model.safetensors")), strict=strict, device=str(map_location))
+        info = fetch(MATBENCH_JSON)
+        if info.is_file():
+            task.class_names = json.loads(info.read_text(encoding="utf-8")).get("class_names")
+        return task.eval()
 
     # -- evaluation metrics ------------------------------------------------------------------
     def eval_metric(self, stage: str, dataloader_idx: int = 0) -> Metric:
@@ -231,6 +439,61 @@ class BaseTask(L.LightningModule, ABC):
 
     def on_test_epoch_end(self) -> None:
         self._end_eval("test")
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any] | None:
+    """A Lightning checkpoint's dict (``state_dict``, ``hyper_parameters``, matbench's keys),
+    or None when the file is not one (e.g. a bare state dict)."""
+    try:
+        checkpoint = torch.load(weights_file(str(path)), map_location="cpu", weights_only=True)
+    except (RuntimeError, ValueError, OSError, EOFError):
+        return None
+    if isinstance(checkpoint, dict) and isinstance(checkpoint.get("state_dict"), dict):
+        return checkpoint
+    return None
+
+
+def stores_frozen_weights_elsewhere(path: str | Path) -> bool:
+    """True when a checkpoint left frozen pretrained weights out (to be rebuilt from their
+    source): the model it is loaded into must be built with the same weights arguments."""
+    checkpoint = read_checkpoint(path)
+    return bool(checkpoint and checkpoint.get("matbench_frozen"))
+
+
+def _is_default_checkpoint(callback: ModelCheckpoint) -> bool:
+    """True for the `ModelCheckpoint()` Lightning adds when the user configured none."""
+    return (
+        callback.monitor is None
+        and callback.dirpath is None
+        and callback.filename is None
+        and callback.save_last is None
+        and callback.save_top_k == 1
+    )
+
+
+def warmup_steps(warmup: float, total: int) -> int:
+    """``warmup`` as steps: a fraction of ``total`` when below 1, else a step count."""
+    if warmup < 0:
+        raise ValueError(f"warmup must be >= 0, got {warmup}")
+    return int(round(warmup * total)) if warmup < 1 else int(warmup)
+
+
+def lr_lambda(schedule: str, warmup: int, total: int) -> Any:
+    """The factor of the base learning rate at each step (``LambdaLR``): linear warmup from
+    ``1 / warmup`` to 1 over ``warmup`` steps (open_clip's ``_warmup_lr``), then ``constant``
+    or ``cosine`` decay to 0 at step ``total`` (open_clip's ``cosine_lr``)."""
+    if schedule not in ("cosine", "constant"):
+        raise ValueError(f"lr_schedule must be 'cosine' or 'constant', got '{schedule}'")
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if schedule == "constant" or total <= warmup:
+            return 1.0
+        progress = min(1.0, (step - warmup) / (total - warmup))
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return factor
 
 
 def _collect_rng_states() -> dict[str, Any]:

@@ -29,7 +29,7 @@ from matbench.models.clip import (
     OpenCLIPTextTower,
     ProjectedMiniLM,
 )
-from matbench.tasks.base import BaseTask
+from matbench.tasks.base import BaseTask, stores_frozen_weights_elsewhere
 from matbench.transforms import crop_object
 
 
@@ -61,7 +61,10 @@ class ClipMaterialTask(BaseTask):
         reproject_dim: Output size of the re-projection (default: the embedding size).
         group_size: Group size of the grouped retrieval protocol.
         lr: AdamW learning rate.
-        weight_decay: AdamW weight decay.
+        weight_decay: AdamW weight decay (not applied to gains, biases and the temperature).
+        lr_schedule: ``cosine`` (decay to 0 at the last step, as open_clip) or ``constant``,
+            after warmup.
+        warmup: Linear warmup: a fraction of the run's steps (< 1) or a number of steps.
     """
 
     monitor = "val/loss"
@@ -87,6 +90,8 @@ class ClipMaterialTask(BaseTask):
         group_size: int = 64,
         lr: float = 1e-5,
         weight_decay: float = 0.1,
+        lr_schedule: Literal["cosine", "constant"] = "cosine",
+        warmup: float = 0.05,
     ) -> None:
         super().__init__()
 
@@ -188,6 +193,19 @@ class ClipMaterialTask(BaseTask):
         self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0
     ) -> None:
         self._eval_step("val", batch, dataloader_idx)
+        if batch_idx == 0 and dataloader_idx == 0:
+            self._log_samples(batch)
+
+    def _log_samples(self, batch: dict[str, Any], n: int = 8) -> None:
+        """The first validation crops and their captions, in TensorBoard (once per epoch)."""
+        writer = self.tensorboard()
+        images = batch.get("image")
+        if writer is None or not isinstance(images, Tensor) or "caption" not in batch:
+            return
+        step = self.global_step
+        writer.add_images("val/sample_crops", images[:n].float().clamp(0, 1).cpu(), step)
+        captions = [f"{i}: {c}" for i, c in enumerate(list(batch["caption"])[:n])]
+        writer.add_text("val/sample_captions", "  \n".join(captions), step)
 
     def test_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
         self._eval_step("test", batch, dataloader_idx)
@@ -209,30 +227,50 @@ class ClipMaterialTask(BaseTask):
         super().optimizer_step(*args, **kwargs)
         self.criterion.clamp_()  # open_clip: the scale is clamped after each step
 
-    def configure_optimizers(self) -> Any:
+    def export_open_clip(self, path: str | Path) -> Path:
+        """Write the model as a plain open_clip checkpoint (``.pt`` or ``.safetensors``) with
+        the learned temperature as its ``logit_scale`` (and SigLIP's ``logit_bias`` when the
+        architecture has one); load it with ``open_clip.create_model(<arch>, pretrained=path)``."""
+        state = self.model.open_clip_state_dict()
+        state["logit_scale"] = self.criterion.logit_scale.detach().cpu().clone().reshape(())
+        if self.criterion.logit_bias is not None and self.model.logit_bias_init is not None:
+            state["logit_bias"] = self.criterion.logit_bias.detach().cpu().clone().reshape(())
+        path = Path(path).expanduser()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.suffix == ".safetensors":
+            from safetensors.torch import save_file
+
+            save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+        else:
+            torch.save({"state_dict": state}, path)
+        return path
+
+    def param_groups(self) -> list[dict[str, Any]]:
         params = [p for p in self.parameters() if p.requires_grad]
         if not params:
             raise ValueError(
                 "ClipMaterialTask has no trainable parameters: every tower is locked and the "
                 "temperature is fixed"
             )
-        decay = [p for p in params if p.ndim >= 2]
-        no_decay = [p for p in params if p.ndim < 2]
-        return torch.optim.AdamW(
-            [
-                {"params": decay, "weight_decay": float(self.hparams.weight_decay)},
-                {"params": no_decay, "weight_decay": 0.0},
-            ],
-            lr=float(self.hparams.lr),
-        )
+        # open_clip's exclusion: no decay for gains, biases and the logit scale
+        return [
+            {
+                "params": [p for p in params if p.ndim >= 2],
+                "weight_decay": float(self.hparams.weight_decay),
+            },
+            {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+        ]
 
 
-def load_clip_task_weights(model: MaterialCLIP, path: str) -> None:
-    """Load the ``model.*`` weights of a :class:`ClipMaterialTask` checkpoint into ``model``
-    (built with the same model/text_tower/reproject settings)."""
+def load_clip_task_weights(
+    model: MaterialCLIP, path: str, state: dict[str, Tensor] | None = None
+) -> None:
+    """Load the ``model.*`` weights of a `ClipMaterialTask` checkpoint into ``model`` (built
+    with the same model/text_tower/reproject settings); ``state``: the checkpoint's weights
+    when already read (with frozen parts put back, see `BaseTask.checkpoint_state`)."""
     from matbench.utils.weights import load_state_dict_file
 
-    state = load_state_dict_file(path)
+    state = dict(load_state_dict_file(path) if state is None else state)
     model_state = {k[len("model.") :]: v for k, v in state.items() if k.startswith("model.")}
     drop_legacy_keys(model_state)
     if not model_state:
@@ -384,8 +422,13 @@ class ZeroShotTask(ClipMaterialTask):
             )
         self.model = MaterialCLIP(
             model=hp.model,
-            # A fine-tuned checkpoint replaces the pretrained weights: do not fetch them.
-            pretrained=None if hp.checkpoint else hp.pretrained,
+            # A fine-tuned checkpoint replaces the pretrained weights: do not fetch them,
+            # unless it left frozen pretrained towers out.
+            pretrained=(
+                None
+                if hp.checkpoint and not stores_frozen_weights_elsewhere(hp.checkpoint)
+                else hp.pretrained
+            ),
             text_tower=hp.text_tower,
             lock_image=True,
             lock_text=True,
@@ -399,7 +442,7 @@ class ZeroShotTask(ClipMaterialTask):
 
     def load_task_checkpoint(self, path: str) -> None:
         """Load the ``model.*`` weights of a ClipMaterialTask checkpoint."""
-        load_clip_task_weights(self.model, path)
+        load_clip_task_weights(self.model, path, self.checkpoint_state(path))
 
     @property
     def classes(self) -> list[str]:

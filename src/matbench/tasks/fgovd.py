@@ -24,7 +24,7 @@ from torch import Tensor
 from matbench.metrics import CandidateRankMetrics
 from matbench.models.clip import MaterialCLIP
 from matbench.models.reprojection import FGCLIPReProjection, HingeTripletLoss
-from matbench.tasks.base import BaseTask
+from matbench.tasks.base import BaseTask, stores_frozen_weights_elsewhere
 from matbench.tasks.clip import load_clip_task_weights
 
 
@@ -94,7 +94,7 @@ class FineGrainedMatchingTask(BaseTask):
         self.text_cache: dict[str, Tensor] = {}
         super().__init__()
         if checkpoint is not None:
-            load_clip_task_weights(self.model, checkpoint)
+            load_clip_task_weights(self.model, checkpoint, self.checkpoint_state(checkpoint))
         if reprojection_weights is not None:
             self.fgclip.load_fgclip(reprojection_weights)
 
@@ -104,7 +104,11 @@ class FineGrainedMatchingTask(BaseTask):
         self.model = MaterialCLIP(
             model=hp.model,
             # A fine-tuned checkpoint replaces the pretrained weights: do not fetch them.
-            pretrained=None if hp.checkpoint else hp.pretrained,
+            pretrained=(
+                None
+                if hp.checkpoint and not stores_frozen_weights_elsewhere(hp.checkpoint)
+                else hp.pretrained
+            ),
             text_tower=hp.text_tower,
             lock_image=True,
             lock_text=True,

@@ -3,6 +3,7 @@ evaluated on the point benchmark with the triplet metric."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -14,8 +15,45 @@ from torch import Tensor
 from torchmetrics import Metric
 
 from matbench.metrics import MatSegMetrics
+from matbench.metrics.region_iou import DEFAULT_THRESHOLDS, RegionIoU
 from matbench.models.matseg import build_descriptor_model
+from matbench.prompts import PromptRule, region_prompt
 from matbench.tasks.base import BaseTask
+
+
+def eval_protocol(task: BaseTask) -> str:
+    """``triplet`` (the MatSeg benchmark) or ``region_iou`` (point-prompt IoU), from the
+    ``protocol`` attribute of the trainer's datamodule (``triplet`` when it has none)."""
+    trainer = task._trainer
+    datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None
+    return str(getattr(datamodule, "protocol", "triplet"))
+
+
+def protocol_test_step(
+    metric: Metric,
+    batch: dict[str, Any],
+    region_output: Callable[[Tensor, Tensor, str], Tensor],
+    point_similarity: Callable[[int, Tensor], Tensor],
+) -> None:
+    """One test batch of either protocol: region samples (``regions`` key) go to
+    ``region_output(image, regions, key)`` (similarity maps or masks) and a
+    :class:`~matbench.metrics.region_iou.RegionIoU`; benchmark samples to
+    ``point_similarity(i, image)`` ((N, N)) and the triplet metric."""
+    if "regions" in batch:
+        for image, regions, key, split in zip(
+            batch["image"], batch["regions"], batch["key"], batch["split"], strict=True
+        ):
+            regions = regions.to(image.device)
+            metric.update(region_output(image, regions, key), regions, split)
+        return
+    for i, image in enumerate(batch["image"]):
+        similarity = point_similarity(i, image)
+        metric.update(
+            similarity.float(),
+            batch["weight"][i].to(similarity.device),
+            batch["groups"][i].to(similarity.device),
+            bool(batch["has_relations"][i]),
+        )
 
 
 def matseg_loss(
@@ -24,15 +62,18 @@ def matseg_loss(
     valid: Tensor,
     roi: Tensor,
     temperature: float = 0.2,
+    target: Literal["soft", "hard"] = "soft",
     return_scored: bool = False,
 ) -> Tensor | tuple[Tensor, int]:
     """The MatSeg descriptor loss (``docs/formats.md``).
 
     Per image and material, the mean descriptor over the pixels where the material's fraction
     exceeds 0.5 (re-normalised); per pixel, the cosine similarity to every material's mean; a
-    softmax over materials at ``temperature``; the cross-entropy against the soft fractions
-    (renormalised over the kept materials), averaged over the region-of-interest pixels that
-    hold some kept material, then over the images that have such pixels.
+    softmax over materials at ``temperature``; the cross-entropy against the target, averaged
+    over the region-of-interest pixels that hold some kept material, then over the images that
+    have such pixels. The target is the soft fractions renormalised over the kept materials
+    (``soft``, what the released training code does) or the paper's hard target, a one-hot of
+    the material with the highest fraction per pixel (``hard``; ties go to the lower index).
 
     Args:
         descriptors: (B, D, H, W) unit descriptors.
@@ -40,6 +81,7 @@ def matseg_loss(
         valid: (B, M) bool, real (not padded) materials.
         roi: (B, H, W) bool region of interest.
         temperature: Softmax temperature.
+        target: ``soft`` or ``hard`` (see above).
         return_scored: Also return how many images had a usable pixel (the loss's count).
 
     Returns:
@@ -57,11 +99,17 @@ def matseg_loss(
     logits = torch.einsum("bmd,bdp->bmp", means, desc) / temperature
     logits = logits.masked_fill(~present.unsqueeze(-1), float("-inf"))
     log_prob = torch.log_softmax(logits, dim=1).masked_fill(~present.unsqueeze(-1), 0.0)
-    target = frac * present.unsqueeze(-1)
-    mass = target.sum(1)  # (B, P)
+    if target not in ("soft", "hard"):
+        raise ValueError(f"target must be 'soft' or 'hard', got {target!r}")
+    kept = frac * present.unsqueeze(-1)
+    mass = kept.sum(1)  # (B, P)
     used = mass > 1e-6
-    target = target / mass.clamp(min=1e-6).unsqueeze(1)
-    per_pixel = -(target * log_prob).sum(1)  # (B, P)
+    if target == "hard":
+        kept = F.one_hot(kept.argmax(1), kept.shape[1]).transpose(1, 2).to(desc.dtype)
+        target_map = kept * used.unsqueeze(1)
+    else:
+        target_map = kept / mass.clamp(min=1e-6).unsqueeze(1)
+    per_pixel = -(target_map * log_prob).sum(1)  # (B, P)
     n_used = used.sum(-1)
     per_image = (per_pixel * used).sum(-1) / n_used.clamp(min=1)
     has = n_used > 0
@@ -133,18 +181,37 @@ class MatSegTask(BaseTask):
     "soft" triplet accuracy). Predict writes ``.npz`` files (see
     :class:`MatSegPredictionWriter`).
 
-    ``model="rgb"`` and ``model="random"`` are baselines without weights: run ``matbench test``
-    with them directly, no checkpoint needed.
+    ``model="rgb"``, ``"random"`` and ``"dense"`` are baselines without trainable weights, and
+    ``"official"`` with ``weights`` is the released MatSeg net: run ``matbench test`` with them
+    directly, no checkpoint needed.
 
     Args:
-        model: ``unet`` (:class:`~matbench.models.matseg.MatSegUNet`), ``rgb`` or ``random``.
-        encoder: smp encoder of the U-Net, e.g. ``tu-convnext_atto`` (any timm model as ``tu-``).
-        encoder_weights: Pretrained encoder weights: hub name, local file path, or None.
-        descriptor_dim: Descriptor channels (U-Net and random baseline).
+        model: ``unet`` (:class:`~matbench.models.matseg.MatSegUNet`), ``rgb``, ``random``,
+            ``dense`` (:class:`~matbench.models.dense.DenseFeatureDescriptor`, frozen
+            foundation-model patch features) or ``official``
+            (:class:`~matbench.models.matseg_official.OfficialMatSegNet`).
+        encoder: ``unet``: smp encoder, e.g. ``tu-convnext_atto`` (any timm model as ``tu-``);
+            ``dense``: a timm ViT (e.g. ``vit_small_patch14_dinov2``) or ``open_clip:<arch>``;
+            ``official``: ``convnext_base`` (the release) or a smaller variant.
+        encoder_weights: Pretrained encoder weights (``unet``, ``dense``): hub name or tag,
+            local file path, or None.
+        weights: Weights of the whole ``official`` net: the released checkpoint's path.
+        descriptor_dim: Descriptor channels (``unet``, ``official``, ``random``).
+        image_size: ``dense``: longest side a timm ViT sees (None = the image's own size).
         temperature: Softmax temperature of the loss.
+        loss_target: ``soft`` fractions (the released training code) or the paper's ``hard``
+            target (argmax of the soft maps), see :func:`matseg_loss`.
         lr: AdamW learning rate.
         weight_decay: AdamW weight decay.
+        lr_schedule: ``cosine`` (decay to 0 at the last step) or ``constant``, after warmup.
+        warmup: Linear warmup: a fraction of the run's steps (< 1) or a number of steps.
         seed: Seed of the random baseline.
+        num_points: Point-prompt IoU protocol: points per region prompt; the query descriptor is
+            the normalised sum of the positive points' pixel descriptors.
+        prompt_rule: ``mixed`` or ``positive`` (:mod:`matbench.prompts`).
+        prompt_seed: Seed of the prompt draws.
+        iou_threshold: Point-prompt IoU protocol: a fixed similarity threshold, or None to
+            choose it on the validation images (:class:`~matbench.metrics.region_iou.RegionIoU`).
         predict_output: What predict writes: ``points`` (point descriptors and similarity, for
             benchmark samples), ``map`` (descriptor maps, float16) or ``both``.
         predict_dir: Folder of the predict ``.npz`` files.
@@ -154,19 +221,30 @@ class MatSegTask(BaseTask):
 
     def __init__(
         self,
-        model: Literal["unet", "rgb", "random"] = "unet",
+        model: Literal["unet", "rgb", "random", "dense", "official"] = "unet",
         encoder: str = "tu-convnext_atto",
         encoder_weights: str | None = None,
+        weights: str | None = None,
         descriptor_dim: int = 128,
+        image_size: int | None = None,
         temperature: float = 0.2,
+        loss_target: Literal["soft", "hard"] = "soft",
         lr: float = 1e-4,
         weight_decay: float = 0.01,
+        lr_schedule: Literal["cosine", "constant"] = "cosine",
+        warmup: float = 0.05,
         seed: int = 0,
+        num_points: int = 1,
+        prompt_rule: PromptRule = "mixed",
+        prompt_seed: int = 0,
+        iou_threshold: float | None = None,
         predict_output: Literal["points", "map", "both"] = "points",
         predict_dir: str = "predictions/matseg",
     ) -> None:
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
+        if loss_target not in ("soft", "hard"):
+            raise ValueError(f"loss_target must be 'soft' or 'hard', got {loss_target!r}")
         # Output options are not saved in checkpoints, so that predict can set them afresh
         # (LightningCLI applies a checkpoint's hyperparameters over the command line).
         super().__init__(ignore=["predict_output", "predict_dir"])
@@ -176,11 +254,31 @@ class MatSegTask(BaseTask):
     def configure_models(self) -> None:
         hp = self.hparams
         self.model = build_descriptor_model(
-            hp.model, hp.encoder, hp.encoder_weights, hp.descriptor_dim, hp.seed
+            hp.model,
+            hp.encoder,
+            hp.encoder_weights,
+            hp.descriptor_dim,
+            hp.seed,
+            hp.get("weights"),
+            hp.get("image_size"),
         )
 
+    @property
+    def model_name(self) -> str:
+        hp = self.hparams
+        if hp.model == "dense":
+            return f"dense {hp.encoder}"
+        if hp.model == "official":
+            return "matseg official" + ("" if hp.encoder == "convnext_base" else f" {hp.encoder}")
+        return str(hp.model)
+
     def build_metric(self, stage: str) -> Metric | None:
-        return MatSegMetrics() if stage == "test" else None
+        if stage != "test":
+            return None
+        if eval_protocol(self) == "region_iou":
+            threshold = self.hparams.get("iou_threshold")
+            return RegionIoU(DEFAULT_THRESHOLDS if threshold is None else (float(threshold),))
+        return MatSegMetrics()
 
     def configure_callbacks(self) -> list[Any]:
         callbacks = list(super().configure_callbacks())
@@ -188,7 +286,7 @@ class MatSegTask(BaseTask):
         return callbacks
 
     def configure_optimizers(self) -> Any:
-        if self.hparams.model != "unet":
+        if self.hparams.model not in ("unet", "official"):
             raise ValueError(
                 f"the '{self.hparams.model}' baseline has no weights to train: run `matbench test` "
                 "with it directly"
@@ -208,6 +306,7 @@ class MatSegTask(BaseTask):
             batch["valid"],
             batch["roi"],
             self.hparams.temperature,
+            self.hparams.get("loss_target", "soft"),
             return_scored=True,
         )
 
@@ -234,16 +333,41 @@ class MatSegTask(BaseTask):
         pts = point_descriptors(desc, points)
         return desc, pts, pts @ pts.T
 
-    def test_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
-        metric = self.eval_metric("test", dataloader_idx)
-        for i, image in enumerate(batch["image"]):
-            _, _, similarity = self.point_similarity(image, batch["points"][i])
-            metric.update(
-                similarity.float(),
-                batch["weight"][i].to(similarity.device),
-                batch["groups"][i].to(similarity.device),
-                bool(batch["has_relations"][i]),
+    def region_scores(self, image: Tensor, regions: Tensor, key: str) -> Tensor:
+        """Point-prompt IoU protocol: one similarity map (R, H, W) per region, to the query
+        descriptor of its prompt's positive points."""
+        hp = self.hparams
+        desc = self.descriptor_map(image)
+        maps = []
+        for index, region in enumerate(regions):
+            coords, labels = region_prompt(
+                region, hp.num_points, hp.prompt_seed, key, index, hp.prompt_rule
             )
+            xy = coords[labels == 1].long()
+            query = F.normalize(desc[:, xy[:, 1], xy[:, 0]].sum(1), dim=0)
+            maps.append(torch.einsum("d,dhw->hw", query, desc))
+        return torch.stack(maps) if maps else desc.new_zeros(0, *desc.shape[-2:])
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
+        def similarity(i: int, image: Tensor) -> Tensor:
+            desc, _, sim = self.point_similarity(image, batch["points"][i])
+            if batch_idx < 4 and i == 0:
+                self._log_similarity_map(image, desc, batch["points"][i], batch_idx)
+            return sim
+
+        protocol_test_step(
+            self.eval_metric("test", dataloader_idx), batch, self.region_scores, similarity
+        )
+
+    def _log_similarity_map(self, image: Tensor, desc: Tensor, points: Tensor, index: int) -> None:
+        """The image beside the similarity of every pixel to its first point, in TensorBoard."""
+        writer = self.tensorboard()
+        if writer is None or len(points) == 0:
+            return
+        anchor = point_descriptors(desc, points[:1])[0]
+        similarity = (torch.einsum("d,dhw->hw", anchor, desc).clamp(-1, 1) + 1) / 2
+        panel = torch.cat([image.float().cpu(), similarity.cpu().expand(3, -1, -1)], dim=2)
+        writer.add_image(f"test/similarity_map_{index}", panel.clamp(0, 1), self.global_step)
 
     def predict_step(
         self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0

@@ -3,15 +3,18 @@ feature cache so that, with frozen streams, later epochs only train the MLP."""
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torchmetrics import Metric
 
 from matbench.cache import FeatureCache
+from matbench.errors import ConfigError
 from matbench.models.two_stream import TwoStreamModel
 from matbench.plots import save_confusion_matrix
 from matbench.tasks.base import BaseTask
@@ -22,6 +25,36 @@ def _stage_datasets(datamodule: Any, stage: str) -> list[Any]:
         return datamodule.stage_datasets(stage)
     dataset = getattr(datamodule, f"{stage}_dataset", None)
     return [] if dataset is None else [dataset]
+
+
+def check_fits_data(task: TwoStreamTask, datamodule: Any) -> None:
+    """ConfigError unless the task's classes and input size are the datamodule's: a 10-way
+    head on 3 classes trains silently wrong, and labels past the head fail mid-epoch."""
+    if datamodule is None:
+        return
+    h = task.hparams
+    names = getattr(datamodule, "class_names", None)
+    data_name = type(datamodule).__name__
+    if names is not None and len(names) != h.num_classes:
+        raise ConfigError(
+            f"the model has num_classes={h.num_classes} but {data_name} has {len(names)} classes",
+            hint=f"pass --model.num_classes {len(names)} (a checkpoint's class count is fixed: "
+            "test it on data with the classes it was trained on)",
+        )
+    size = getattr(datamodule, "hparams", {}).get("image_size")
+    if size is not None and h.streams != "text" and int(size) != int(h.image_size):
+        raise ConfigError(
+            f"the model was built for image_size={h.image_size} but {data_name} gives "
+            f"{size}x{size} images",
+            hint=f"pass --data.image_size {h.image_size} (or --model.image_size {size} when "
+            "training a new model)",
+        )
+
+
+def default_cache_dir() -> Path:
+    """The disk feature cache's default folder: ``$XDG_CACHE_HOME/matbench/features``."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "matbench" / "features"
 
 
 class TwoStreamTask(BaseTask):
@@ -55,8 +88,11 @@ class TwoStreamTask(BaseTask):
         dropout: MLP dropout.
         lr: AdamW learning rate.
         weight_decay: AdamW weight decay.
+        lr_schedule: ``cosine`` (decay to 0 at the last step) or ``constant``, after warmup.
+        warmup: Linear warmup: a fraction of the run's steps (< 1) or a number of steps.
         feature_cache: ``"memory"``, ``"disk"`` or ``"off"``.
-        cache_dir: Folder of the disk cache (default ``<trainer root>/feature_cache``).
+        cache_dir: Folder of the disk cache (default ``$XDG_CACHE_HOME/matbench/features``,
+            i.e. ``~/.cache/matbench/features``).
         top_k: k of the top-k accuracy.
     """
 
@@ -76,6 +112,8 @@ class TwoStreamTask(BaseTask):
         dropout: float = 0.1,
         lr: float = 5e-5,
         weight_decay: float = 0.01,
+        lr_schedule: Literal["cosine", "constant"] = "cosine",
+        warmup: float = 0.05,
         feature_cache: Literal["memory", "disk", "off"] = "memory",
         cache_dir: str | None = None,
         top_k: int = 5,
@@ -126,6 +164,21 @@ class TwoStreamTask(BaseTask):
             name + (":null_mask" if h.null_mask else "") + (":full" if h.finetune == "full" else "")
         )
 
+    def configure_callbacks(self) -> list[Any]:
+        callbacks = list(super().configure_callbacks())
+        trainer = self._trainer
+        if trainer is not None and trainer.state.fn == "predict":
+            from lightning.pytorch.callbacks import BasePredictionWriter
+
+            from matbench.prediction import ClassProbabilityWriter
+
+            if not any(isinstance(c, BasePredictionWriter) for c in trainer.callbacks):
+                callbacks.append(ClassProbabilityWriter())
+        return callbacks
+
+    def setup(self, stage: str) -> None:
+        check_fits_data(self, getattr(self.trainer, "datamodule", None))
+
     # -- feature cache -------------------------------------------------------------------------
     def _setup_cache(self, refresh: bool = True) -> None:
         """Create the cache (again if the frozen weights changed) and attach it to the
@@ -147,9 +200,7 @@ class TwoStreamTask(BaseTask):
             if self.cache is None or self.cache.model_id != model_id:
                 directory = None
                 if h.feature_cache == "disk":
-                    directory = Path(
-                        h.cache_dir or Path(self.trainer.default_root_dir) / "feature_cache"
-                    )
+                    directory = Path(h.cache_dir or default_cache_dir()).expanduser()
                 self.cache = FeatureCache(model_id, directory=directory)
                 restored = self._restored_caches.pop(self._cache_name(model_id), None)
                 if restored is not None:
@@ -312,3 +363,9 @@ class TwoStreamTask(BaseTask):
             path = out_dir / f"confusion_matrix_test{suffix}.png"
             save_confusion_matrix(matrix, path, names, title=f"{self.model_name} — test")
             metrics["confusion_matrix_png"] = str(path)
+            writer = self.tensorboard()
+            if writer is not None:
+                from PIL import Image
+
+                pixels = np.asarray(Image.open(path).convert("RGB"))
+                writer.add_image(f"test/confusion_matrix{suffix}", pixels, dataformats="HWC")

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import socket
 import sys
-from collections.abc import Mapping
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import torch
 from torch import Tensor, nn
 
-from matbench.errors import CheckpointError
+from matbench.errors import CheckpointError, MatbenchError, WeightsError, WeightsNotFoundError
 from matbench.results import plain
 
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
@@ -80,6 +85,31 @@ def load_state(module: nn.Module, state: Mapping[str, Tensor], source: str | Pat
     ``source``."""
     shared = check_state(module, state, source)
     module.load_state_dict({k: state[k] for k in shared}, strict=False)
+
+
+def load_exact_state(
+    module: nn.Module, path: str | Path, what: str, prefixes: tuple[str, ...] = ("module.",)
+) -> None:
+    """Load a checkpoint that must hold exactly ``module``'s keys (after stripping
+    ``prefixes``) with equal shapes; ValueError naming the file otherwise (``what`` names the
+    model the file should belong to)."""
+    state = strip_prefix(load_state_dict_file(path), prefixes)
+    own = module.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    if missing or unexpected:
+        raise ValueError(
+            f"{path}: not a checkpoint of {what}: {len(missing)} keys missing (e.g. "
+            f"{missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]})"
+        )
+    bad = [k for k in own if tuple(state[k].shape) != tuple(own[k].shape)]
+    if bad:
+        raise ValueError(
+            f"{path}: shape mismatch for '{bad[0]}': file {tuple(state[bad[0]].shape)}, model "
+            f"{tuple(own[bad[0]].shape)} ({len(bad)} mismatching keys; the architecture "
+            "arguments must be those the checkpoint was trained with)"
+        )
+    module.load_state_dict(state, strict=True)
 
 
 def check_state(module: nn.Module, state: Mapping[str, Tensor], source: str | Path) -> list[str]:
@@ -153,7 +183,86 @@ def checkpoint_overrides(
     ]
 
 
-def create_timm_model(name: str, weights: str | None = None, **kwargs: Any) -> nn.Module:
+# -- the hub: fail fast and say what to do offline ----------------------------------------------
+def hub_endpoint() -> str:
+    """The Hugging Face endpoint weights by name come from (``HF_ENDPOINT`` or huggingface.co)."""
+    return os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+
+
+@lru_cache(maxsize=4)
+def _reachable(endpoint: str, timeout: float) -> bool:
+    url = urlparse(endpoint)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    result: list[bool] = []
+
+    def probe() -> None:
+        try:
+            socket.create_connection((url.hostname or "", port), timeout=timeout).close()
+            result.append(True)
+        except OSError:
+            result.append(False)
+
+    # name resolution has no timeout of its own: bound the whole probe
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return bool(result and result[0])
+
+
+def hub_offline() -> bool:
+    """True when weights by name can only come from the local cache: ``HF_HUB_OFFLINE`` is set
+    or the hub does not answer within 3 s. In the latter case the hub client is switched to
+    offline mode for this process, so a missing file fails at once instead of after a minute
+    of retries, and cached files still load."""
+    import huggingface_hub.constants as hub
+
+    if hub.HF_HUB_OFFLINE:
+        return True
+    if _reachable(hub_endpoint(), 3.0):
+        return False
+    hub.HF_HUB_OFFLINE = True
+    return True
+
+
+def _first_line(err: BaseException, limit: int = 300) -> str:
+    text = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+@contextmanager
+def loading_weights(argument: str, value: str | None) -> Iterator[None]:
+    """Turn a failure to load the weights ``value`` of task argument ``argument`` into a
+    `WeightsError` that names both and the offline choices.
+
+    Weights by name fail within seconds when the hub is unreachable (see `hub_offline`).
+    """
+    if value is None:
+        yield
+        return
+    local = looks_like_path(value)
+    if local and not Path(value).expanduser().exists():
+        raise WeightsNotFoundError(argument, value)
+    offline = False if local else hub_offline()
+    try:
+        yield
+    except MatbenchError:
+        raise
+    except (OSError, ValueError, RuntimeError, KeyError) as err:
+        if local:
+            problem = f"not usable weights for this model: {_first_line(err)}"
+        elif offline:
+            problem = (
+                f"not in the local Hugging Face cache, and the hub ({hub_endpoint()}) is "
+                "unreachable or HF_HUB_OFFLINE is set"
+            )
+        else:
+            problem = f"cannot be fetched: {_first_line(err)}"
+        raise WeightsError(argument, value, problem) from err
+
+
+def create_timm_model(
+    name: str, weights: str | None = None, argument: str = "weights", **kwargs: Any
+) -> nn.Module:
     """A timm model with weights by name or by local file.
 
     Args:
@@ -163,19 +272,21 @@ def create_timm_model(name: str, weights: str | None = None, **kwargs: Any) -> n
             for the architecture converts, e.g. resampling a ViT's position embedding; keys
             the file lacks, such as a classifier, keep their initialisation); any other
             string = a timm pretrained tag (``<name>.<tag>``).
+        argument: The task argument that names ``weights`` (in errors).
         kwargs: Passed to ``timm.create_model`` (e.g. ``num_classes=0``).
     """
     import timm
 
     if weights is None:
         return timm.create_model(name, pretrained=False, **kwargs)
-    if looks_like_path(weights):
-        model = timm.create_model(name, pretrained=False, **kwargs)
-        load_state(model, timm_state_from_file(model, name, weights), source=weights)
-        return model
-    if weights != "timm":
-        name = f"{name}.{weights}"
-    return timm.create_model(name, pretrained=True, **kwargs)
+    with loading_weights(argument, weights):
+        if looks_like_path(weights):
+            model = timm.create_model(name, pretrained=False, **kwargs)
+            load_state(model, timm_state_from_file(model, name, weights), source=weights)
+            return model
+        if weights != "timm":
+            name = f"{name}.{weights}"
+        return timm.create_model(name, pretrained=True, **kwargs)
 
 
 def timm_state_from_file(model: nn.Module, name: str, weights: str) -> dict[str, Tensor]:

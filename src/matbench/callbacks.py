@@ -1,0 +1,58 @@
+"""Small Lightning callbacks of matbench runs."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.callbacks import RichProgressBar
+
+
+class ShortRunLogging(Callback):
+    """Logs training curves of runs shorter than ``log_every_n_steps`` (a few steps of a
+    smoke test) by lowering the interval to the run's length."""
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        limits = [trainer.log_every_n_steps]
+        if isinstance(trainer.num_training_batches, int):
+            limits.append(trainer.num_training_batches)
+        if trainer.max_steps and trainer.max_steps > 0:
+            limits.append(trainer.max_steps)
+        trainer.log_every_n_steps = max(1, min(limits))
+
+
+class DemoProgress(Callback):
+    """Prints the training loss every ``every`` steps (the demo runs without a progress bar).
+
+    Args:
+        every: Steps between two lines.
+    """
+
+    def __init__(self, every: int = 25) -> None:
+        self.every = every
+        self.start = time.perf_counter()
+
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        step = trainer.global_step
+        if step % self.every == 0 or step == trainer.max_steps:
+            loss = trainer.callback_metrics.get("train/loss")
+            value = f"{float(loss):.3f}" if loss is not None else "?"
+            print(
+                f"[demo]   step {step}/{trainer.max_steps}  loss {value}  "
+                f"{time.perf_counter() - self.start:.0f} s",
+                flush=True,
+            )
+
+
+class StepProgressBar(RichProgressBar):
+    """Lightning's rich progress bar, without the ``Epoch 1/-2`` of runs limited by steps
+    (``max_epochs=-1``): it shows ``Epoch 1``."""
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        max_epochs = self.trainer.max_epochs
+        if max_epochs is not None and max_epochs >= 0:
+            return super()._get_train_description(current_epoch)
+        return f"{f'Epoch {current_epoch}':{len(self.validation_description)}}"

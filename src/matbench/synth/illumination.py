@@ -1,0 +1,98 @@
+"""Scenes that pixel colour cannot segment: similar-coloured materials under varying light.
+
+The ``illumination`` generator mode. Real material states are not separable by pixel colour: a
+wet and a dry patch of one soil share a hue, and one material changes colour across a photo as
+light and shadow move over it. Here every material of a scene gets one shared base colour (plus
+a small per-material offset) and keeps only its texture's *pattern* (luminance, at a contrast of
+its own); layouts are natural-image soft maps as in :func:`~matbench.synth.scene.make_scene`;
+then the whole scene is lit by a smooth field of brightness and of colour (two light colours
+blended by a further map) and darkened by cast shadows with a cool tint. So one material spans
+many colours, and different materials share them: only texture tells them apart.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from matbench.synth.maps import resize, soft_map
+from matbench.synth.scene import (
+    Scene,
+    SceneConfig,
+    draw_layout,
+    sample_texture,
+    visible_masks,
+)
+from matbench.synth.sources import NaturalImages
+from matbench.synth.textures import tile_texture
+
+#: Generator modes: ``infusion`` (the MatSeg 2D scenes) and ``illumination`` (this module).
+SCENE_MODES = ("infusion", "illumination")
+#: Per-channel spread of the materials' colours around the scene's base colour.
+MATERIAL_COLOUR_SPREAD = 6.0
+#: Range of the light's brightness gain across a scene.
+LIGHT_RANGE = (0.45, 1.35)
+
+
+def _pattern(texture: np.ndarray) -> np.ndarray:
+    """A texture's luminance pattern, zero mean and unit standard deviation."""
+    lum = texture.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    return (lum - lum.mean()) / max(float(lum.std()), 1.0)
+
+
+def _smooth_field(rng: np.random.Generator, size: tuple[int, int], cells: int) -> np.ndarray:
+    """A smooth random field in [0, 1]: a coarse uniform grid upsampled (bilinear)."""
+    coarse = rng.uniform(0.0, 1.0, size=(cells, cells)).astype(np.float32)
+    field = resize(coarse, size)
+    low, high = float(field.min()), float(field.max())
+    return (field - low) / max(high - low, 1e-6)
+
+
+def light_field(
+    rng: np.random.Generator, images: NaturalImages, size: tuple[int, int]
+) -> np.ndarray:
+    """The per-pixel RGB gain of the scene's lighting: smooth brightness, two light colours
+    blended by a smooth map, and cast shadows (a hard natural-image map, slightly blurred)
+    that darken and cool the light."""
+    h, w = size
+    low, high = LIGHT_RANGE
+    brightness = low + (high - low) * _smooth_field(rng, size, int(rng.integers(2, 5)))
+    warm = np.array([1.0, rng.uniform(0.7, 0.9), rng.uniform(0.45, 0.7)], dtype=np.float32)
+    cool = np.array([rng.uniform(0.5, 0.75), rng.uniform(0.75, 0.95), 1.0], dtype=np.float32)
+    mix = _smooth_field(rng, size, int(rng.integers(2, 4)))[..., None]
+    gain = brightness[..., None] * (warm * mix + cool * (1.0 - mix))
+    if rng.random() < 0.8:
+        shadow = soft_map(images.pick(rng), rng, (h, w), hard=True)
+        shadow = ndimage.gaussian_filter(shadow, sigma=rng.uniform(0.5, 2.0))
+        depth = rng.uniform(0.35, 0.6)
+        tint = np.array([0.85, 0.92, 1.0], dtype=np.float32)
+        gain = gain * (1.0 - depth * shadow[..., None] * (2.0 - tint))
+    return gain.astype(np.float32)
+
+
+def make_illumination_scene(
+    rng: np.random.Generator, images: NaturalImages, config: SceneConfig | None = None
+) -> Scene:
+    """Draw one ``illumination``-mode scene with ``rng`` (module docstring).
+
+    Sizes, material count, hard/soft layouts and texture sources follow ``config`` as in
+    :func:`~matbench.synth.scene.make_scene`; at least two materials are drawn.
+    """
+    config = config or SceneConfig()
+    (h, w), hard, alphas = draw_layout(rng, images, config, at_least=2)
+    base = rng.uniform(70.0, 170.0, size=3).astype(np.float32)
+    canvas = np.zeros((h, w, 3), dtype=np.float32)
+    for alpha in alphas:
+        texture = sample_texture(images, rng, config)
+        scale = rng.uniform(0.3, 1.0)
+        size = (max(8, round(texture.shape[0] * scale)), max(8, round(texture.shape[1] * scale)))
+        pattern = _pattern(resize(texture, size))
+        contrast = rng.uniform(6.0, 40.0)
+        colour = base + rng.normal(0.0, MATERIAL_COLOUR_SPREAD, size=3).astype(np.float32)
+        offset = (int(rng.integers(2 * size[0])), int(rng.integers(2 * size[1])))
+        tiled = tile_texture(pattern[..., None], (h, w), offset)[..., 0].astype(np.float32)
+        material = colour + contrast * tiled[..., None]
+        canvas += (material - canvas) * alpha[..., None]
+    canvas *= light_field(rng, images, (h, w))
+    rgb = np.clip(np.round(canvas), 0, 255).astype(np.uint8)
+    return Scene(rgb=rgb, masks=visible_masks(alphas), hard=hard)

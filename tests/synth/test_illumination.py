@@ -1,0 +1,57 @@
+"""The ``illumination`` generator mode: scenes pixel colour cannot segment."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from matbench.synth import SceneConfig, make_scene, write_benchmark, write_scenes
+from matbench.synth.benchmark import scene_maker
+from matbench.synth.illumination import make_illumination_scene
+from matbench.synth.scene import resolve_images
+
+CONFIG = SceneConfig(min_size=64, max_size=96, min_materials=2, max_materials=3, hard_prob=1.0)
+
+
+def _colour_separability(rgb: np.ndarray, masks: list[np.ndarray]) -> float:
+    """Between-material over within-material variance of the unit RGB direction (what the
+    ``rgb`` baseline sees), over the pixels where one material is pure."""
+    direction = rgb.astype(np.float64) + 1e-3
+    direction /= np.linalg.norm(direction, axis=-1, keepdims=True)
+    groups = [direction[m == 255] for m in masks if (m == 255).sum() > 20]
+    means = np.stack([g.mean(0) for g in groups])
+    within = np.mean([((g - g.mean(0)) ** 2).sum(1).mean() for g in groups])
+    between = ((means - means.mean(0)) ** 2).sum(1).mean()
+    return float(between / within)
+
+
+def test_illumination_scenes_are_not_separable_by_colour() -> None:
+    images = resolve_images(None)
+    ratios = {"infusion": [], "illumination": []}
+    for seed in range(4):
+        for mode in ratios:
+            scene = scene_maker(mode)(np.random.default_rng(seed), images, CONFIG)
+            assert sum(m.astype(int) for m in scene.masks).min() == 255
+            ratios[mode].append(_colour_separability(scene.rgb, scene.masks))
+    # colour separates pattern-infusion materials far better than illumination-mode ones
+    assert np.median(ratios["illumination"]) < 0.5 * np.median(ratios["infusion"])
+
+
+def test_mode_is_deterministic_and_checked(tmp_path: Path) -> None:
+    images = resolve_images(None)
+    a = make_illumination_scene(np.random.default_rng(3), images, CONFIG)
+    b = make_illumination_scene(np.random.default_rng(3), images, CONFIG)
+    assert np.array_equal(a.rgb, b.rgb) and len(a.masks) >= 2
+    assert scene_maker("infusion") is make_scene
+    with pytest.raises(ValueError, match="unknown generator mode"):
+        write_scenes(tmp_path / "x", 1, mode="photoreal")
+    scenes = write_scenes(
+        tmp_path / "s", 2, seed=1, min_size=48, max_size=64, workers=1, mode="illumination"
+    )
+    assert len(scenes) == 2 and all(r.materials >= 2 for r in scenes)
+    records, _ = write_benchmark(
+        tmp_path / "b", 1, seed=1, min_size=96, max_size=128, workers=1, mode="illumination"
+    )
+    assert records[0].groups >= 2
