@@ -27,6 +27,7 @@ RGB_BASELINE = Path(__file__).resolve().parents[2] / "configs" / "matseg" / "rgb
 def _baseline_test(bench: Path, results_dir: Path) -> list[str]:
     return [
         "test",
+        "--debug",  # known errors raise (the command line prints them as one line)
         "--config",
         str(RGB_BASELINE),
         f"--data.root={bench}",

@@ -84,6 +84,7 @@ def test_checkpoint_of_another_task_is_refused_and_overrides_are_reported(
         main(
             [
                 "test",
+                "--debug",
                 "--config",
                 str(CONFIGS / "two_stream" / "fmd.yaml"),
                 f"--data.root={tmp_path}",
@@ -170,11 +171,11 @@ def test_truncated_checkpoint_names_the_file(
     )
     truncated = tmp_path / "truncated.ckpt"
     truncated.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
-    argv = ["test", "--config", str(RGB_BASELINE), f"--data.root={tmp_path}"]
+    argv = ["test", "--debug", "--config", str(RGB_BASELINE), f"--data.root={tmp_path}"]
     with pytest.raises(CheckpointError, match=r"truncated\.ckpt: cannot be read as a checkpoint"):
         main([*argv, f"--ckpt_path={truncated}"])
     with pytest.raises(CheckpointError, match=r"truncated\.ckpt: cannot be read"):
-        main(["embed-text", "wood", "--ckpt", str(truncated)])
+        main(["embed-text", "--debug", "wood", "--ckpt", str(truncated)])
 
 
 def test_malformed_suite_yaml_names_file_and_field(tmp_path: Path) -> None:
@@ -197,12 +198,12 @@ def test_embed_text_on_a_non_clip_config_or_checkpoint(tmp_path: Path) -> None:
     with pytest.raises(
         ConfigFileError, match=r"rgb_baseline\.yaml: model\.class_path is MatSegTask"
     ):
-        main(["embed-text", "wood", "--config", str(RGB_BASELINE)])
+        main(["embed-text", "--debug", "wood", "--config", str(RGB_BASELINE)])
     matseg = _lightning_checkpoint(
         tmp_path / "matseg.ckpt", MatSegTask(model="rgb"), "matbench.tasks.MatSegTask", model="rgb"
     )
     with pytest.raises(CheckpointError, match=r"matseg\.ckpt: holds a MatSegTask: embed-text"):
-        main(["embed-text", "wood", "--ckpt", str(matseg)])
+        main(["embed-text", "--debug", "wood", "--ckpt", str(matseg)])
 
 
 # -- 15. the CLIP test loss depends on the number of processes ---------------------------------
