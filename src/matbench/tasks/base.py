@@ -76,6 +76,8 @@ class BaseTask(
         self._eval_loss_sums: dict[str, Tensor] = {}
         #: Per stage, one dict of computed metrics per dataloader (the latest epoch's).
         self.results: dict[str, list[dict[str, Any]]] = {}
+        #: Per stage, the latest epoch's mean loss over every dataloader and rank.
+        self.eval_losses: dict[str, float] = {}
 
     # -- template hooks ----------------------------------------------------------------------
     @abstractmethod
@@ -404,6 +406,7 @@ class BaseTask(
         if sums[1] > 0:
             loss = float(sums[0] / sums[1])
             self.log(f"{stage}/loss", loss, prog_bar=stage == "val", sync_dist=False)
+            self.eval_losses[stage] = loss
 
     def dataloader_name(self, stage: str, idx: int) -> str:
         """Name used in logged keys when a stage has several dataloaders."""
