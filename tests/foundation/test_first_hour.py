@@ -349,3 +349,26 @@ def test_disk_feature_cache_is_not_in_the_working_directory(
     assert default_cache_dir() == tmp_path / "cache" / "matbench" / "features"
     monkeypatch.delenv("XDG_CACHE_HOME")
     assert default_cache_dir() == Path.home() / ".cache" / "matbench" / "features"
+
+
+def test_schedule_in_a_run_follows_open_clip(tmp_path: Path) -> None:
+    """A fit of 12 steps with 3 warmup steps: the rate of every optimizer step is open_clip's."""
+    import lightning as L
+
+    from tests.foundation.toy import ToyDataModule, ToyTask
+
+    task = ToyTask(lr=0.1)
+    task.hparams.update(lr_schedule="cosine", warmup=3)
+    seen: list[float] = []
+
+    class Record(L.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:  # noqa: ANN001
+            seen.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+    trainer = L.Trainer(
+        max_steps=12, accelerator="cpu", logger=False, enable_progress_bar=False,
+        enable_checkpointing=False, callbacks=[Record()], default_root_dir=str(tmp_path),
+        enable_model_summary=False, num_sanity_val_steps=0,
+    )  # fmt: skip
+    trainer.fit(task, datamodule=ToyDataModule(num_samples=16, batch_size=4))
+    assert seen == pytest.approx([_open_clip_cosine(0.1, 3, 12, s) for s in range(12)])
