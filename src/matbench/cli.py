@@ -67,14 +67,19 @@ def _tools_epilog() -> str:
 
 def help_text() -> str:
     """The top-level ``matbench --help``."""
+    import textwrap
+
     lines = [
         "usage: matbench [--version] [--debug] COMMAND [ARGS]",
         "",
-        DESCRIPTION,
+        textwrap.fill(DESCRIPTION, 90),
         "",
         "runs (PyTorch Lightning; `matbench COMMAND --help` for the options):",
     ]
-    lines += [f"  {name:<12} {help_}" for name, help_ in LIGHTNING_COMMANDS.items()]
+    for name, help_ in LIGHTNING_COMMANDS.items():
+        wrapped = textwrap.wrap(help_, 75)
+        lines.append(f"  {name:<12} {wrapped[0]}")
+        lines += [f"  {'':<12} {more}" for more in wrapped[1:]]
     lines += ["", _tools_epilog(), "", "options:"]
     lines += [
         f"  {'-h, --help':<16} show this help and exit",

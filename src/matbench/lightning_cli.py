@@ -179,11 +179,12 @@ def _absolute(path: str) -> str:
 
 
 def config_name(config: Any) -> str:
-    """``<folder>/<stem>`` of the run's (last) config file, e.g. ``two_stream/fmd``."""
+    """``<folder>/<stem>`` of the run's first config file (the experiment; later ones are
+    overlays such as ``configs/fast/…``), e.g. ``two_stream/fmd``."""
     files = [str(f) for f in (config.get("config") or []) if f is not None]
     if not files:
         return "matbench"
-    path = Path(files[-1])
+    path = Path(files[0])
     return f"{path.parent.name}/{path.stem}" if path.parent.name else path.stem
 
 
@@ -294,6 +295,8 @@ class ResultsWriter(Callback):
                 "data": data,
                 "protocol": pl_module.protocol() if isinstance(pl_module, BaseTask) else {},
                 "metrics": metrics,
+                # the sample-weighted mean over every test set (logged as test/loss)
+                "loss": getattr(pl_module, "eval_losses", {}).get("test"),
                 "seed": self.seed,
                 "tag": self.tag,
                 "world_size": trainer.world_size,

@@ -51,6 +51,13 @@ def test_fit_test_predict_embed_text(
         ]
     )
     (ckpt,) = sorted(Path("logs").glob("clip/lvis_materials/*/checkpoints/last.ckpt"))
+    # TensorBoard shows sample validation crops and their captions
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(ckpt.parent.parent), size_guidance={"images": 0})
+    events.Reload()
+    assert "val/sample_crops" in events.Tags()["images"]
+    assert "val/sample_captions/text_summary" in events.Tags()["tensors"]
     state = torch.load(ckpt, map_location="cpu", weights_only=False)
     assert state["hyper_parameters"]["text_tower"] == "minilm"
     assert "model.text.proj.weight" in state["state_dict"]

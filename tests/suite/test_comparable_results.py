@@ -19,7 +19,7 @@ FMD = ROOT / "configs" / "two_stream" / "fmd.yaml"
 
 
 def test_suite_table_columns_failures_and_overrides(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.chdir(tmp_path)
     suite = tmp_path / "suite.yaml"
@@ -34,6 +34,8 @@ def test_suite_table_columns_failures_and_overrides(
     argv += ["--override", "trainer.logger=false", "--override=--trainer.enable_progress_bar=false"]
     assert main(argv) == 1  # a run failed
     assert not (tmp_path / "logs").exists()
+    out = capfd.readouterr()
+    assert "args parameter is intended" not in out.out + out.err  # no "args and argv" warning
     (table,) = results.glob("suite_s-*.csv")
     rows = list(csv.DictReader(table.open()))
     toy, failed = rows

@@ -76,6 +76,8 @@ class BaseTask(
         self._eval_loss_sums: dict[str, Tensor] = {}
         #: Per stage, one dict of computed metrics per dataloader (the latest epoch's).
         self.results: dict[str, list[dict[str, Any]]] = {}
+        #: Per stage, the latest epoch's mean loss over every dataloader and rank.
+        self.eval_losses: dict[str, float] = {}
 
     # -- template hooks ----------------------------------------------------------------------
     @abstractmethod
@@ -113,13 +115,30 @@ class BaseTask(
         warmup = float(self.hparams.get("warmup", 0.0))
         if schedule == "constant" and warmup == 0:
             return optimizer
-        total = int(self.trainer.estimated_stepping_batches) if self._trainer else 0
-        lambda_ = lr_lambda(schedule, warmup_steps(warmup, total), total)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda_)
+        # The run's length is known once the training loader exists (at train start); asking
+        # for it here would build the loader before the task's on_fit_start hooks.
+        factor = LRFactor(schedule, warmup)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1},
         }
+
+    def on_train_start(self) -> None:
+        for config in self.trainer.lr_scheduler_configs:
+            scheduler = config.scheduler
+            factors = getattr(scheduler, "lr_lambdas", [])
+            if not any(isinstance(f, LRFactor) for f in factors):
+                continue
+            total = int(self.trainer.estimated_stepping_batches)
+            for factor in factors:
+                if isinstance(factor, LRFactor):
+                    factor.resolve(total)
+            step = scheduler.last_epoch
+            for group, base, factor in zip(
+                scheduler.optimizer.param_groups, scheduler.base_lrs, factors, strict=True
+            ):
+                group["lr"] = base * factor(step)
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         optimizers = self.optimizers(use_pl_optimizer=False)
@@ -420,6 +439,7 @@ class BaseTask(
         if sums[1] > 0:
             loss = float(sums[0] / sums[1])
             self.log(f"{stage}/loss", loss, prog_bar=stage == "val", sync_dist=False)
+            self.eval_losses[stage] = loss
 
     def dataloader_name(self, stage: str, idx: int) -> str:
         """Name used in logged keys when a stage has several dataloaders."""
@@ -476,6 +496,31 @@ def warmup_steps(warmup: float, total: int) -> int:
     if warmup < 0:
         raise ValueError(f"warmup must be >= 0, got {warmup}")
     return int(round(warmup * total)) if warmup < 1 else int(warmup)
+
+
+class LRFactor:
+    """The `lr_lambda` factor of a run whose length is set later (`resolve`, at train start);
+    1 until then. A plain object, so ``LambdaLR`` keeps its state in checkpoints.
+
+    Args:
+        schedule: ``cosine`` or ``constant``.
+        warmup: A fraction of the run's steps (< 1) or a number of steps.
+    """
+
+    def __init__(self, schedule: str, warmup: float) -> None:
+        lr_lambda(schedule, 0, 0)  # check the name now
+        warmup_steps(warmup, 0)
+        self.schedule = schedule
+        self.warmup = warmup
+        self.total: int | None = None
+
+    def resolve(self, total: int) -> None:
+        self.total = total
+
+    def __call__(self, step: int) -> float:
+        if self.total is None:
+            return 1.0
+        return lr_lambda(self.schedule, warmup_steps(self.warmup, self.total), self.total)(step)
 
 
 def lr_lambda(schedule: str, warmup: int, total: int) -> Any:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import socket
 import sys
 import threading
@@ -229,6 +230,19 @@ def _first_line(err: BaseException, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def _tried_url(err: BaseException) -> str | None:
+    """The URL a hub error (or one of its causes) names, if any."""
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        match = re.search(r"https?://\S+?(?=[\s'\")]|:\s|$)", str(current))
+        if match:
+            return match.group(0).rstrip(".,:")
+        current = current.__cause__ or current.__context__
+    return None
+
+
 @contextmanager
 def loading_weights(argument: str, value: str | None) -> Iterator[None]:
     """Turn a failure to load the weights ``value`` of task argument ``argument`` into a
@@ -255,6 +269,9 @@ def loading_weights(argument: str, value: str | None) -> Iterator[None]:
                 f"not in the local Hugging Face cache, and the hub ({hub_endpoint()}) is "
                 "unreachable or HF_HUB_OFFLINE is set"
             )
+            tried = _tried_url(err)
+            if tried:
+                problem += f" (tried {tried})"
         else:
             problem = f"cannot be fetched: {_first_line(err)}"
         raise WeightsError(argument, value, problem) from err
