@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader
 from matbench.cli import main
 from matbench.datamodules.base import list_collate
 from matbench.datamodules.folder import MaterialFolderDataModule
-from matbench.tasks.clip import ZeroShotTask, load_templates, prompt_name
+from matbench.tasks.clip import ZeroShotTask, load_class_names, load_templates, prompt_name
 
 TINY = str(Path(__file__).with_name("tiny_clip.json"))
 COLOURS = {"glass": (40, 200, 230), "metal": (160, 160, 170), "wood": (140, 90, 30)}
@@ -88,6 +88,7 @@ def test_perfect_model_on_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     metrics = task.results["test"][0]
     assert metrics["accuracy"] == 1.0 and metrics["mean_class_accuracy"] == 1.0
     assert metrics["class_names"] == ["glass", "metal", "wood"]
+    assert not [k for k in metrics if k.startswith("top")]  # 3 classes: no top-5 figure
     assert np.trace(np.array(metrics["confusion_matrix"])) == 6
     # Inputs are object crops at the model's size.
     assert all(tuple(s[-2:]) == (32, 32) for s in task._seen_shapes)
@@ -113,6 +114,121 @@ def test_user_class_list_and_list_batches(monkeypatch: pytest.MonkeyPatch) -> No
     no_names = ZeroShotTask(model=TINY)
     with pytest.raises(ValueError, match="class names"):
         trainer.test(no_names, dataloaders=loader, verbose=False)
+
+
+def _open_clip_tiny():
+    """open_clip's own tiny model and eval transform (``create_model_and_transforms``)."""
+    import open_clip
+
+    open_clip.add_model_config(TINY)
+    clip, _, preprocess_val = open_clip.create_model_and_transforms("tiny_clip")
+    return clip.eval(), preprocess_val
+
+
+def test_inputs_are_open_clips_own_eval_transform() -> None:
+    """Non-square images and regions: the embeddings equal open_clip's own pipeline
+    (``preprocess_val`` on the PIL image: shortest side bicubic, centre crop, mean/std)."""
+    clip, preprocess_val = _open_clip_tiny()
+    rng = np.random.default_rng(0)
+    arrays = [rng.integers(0, 256, shape, dtype=np.uint8) for shape in [(40, 64, 3), (90, 33, 3)]]
+    images = [torch.from_numpy(a).permute(2, 0, 1).float() / 255 for a in arrays]
+
+    def reference(pictures: list[Image.Image]) -> torch.Tensor:
+        with torch.no_grad():
+            batch = torch.stack([preprocess_val(p) for p in pictures])
+            return F.normalize(clip.encode_image(batch), dim=-1)
+
+    full = ZeroShotTask(model=TINY, region="full").eval()
+    full.model.image.visual.load_state_dict(clip.visual.state_dict())
+    with torch.no_grad():
+        got = full.model.encode_image(full.preprocess({"image": images}))
+    expected = reference([Image.fromarray(a) for a in arrays])
+    assert torch.allclose(got, expected, atol=1e-6)
+    squashed = ZeroShotTask(model=TINY, region="full", image_transform="squash").eval()
+    squashed.model.image.visual.load_state_dict(clip.visual.state_dict())
+    with torch.no_grad():
+        old = squashed.model.encode_image(squashed.preprocess({"image": images}))
+    assert not torch.allclose(old, expected, atol=1e-3)
+
+    # A region: mask box (40, 20, 60, 30) padded to 30 px, squared, shifted inside the 64 px
+    # wide image -> box (34, 10, 64, 40).
+    mask = torch.zeros(40, 64, dtype=torch.bool)
+    mask[20:30, 40:60] = True
+    crop = ZeroShotTask(model=TINY, crop_min_size=30, crop_blur_sigma=0.0).eval()
+    crop.model.image.visual.load_state_dict(clip.visual.state_dict())
+    with torch.no_grad():
+        got = crop.model.encode_image(crop.preprocess({"image": images[:1], "mask": [mask]}))
+    expected = reference([Image.fromarray(arrays[0]).crop((34, 10, 64, 40))])
+    assert torch.allclose(got, expected, atol=1e-6)
+    assert "Resize" in crop.protocol()["image_transform"]
+
+
+def _clip_benchmark_classifier(clip, tokenizer, classnames, templates) -> torch.Tensor:
+    """CLIP_benchmark's ``zero_shot_classifier``, written out: (D, C) class weights."""
+    weights = []
+    with torch.no_grad():
+        for classname in classnames:
+            if isinstance(templates, dict):
+                texts = templates[classname]
+            else:
+                texts = [template.format(c=classname) for template in templates]
+            class_embeddings = clip.encode_text(tokenizer(texts))
+            class_embedding = F.normalize(class_embeddings, dim=-1).mean(dim=0)
+            class_embedding /= class_embedding.norm()
+            weights.append(class_embedding)
+    return torch.stack(weights, dim=1)
+
+
+def test_class_names_and_templates_as_clip_benchmark(tmp_path: Path) -> None:
+    """CLIP_benchmark's classname and template files (keyed by dataset, ``{c}``) give its own
+    classifier with ``raw`` names; ``readable`` rewrites the names; the names and templates
+    used are in the protocol (the results JSON)."""
+    import open_clip
+
+    classes = ["Plastic, clear", "Wood", "Fabric/cloth"]
+    templates = ["a photo of {c}.", "{c} texture", "itap of a {c}."]
+    names_file, templates_file = tmp_path / "en_classnames.json", tmp_path / "templates.json"
+    names_file.write_text(json.dumps({"dms": classes, "fmd": ["fabric"]}))
+    templates_file.write_text(json.dumps({"dms": templates, "imagenet1k": ["{c}"]}))
+    task = ZeroShotTask(
+        model=TINY,
+        class_names=str(names_file),
+        templates=str(templates_file),
+        dataset_key="dms",
+        class_name_style="raw",
+    )
+    assert task.classes == classes
+    got = task.class_embeddings(task.classes)
+    clip, tokenizer = task.model.text.clip, open_clip.get_tokenizer("tiny_clip")
+    assert torch.allclose(
+        got.T, _clip_benchmark_classifier(clip, tokenizer, classes, templates), atol=1e-6
+    )
+    protocol = task.protocol()
+    assert protocol["prompt_names"] == classes and protocol["templates"] == templates
+
+    readable = ZeroShotTask(
+        model=TINY, class_names=classes, templates=str(templates_file), dataset_key="dms"
+    )
+    readable.model.load_state_dict(task.model.state_dict())
+    readable_emb = readable.class_embeddings(classes)
+    assert readable.protocol()["prompt_names"] == ["clear plastic", "wood", "fabric or cloth"]
+    assert not torch.allclose(readable_emb[0], got[0], atol=1e-3)  # a different classifier
+    assert torch.allclose(readable_emb[1], got[1], atol=1e-6)  # "Wood" and "wood": same tokens
+
+    assert load_templates(str(templates_file), "lvis") == ["{c}"]  # imagenet1k's, as CLIP_benchmark
+
+    # Class-specific prompts (CuPL) keyed by dataset, then by class name.
+    cupl = {"dms": {c: [f"a photo of {c}, a material", f"{c} up close"] for c in classes}}
+    templates_file.write_text(json.dumps(cupl))
+    specific = ZeroShotTask(model=TINY, templates=str(templates_file), dataset_key="dms")
+    specific.model.load_state_dict(task.model.state_dict())
+    expected = _clip_benchmark_classifier(clip, tokenizer, classes, cupl["dms"])
+    assert torch.allclose(specific.class_embeddings(classes).T, expected, atol=1e-6)
+
+    with pytest.raises(ValueError, match="no class names for dataset 'lvis'"):
+        load_class_names(str(names_file), "lvis")
+    with pytest.raises(ValueError, match="several datasets"):
+        _ = ZeroShotTask(model=TINY, class_names=str(names_file)).classes
 
 
 def _cli_test(
@@ -145,6 +261,10 @@ def test_zeroshot_fmd_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     record = _cli_test("zeroshot_fmd.yaml", root, tmp_path, monkeypatch)
     metrics = record["metrics"]
     assert len(metrics["class_names"]) == 10 and metrics["class_names"][0] == "fabric"
+    protocol = record["protocol"]  # what built the classifier and the inputs
+    assert protocol["prompt_names"][:2] == ["fabric", "foliage"]
+    assert protocol["templates"] == load_templates("material")
+    assert protocol["dataset_key"] == "fmd" and protocol["region"] == "crop"
     assert 0.0 <= metrics["accuracy"] <= metrics["top5_accuracy"] <= 1.0
     assert np.array(metrics["confusion_matrix"]).sum() == 10  # one test image per class
 

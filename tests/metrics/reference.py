@@ -161,9 +161,10 @@ def classification(logits, target, num_classes, top_k=5) -> dict:
         tp, fn = confusion[c][c], sum(confusion[c]) - confusion[c][c]
         fp = sum(confusion[r][c] for r in range(num_classes)) - tp
         ious.append(tp / (tp + fp + fn) if sum(confusion[c]) else NAN)
+    top = {f"top{top_k}_accuracy": topk / total if total else NAN} if top_k <= num_classes else {}
     return {
         "accuracy": sum(confusion[c][c] for c in range(num_classes)) / total if total else NAN,
-        f"top{top_k}_accuracy": topk / total if total else NAN,
+        **top,
         "mean_class_accuracy": _mean(present),
         "miou": _mean([v for c, v in enumerate(ious) if sum(confusion[c])]),
         "per_class_accuracy": per_class,

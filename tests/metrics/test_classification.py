@@ -59,9 +59,34 @@ def test_matches_loop_reference(seed: int, top_k: int) -> None:
     reference.assert_close(metric.compute(), expected, tol=1e-12)
 
 
-def test_top_k_at_least_num_classes_is_one() -> None:
-    result = classification_metrics(torch.randn(9, 3), torch.randint(0, 3, (9,)), 3, top_k=5)
-    assert result["top5_accuracy"] == 1.0
+def _clip_benchmark_accuracy(logits: torch.Tensor, target: torch.Tensor, num_classes: int):
+    """CLIP_benchmark's ``zeroshot_classification.evaluate`` (single-label), written out: top-1
+    and top-5 from ``topk(max(k), dim=1, largest=True, sorted=True)``; with fewer than 5
+    classes only top-1 is computed and acc5 is NaN."""
+    ks = (1, 5) if num_classes >= 5 else (1,)
+    pred = logits.topk(max(ks), 1, True, True)[1].t()
+    correct = pred.eq(target.view(1, -1).expand_as(pred))
+    accs = [float(correct[:k].reshape(-1).float().sum(0, keepdim=True)) / len(target) for k in ks]
+    return accs[0], accs[1] if len(accs) > 1 else math.nan
+
+
+@pytest.mark.parametrize("num_classes", [3, 4, 5, 9])
+def test_top5_as_clip_benchmark(num_classes: int) -> None:
+    """Without ties, top-1 and top-5 equal CLIP_benchmark's; with fewer than 5 classes, where
+    it reports NaN, there is no top5 key (not a top-3 or top-4 figure under another name)."""
+    gen = torch.Generator().manual_seed(num_classes)
+    logits = torch.randn(50, num_classes, generator=gen)
+    target = torch.randint(0, num_classes, (50,), generator=gen)
+    acc1, acc5 = _clip_benchmark_accuracy(logits, target, num_classes)
+    for result in (
+        classification_metrics(logits, target, num_classes, top_k=5),
+        ClassificationMetrics(num_classes, top_k=5)(logits, target),
+    ):
+        assert result["accuracy"] == pytest.approx(acc1)
+        if math.isnan(acc5):
+            assert not [k for k in result if k.startswith("top")]
+        else:
+            assert result["top5_accuracy"] == pytest.approx(acc5)
 
 
 def test_empty_metric_is_nan() -> None:

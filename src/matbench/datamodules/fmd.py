@@ -17,7 +17,8 @@ class FMDDataModule(MaterialFolderDataModule):
         batch_size: Samples per training batch.
         num_workers: Loader worker processes.
         eval_batch_size: Samples per evaluation batch (default: ``batch_size``).
-        image_size: Square input size (image and mask are resized to it).
+        image_size: Square input size (image and mask are resized to it); None keeps
+            512 x 384, batches are then lists.
         train_fraction: Fraction of each class used for training; the rest is the test set.
         val_fraction: Fraction of each class's training part held out for validation
             (0 = validate on the test split).
@@ -43,7 +44,7 @@ class FMDDataModule(MaterialFolderDataModule):
         batch_size: int = 8,
         num_workers: int = 0,
         eval_batch_size: int | None = None,
-        image_size: int = 224,
+        image_size: int | None = 224,
         train_fraction: float = 0.5,
         val_fraction: float = 0.1,
         seed: int = 0,

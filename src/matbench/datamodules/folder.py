@@ -11,7 +11,7 @@ import torch
 from lightning.pytorch.loggers.logger import DummyLogger
 
 from matbench.cache import feature_collate
-from matbench.datamodules.base import BaseDataModule
+from matbench.datamodules.base import BaseDataModule, list_collate
 from matbench.datasets.folder import MaterialFolder, split_per_class
 from matbench.results import atomic_write_text
 
@@ -68,7 +68,9 @@ class MaterialFolderDataModule(BaseDataModule):
         batch_size: Samples per training batch.
         num_workers: Loader worker processes.
         eval_batch_size: Samples per evaluation batch (default: ``batch_size``).
-        image_size: Square input size (image and mask are resized to it).
+        image_size: Square input size (image and mask are resized to it); None keeps each
+            image's own size, and batches are lists (for tasks that crop regions themselves,
+            e.g. :class:`matbench.tasks.ZeroShotTask` with ``region: crop``).
         train_fraction: Fraction of each class used for training (the rest is the test set).
         val_fraction: Fraction of each class's training part held out for validation
             (0 = validate on the test split, as FMD papers without a validation set do).
@@ -96,7 +98,7 @@ class MaterialFolderDataModule(BaseDataModule):
         batch_size: int = 8,
         num_workers: int = 0,
         eval_batch_size: int | None = None,
-        image_size: int = 224,
+        image_size: int | None = 224,
         train_fraction: float = 0.5,
         val_fraction: float = 0.1,
         seed: int = 0,
@@ -116,6 +118,8 @@ class MaterialFolderDataModule(BaseDataModule):
         self.root = root
         self.augment = augment
         self.test_split = test_on
+        if image_size is None:
+            self.collate_fn = list_collate
         self.splits: dict[str, list[str]] | None = None
         self.split_path: Path | None = None
 

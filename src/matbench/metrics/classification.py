@@ -27,7 +27,8 @@ class ClassificationMetrics(Metric):
 
     Args:
         num_classes: Number of classes C.
-        top_k: k of the top-k accuracy; the key is ``top{k}_accuracy``.
+        top_k: k of the top-k accuracy; the key is ``top{k}_accuracy``, absent when there
+            are fewer than k classes (CLIP_benchmark: NaN).
         **kwargs: Passed to :class:`torchmetrics.Metric`.
 
     Example:

@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import Tensor
 from torchmetrics import Metric, MetricCollection
 
@@ -30,7 +31,7 @@ from matbench.models.clip import (
     ProjectedMiniLM,
 )
 from matbench.tasks.base import BaseTask, stores_frozen_weights_elsewhere
-from matbench.transforms import crop_object
+from matbench.transforms import blur_outside, crop_object, expand_box, mask_box
 
 
 class ClipMaterialTask(BaseTask):
@@ -312,20 +313,63 @@ def initial_temperature(
 
 
 # -- zero-shot ---------------------------------------------------------------------------------
-def load_templates(templates: str) -> list[str]:
+#: Template placeholders for the class name: matbench's/open_clip's and CLIP_benchmark's.
+PLACEHOLDERS = ("{}", "{c}")
+Templates = list[str] | dict[str, list[str]]
+
+
+def _read_json(source: str, what: str) -> Any:
+    path = Path(source).expanduser()
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"{what} file '{path}' does not exist") from err
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from err
+
+
+def _by_dataset(
+    data: Any, key: str | None, where: str, what: str, own_key: str, default_key: str = ""
+) -> Any:
+    """The entry of a file keyed by dataset (CLIP_benchmark's format), or ``data`` itself.
+
+    A dict is looked up by ``key``; without it (or when absent), matbench's own single-entry
+    key ``own_key``, or the only entry, is used. Returns None when ``key`` is None and the file
+    holds several datasets (resolved later, once the datamodule is known). With a ``key`` that
+    the file lacks, ``default_key`` is used when present (CLIP_benchmark's templates fall back
+    to ``imagenet1k``'s).
+    """
+    if not isinstance(data, dict):
+        return data
+    if key is not None and key in data:
+        return data[key]
+    if own_key in data:
+        return data[own_key]
+    if len(data) == 1:
+        return next(iter(data.values()))
+    if key is None:
+        return None
+    if default_key in data:
+        return data[default_key]
+    raise ValueError(
+        f"{where}: no {what} for dataset '{key}' (it has {sorted(data)}); set "
+        "--model.dataset_key to one of them"
+    )
+
+
+def load_templates(templates: str, dataset_key: str | None = None) -> Templates:
     """Prompt templates: a set name of ``matbench/data/templates.json`` (``material``,
-    ``name``) or a JSON file holding a list of templates (or ``{"templates": [...]}``)."""
+    ``name``), or a JSON file holding a list of templates, ``{"templates": [...]}``, or
+    CLIP_benchmark's ``--custom_template_file`` format keyed by dataset: ``{dataset:
+    [templates]}`` or ``{dataset: {class name: [prompts]}}`` (class-specific prompts, e.g.
+    CuPL), looked up by ``dataset_key`` (falling back to ``imagenet1k``'s, as CLIP_benchmark
+    does). Templates hold ``{}`` or ``{c}`` for the class name.
+    """
     if templates.endswith(".json"):
-        path = Path(templates).expanduser()
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError as err:
-            raise FileNotFoundError(f"templates file '{path}' does not exist") from err
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}: not valid JSON ({err})") from err
-        if isinstance(data, dict):
-            data = data.get("templates")
-        where = str(path)
+        data, where = _read_json(templates, "templates"), str(Path(templates).expanduser())
+        data = _by_dataset(data, dataset_key, where, "templates", "templates", "imagenet1k")
+        if data is None:
+            return []  # several datasets and no key yet
     else:
         text = resources.files("matbench").joinpath("data", "templates.json").read_text("utf-8")
         sets = json.loads(text)
@@ -335,13 +379,47 @@ def load_templates(templates: str) -> list[str]:
                 f"unknown template set '{templates}': use one of {names} or a .json file"
             )
         data, where = sets[templates], f"template set '{templates}'"
+    if isinstance(data, dict):
+        if not data or not all(
+            isinstance(v, list) and v and all(isinstance(p, str) for p in v) for v in data.values()
+        ):
+            raise ValueError(f"{where}: class-specific prompts must map names to prompt lists")
+        return data
     if (
         not isinstance(data, list)
         or not data
-        or not all(isinstance(t, str) and "{}" in t for t in data)
+        or not all(isinstance(t, str) and any(p in t for p in PLACEHOLDERS) for t in data)
     ):
-        raise ValueError(f"{where}: templates must be a non-empty list of strings with '{{}}'")
+        raise ValueError(
+            f"{where}: templates must be a non-empty list of strings with '{{}}' or '{{c}}'"
+        )
     return data
+
+
+def load_class_names(source: str, dataset_key: str | None = None) -> list[str] | None:
+    """Class names from a JSON file: a list, or CLIP_benchmark's ``--custom_classname_file``
+    format ``{dataset: [names]}`` looked up by ``dataset_key`` (None: not resolvable yet)."""
+    where = str(Path(source).expanduser())
+    data = _by_dataset(_read_json(source, "class names"), dataset_key, where, "class names", "")
+    if data is None:
+        return None
+    if not isinstance(data, list) or not data or not all(isinstance(n, str) for n in data):
+        raise ValueError(f"{where}: class names must be a non-empty list of strings")
+    return data
+
+
+def class_prompts(classes: list[str], names: list[str], templates: Templates) -> list[list[str]]:
+    """The prompts of each class: every template filled with the class's prompt name, or a
+    class's own prompts (looked up by class name, then prompt name) for class-specific ones."""
+    if isinstance(templates, dict):
+        out = []
+        for cls, name in zip(classes, names, strict=True):
+            prompts = templates.get(cls, templates.get(name))
+            if prompts is None:
+                raise ValueError(f"class-specific prompts: none for class '{cls}'")
+            out.append(list(prompts))
+        return out
+    return [[t.replace("{c}", "{}").format(name) for t in templates] for name in names]
 
 
 def prompt_name(class_name: str) -> str:
@@ -368,12 +446,22 @@ class ZeroShotTask(ClipMaterialTask):
     or a trained :class:`ClipMaterialTask` checkpoint via ``--ckpt_path`` or ``checkpoint``.
 
     Args:
-        class_names: The classes, in label order; None = the datamodule's ``class_names``.
-        templates: Template set name (``material``, ``name``) or a JSON file of templates.
-        region: ``"crop"`` = the object crop rule (box padded to >= ``crop_min_size`` px,
-            resized, blurred outside the mask) applied here; ``"full"`` = the image as the
-            datamodule gives it, resized to the model (use it when the datamodule already
-            crops, e.g. FMD's ``object_crop``, which then runs in the loader workers).
+        class_names: The classes, in label order: a list, or a JSON file (a list, or
+            CLIP_benchmark's ``{dataset: [names]}``); None = the datamodule's ``class_names``.
+        class_name_style: ``"readable"`` rewrites names for prompts (``"Plastic, clear"`` ->
+            ``"clear plastic"``, see :func:`prompt_name`); ``"raw"`` uses them as they are
+            (CLIP_benchmark's way).
+        templates: Template set name (``material``, ``name``) or a JSON file (see
+            :func:`load_templates`; CLIP_benchmark's template files work as they are).
+        dataset_key: Entry of dataset-keyed JSON files (CLIP_benchmark's formats); None = the
+            datamodule's short name (``FMDDataModule`` -> ``fmd``).
+        region: ``"crop"`` = the object's box padded to >= ``crop_min_size`` px (square),
+            blurred outside the mask, cut here from the image as the datamodule gives it;
+            ``"full"`` = that whole image (e.g. when the datamodule already crops).
+        image_transform: ``"open_clip"`` = the model's own eval transform (open_clip's
+            ``preprocess_val``: shortest side resized, bicubic, centre crop, the model's
+            mean/std) applied to the region, as open_clip and CLIP_benchmark do;
+            ``"squash"`` = the region resized to the model's square input (bilinear).
         crop_min_size: Smallest side of the crop in original pixels.
         crop_blur_sigma: Blur outside the mask, in model-input pixels; 0 = off.
         checkpoint: A ClipMaterialTask checkpoint (``.ckpt``) whose weights to load.
@@ -390,9 +478,12 @@ class ZeroShotTask(ClipMaterialTask):
         model: str = "ViT-B-32",
         pretrained: str | None = None,
         text_tower: str = "open_clip",
-        class_names: list[str] | None = None,
+        class_names: list[str] | str | None = None,
+        class_name_style: Literal["readable", "raw"] = "readable",
         templates: str = "material",
+        dataset_key: str | None = None,
         region: Literal["crop", "full"] = "crop",
+        image_transform: Literal["open_clip", "squash"] = "open_clip",
         crop_min_size: int = 50,
         crop_blur_sigma: float = 4.0,
         checkpoint: str | None = None,
@@ -405,11 +496,15 @@ class ZeroShotTask(ClipMaterialTask):
     ) -> None:
         self._class_embeddings: Tensor | None = None
         self._classes: list[str] | None = None
+        self._prompts: dict[str, Any] = {}
+        self._transform: Any = None
         super(ClipMaterialTask, self).__init__()  # BaseTask: skip ClipMaterialTask.__init__
         # A ClipMaterialTask checkpoint given by --ckpt_path may hold extra loss parameters
         # (SigLIP bias); the model weights must still match (see load_task_checkpoint).
         self.strict_loading = False
-        load_templates(templates)  # fail early on a bad template set
+        load_templates(templates, dataset_key)  # fail early on a bad template set or file
+        if isinstance(class_names, str):
+            load_class_names(class_names, dataset_key)
         if checkpoint is not None:
             self.load_task_checkpoint(checkpoint)
 
@@ -444,11 +539,29 @@ class ZeroShotTask(ClipMaterialTask):
         """Load the ``model.*`` weights of a ClipMaterialTask checkpoint."""
         load_clip_task_weights(self.model, path, self.checkpoint_state(path))
 
+    def dataset_key(self) -> str | None:
+        """The entry of dataset-keyed JSON files: ``dataset_key``, else the datamodule's short
+        name (its class name without ``DataModule``, lower case)."""
+        if self.hparams.dataset_key:
+            return str(self.hparams.dataset_key)
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer else None
+        if datamodule is None:
+            return None
+        return type(datamodule).__name__.removesuffix("DataModule").lower()
+
     @property
     def classes(self) -> list[str]:
         """The class names being classified."""
-        if self.hparams.class_names:
-            return list(self.hparams.class_names)
+        given = self.hparams.class_names
+        if isinstance(given, str):
+            names = load_class_names(given, self.dataset_key())
+            if names is None:
+                raise ValueError(
+                    f"{given}: holds class names of several datasets; set --model.dataset_key"
+                )
+            return names
+        if given:
+            return list(given)
         names = getattr(getattr(self.trainer, "datamodule", None), "class_names", None)
         if not names:
             raise ValueError(
@@ -457,14 +570,35 @@ class ZeroShotTask(ClipMaterialTask):
             )
         return list(names)
 
+    def prompt_names(self, classes: list[str]) -> list[str]:
+        """The class names as they go into the templates (``class_name_style``)."""
+        if self.hparams.class_name_style == "raw":
+            return list(classes)
+        return [prompt_name(name) for name in classes]
+
     @torch.no_grad()
     def class_embeddings(self, classes: list[str]) -> Tensor:
-        """(C, D) class embeddings: prompt embeddings averaged over the templates."""
-        templates = load_templates(self.hparams.templates)
-        prompts = [t.format(prompt_name(name)) for name in classes for t in templates]
-        chunks = [self.model.encode_text(prompts[i : i + 256]) for i in range(0, len(prompts), 256)]
-        embeddings = torch.cat(chunks).view(len(classes), len(templates), -1)
-        return F.normalize(embeddings.mean(1), dim=-1)
+        """(C, D) class embeddings: the mean of each class's L2-normalised prompt embeddings,
+        renormalised (CLIP_benchmark's ``zero_shot_classifier``)."""
+        templates = load_templates(self.hparams.templates, self.dataset_key())
+        if not templates:
+            raise ValueError(
+                f"{self.hparams.templates}: holds templates of several datasets; set "
+                "--model.dataset_key"
+            )
+        names = self.prompt_names(classes)
+        prompts = class_prompts(classes, names, templates)
+        flat = [p for per_class in prompts for p in per_class]
+        chunks = [self.model.encode_text(flat[i : i + 256]) for i in range(0, len(flat), 256)]
+        embeddings = torch.cat(chunks).split([len(p) for p in prompts])
+        self._prompts = {
+            "class_names": list(classes),
+            "prompt_names": names,
+            "class_name_style": self.hparams.class_name_style,
+            "templates": templates,
+            "dataset_key": self.dataset_key(),
+        }
+        return F.normalize(torch.stack([e.mean(0) for e in embeddings]), dim=-1)
 
     def _prepare(self) -> None:
         classes = self.classes
@@ -473,9 +607,7 @@ class ZeroShotTask(ClipMaterialTask):
 
     def build_metric(self, stage: str) -> Metric:
         assert self._classes is not None
-        return ClassificationMetrics(
-            len(self._classes), top_k=min(self.hparams.top_k, len(self._classes))
-        )
+        return ClassificationMetrics(len(self._classes), top_k=self.hparams.top_k)
 
     def on_validation_epoch_start(self) -> None:
         self._prepare()
@@ -488,38 +620,73 @@ class ZeroShotTask(ClipMaterialTask):
     def on_predict_epoch_start(self) -> None:
         self._prepare()
 
+    def model_transform(self) -> Any:
+        """The model's own eval transform without its final ``Normalize`` (the image tower
+        normalises with the same mean/std): open_clip's ``preprocess_val``, from the model's
+        ``preprocess_cfg``."""
+        if self._transform is None:
+            from open_clip.transform import PreprocessCfg, image_transform_v2
+            from torchvision.transforms import Compose, Normalize
+
+            cfg = PreprocessCfg(**self.model.image.visual.preprocess_cfg)
+            steps = image_transform_v2(cfg, is_train=False).transforms
+            self._transform = Compose([t for t in steps if not isinstance(t, Normalize)])
+        return self._transform
+
+    @staticmethod
+    def _object_mask(mask: Tensor | None) -> Tensor:
+        if mask is None:
+            raise ValueError("region='crop' needs a 'mask' in every sample")
+        if mask.dtype != torch.bool:
+            raise ValueError(f"region='crop' needs bool masks, got {mask.dtype}")
+        return mask if bool(mask.any()) else torch.ones_like(mask)
+
+    def _region(self, image: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
+        """The object's crop (box padded to >= crop_min_size, square) and its mask."""
+        mask = self._object_mask(mask)
+        x0, y0, x1, y1 = expand_box(
+            mask_box(mask), tuple(image.shape[-2:]), self.hparams.crop_min_size, square=True
+        )
+        return image[:, y0:y1, x0:x1], mask[y0:y1, x0:x1]
+
+    def _open_clip_input(self, image: Tensor, mask: Tensor | None) -> Tensor:
+        if self.hparams.region == "crop":
+            image, mask = self._region(image, mask)
+            # blur_sigma is in model-input pixels: the transform scales the short side to S
+            scale = min(image.shape[-2:]) / min(self.model.image.image_size)
+            image = blur_outside(image, mask, self.hparams.crop_blur_sigma * scale)
+        pixels = image.clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0)
+        return self.model_transform()(Image.fromarray(pixels.cpu().numpy()))
+
+    def _squashed_input(self, image: Tensor, mask: Tensor | None) -> Tensor:
+        size = self.model.image.image_size
+        if self.hparams.region == "full":
+            return F.interpolate(image[None], size=size, mode="bilinear", antialias=True)[0]
+        crop, _, _ = crop_object(
+            image,
+            self._object_mask(mask),
+            size=size,
+            min_size=self.hparams.crop_min_size,
+            blur_sigma=self.hparams.crop_blur_sigma,
+            square=True,
+        )
+        return crop
+
     def preprocess(self, batch: dict[str, Any]) -> Tensor:
-        """Model-size (B, 3, S, S) inputs of a batch (stacked or list-collated)."""
+        """Model-size (B, 3, S, S) inputs in [0, 1] of a batch (stacked or list-collated): the
+        region (``region``) through ``image_transform``."""
         images = batch["image"]
         masks = batch.get("mask")
-        size = self.model.image.image_size
-        if self.hparams.region == "full" and isinstance(images, Tensor):
-            if tuple(images.shape[-2:]) == size:
-                return images.float()
-            return F.interpolate(images.float(), size=size, mode="bilinear", antialias=True)
-        out = []
-        for i in range(len(images)):
-            image = images[i].float()
-            if self.hparams.region == "crop":
-                if masks is None:
-                    raise ValueError("region='crop' needs a 'mask' in every sample")
-                mask = masks[i]
-                if mask.dtype != torch.bool:
-                    raise ValueError(f"region='crop' needs bool masks, got {mask.dtype}")
-                if not bool(mask.any()):
-                    mask = torch.ones_like(mask)
-                crop, _, _ = crop_object(
-                    image,
-                    mask,
-                    size=size,
-                    min_size=self.hparams.crop_min_size,
-                    blur_sigma=self.hparams.crop_blur_sigma,
-                    square=True,
-                )
-            else:
-                crop = F.interpolate(image[None], size=size, mode="bilinear", antialias=True)[0]
-            out.append(crop)
-        return torch.stack(out)
+        to_input = (
+            self._open_clip_input
+            if self.hparams.image_transform == "open_clip"
+            else self._squashed_input
+        )
+        out = [
+            to_input(images[i].float(), None if masks is None else masks[i])
+            for i in range(len(images))
+        ]
+        return torch.stack(out).to(self.device)
 
     def logits(self, batch: dict[str, Any]) -> Tensor:
         """(B, C) cosine similarities of a batch to the class embeddings."""
@@ -543,9 +710,13 @@ class ZeroShotTask(ClipMaterialTask):
         return self.model.encode_image(self.preprocess(batch))
 
     def protocol(self) -> dict[str, Any]:
+        transform = self.hparams.image_transform
         return {
-            "class_names": list(self._classes or []),
-            "templates": load_templates(self.hparams.templates),
+            **self._prompts,
+            "region": self.hparams.region,
+            "image_transform": repr(self.model_transform())
+            if transform == "open_clip"
+            else transform,
         }
 
     def _end_eval(self, stage: str) -> None:

@@ -152,9 +152,7 @@ class TwoStreamTask(BaseTask):
     def build_metric(self, stage: str) -> Metric:
         from matbench.metrics import ClassificationMetrics
 
-        return ClassificationMetrics(
-            self.hparams.num_classes, top_k=min(self.hparams.top_k, self.hparams.num_classes)
-        )
+        return ClassificationMetrics(self.hparams.num_classes, top_k=self.hparams.top_k)
 
     @property
     def model_name(self) -> str:

@@ -3,6 +3,9 @@
 Ties in the scores are broken towards the lower class index, consistently for top-1 (this is
 what ``argmax`` does) and top-k: the true class counts as in the top k when fewer than k classes
 score higher than it or score equal to it with a lower index.
+
+With fewer than k classes there is no ``top{k}_accuracy`` key (CLIP_benchmark reports NaN for
+its top-5 then): a key named top-k always holds a top-k figure.
 """
 
 from __future__ import annotations
@@ -98,11 +101,13 @@ def confusion_metrics(confusion: Tensor) -> dict[str, Any]:
 
 
 def classification_from_counts(confusion: Tensor, hits: Tensor, top_k: int) -> dict[str, Any]:
-    """The result dict from a confusion matrix and a top-k hit count (NaN when empty)."""
+    """The result dict from a confusion matrix and a top-k hit count (NaN when empty); no
+    ``top{k}_accuracy`` with fewer than k classes."""
     metrics = confusion_metrics(confusion)
     total = int(confusion.sum())
     out = {"accuracy": metrics.pop("accuracy")}
-    out[f"top{top_k}_accuracy"] = float(hits) / total if total else math.nan
+    if top_k <= confusion.shape[0]:
+        out[f"top{top_k}_accuracy"] = float(hits) / total if total else math.nan
     out.update(metrics)
     return out
 
@@ -116,10 +121,11 @@ def classification_metrics(
         logits: (N, C) scores (logits or probabilities; only their order matters).
         target: (N,) integer class ids in [0, C).
         num_classes: C.
-        top_k: k of the top-k accuracy (k >= C makes it 1).
+        top_k: k of the top-k accuracy.
 
     Returns:
-        ``accuracy``, ``top{k}_accuracy`` (``top5_accuracy`` by default),
+        ``accuracy``, ``top{k}_accuracy`` (``top5_accuracy`` by default; absent when there
+        are fewer than k classes),
         ``mean_class_accuracy`` and ``miou`` (means over the classes present in
         ``target``), ``per_class_accuracy`` and ``per_class_iou`` (lists, NaN for classes
         absent from ``target``) and
