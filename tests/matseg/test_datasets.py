@@ -99,7 +99,7 @@ def test_benchmark_resize_scales_points(bench_root: Path) -> None:
     small = MatSegBenchmark(bench_root, max_size=20)
     s = small[0]
     assert s["image"].shape == (3, 20, 15)  # 30 x 40 → longest side 20, factor 0.5
-    expected = np.floor(full[0]["points"].numpy() * 0.5 + 0.5).astype(np.int64)
+    expected = np.round(full[0]["points"].numpy() * 0.5).astype(np.int64)  # halves to even
     assert s["points"].tolist() == expected.tolist()
     big = MatSegBenchmark(bench_root, max_size=1000)[1]  # never enlarged
     assert big["image"].shape == (3, 20, 60)
@@ -132,6 +132,37 @@ def test_benchmark_unknown_relation_group(bench_root: Path) -> None:
     assert str(rel) in str(err.value)
 
 
+def _official_resize(points: np.ndarray, width: int, height: int, max_size: int):
+    """The official ``MatSegBenchmarkLoader.TestSetReader.load`` resize, written out: ratio
+    ``max(h / max_size, w / max_size)``; above 1 the image becomes ``int(side / ratio)`` and
+    every ``[x, y, r]`` becomes ``(p / ratio).round()`` (numpy: half to even)."""
+    rat = np.max([height / max_size, width / max_size])
+    if rat > 1 and max_size > 0:
+        size = (int(width / rat), int(height / rat))
+        return size, np.stack([(p / rat).round().astype(np.int16) for p in points])
+    return (width, height), points
+
+
+def test_points_scaled_as_the_official_reader(tmp_path: Path) -> None:
+    """Halves go to even (2.5 -> 2, 0.5 -> 0), as numpy's round in the official reader."""
+    root = tmp_path / "bench"
+    (root / "images").mkdir(parents=True)
+    (root / "data" / "a").mkdir(parents=True)
+    Image.fromarray(np.zeros((6, 11, 3), np.uint8)).save(root / "images" / "a.png")
+    points = [[5, 3, 1], [7, 1, 3], [1, 5, 5]]
+    data = {"1": {"pt_im": points[:2]}, "2": {"pt_im": points[2:]}}
+    (root / "data" / "a" / "data.json").write_text(json.dumps(data))
+    ds = MatSegBenchmark(root, max_size=5)  # ratio 11 / 5 = 2.2
+    (size, expected) = _official_resize(np.array(points), 11, 6, 5)
+    assert ds.scale(0)[1] == size == (5, 2)
+    assert ds.scaled_points(0).tolist() == [[2, 1, 0], [3, 0, 1], [0, 1, 2]]
+    assert np.array_equal(np.array(ds.scaled_points(0)), np.minimum(expected, [4, 1, 99]))
+    ds = MatSegBenchmark(root, max_size=2 * 11)  # not shrunk
+    assert ds.scaled_points(0).tolist() == points
+    halves = MatSegBenchmark(root, max_size=11 // 2 + 0.5)  # ratio exactly 2
+    assert halves.scaled_points(0)[:, 2].tolist() == [0, 2, 2]  # 0.5 -> 0, 1.5 -> 2, 2.5 -> 2
+
+
 def test_real_benchmark(shared_data: Path) -> None:
     root = shared_data / "matseg" / "benchmark"
     full = MatSegBenchmark(root, max_size=None)
@@ -146,7 +177,9 @@ def test_real_benchmark(shared_data: Path) -> None:
         assert (pts[:, 1] >= 0).all() and (pts[:, 1] < 700).all()
         assert s["weight"].shape == (len(pts), len(pts)) and not s["has_relations"]
         raw = full.records[i]["points"]
-        assert torch.equal(pts, torch.from_numpy(np.floor(raw * 700 / 4000 + 0.5).astype(np.int64)))
+        size, expected = _official_resize(raw, 3000, 4000, 700)
+        assert size == (525, 700)
+        assert torch.equal(pts, torch.from_numpy(expected.astype(np.int64)))
     assert len(ds[0]["points"]) == 37 and ds[0]["groups"].max() == 1
 
 

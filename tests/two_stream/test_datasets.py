@@ -19,6 +19,7 @@ from matbench.datasets.folder import (
     MaterialFolder,
     assign_descriptions,
     names_class,
+    redact_class,
     split_per_class,
 )
 from tests.data.dms.data import make as make_dms
@@ -206,8 +207,8 @@ def test_dms_rejects_bad_label_values(dms_root: Path) -> None:
 # -- descriptions ------------------------------------------------------------------------------
 def test_fallback_description_cannot_depend_on_the_label(fmd_root: Path) -> None:
     keys = [f"k{i}" for i in range(10)]
-    a = assign_descriptions(keys, list(range(10)), FMD_CLASSES, None)
-    b = assign_descriptions(keys, [9 - i for i in range(10)], FMD_CLASSES, None)
+    a, _ = assign_descriptions(keys, list(range(10)), FMD_CLASSES, None)
+    b, _ = assign_descriptions(keys, [9 - i for i in range(10)], FMD_CLASSES, None)
     assert a == b == [FALLBACK_DESCRIPTION] * 10
     all_names = list(FMD_CLASSES) + dms46_names_for_check()
     assert not any(names_class(FALLBACK_DESCRIPTION, name) for name in all_names)
@@ -220,23 +221,62 @@ def dms46_names_for_check() -> list[str]:
     return ["Wood", "Metal", "Fabric/cloth", "Stone, natural", "Plastic, clear", "Paper"]
 
 
-def test_sidecar_descriptions_used_and_label_leaks_refused(fmd_root: Path, tmp_path: Path) -> None:
+def test_sidecar_descriptions_and_label_leak_policies(fmd_root: Path, tmp_path: Path) -> None:
+    """A real VLM description that names the class ("a glass surface") does not stop a run:
+    by default its class words are redacted; fallback, keep and error on request; each case is
+    counted (and the datamodule's describe() puts the counts in the results JSON)."""
     sidecar = tmp_path / "descriptions.json"
     key = "metal/metal_moderate_001_new.jpg"
+    other = "glass/glass_moderate_001_new.jpg"
     sidecar.write_text(json.dumps({key: "a cold, shiny and reflective surface"}))
     data = FMD(fmd_root, descriptions=sidecar)
     index = [s[0] for s in data.samples].index(key)
     assert data[index]["description"] == "a cold, shiny and reflective surface"
     assert data[0]["description"] == FALLBACK_DESCRIPTION  # not in the sidecar
-    sidecar.write_text(json.dumps({key: "brushed Metal with scratches"}))
-    with pytest.raises(DatasetFormatError, match=r"descriptions\.json.*metal"):
-        FMD(fmd_root, descriptions=sidecar)
-    with pytest.warns(UserWarning, match="leaks the label"):
+    assert data.label_leaks["described"] == 1 and data.label_leaks["leaks"] == 0
+
+    leaky = {key: "brushed Metal with metallic scratches", other: "a glass surface"}
+    sidecar.write_text(json.dumps(leaky))
+    glass = [s[0] for s in data.samples].index(other)
+    with pytest.warns(UserWarning, match="2 descriptions name their sample's own class"):
+        data = FMD(fmd_root, descriptions=sidecar)
+    assert data.descriptions[index] == "brushed material with material scratches"
+    assert data.descriptions[glass] == "a material surface"
+    assert data.label_leaks == {
+        "policy": "redact",
+        "described": 2,
+        "leaks": 2,
+        "redacted": 2,
+        "fallback": 0,
+        "kept": 0,
+    }
+    with pytest.warns(UserWarning, match="replaced by the fallback"):
         data = FMD(fmd_root, descriptions=sidecar, on_label_leak="fallback")
-    assert data.descriptions[index] == FALLBACK_DESCRIPTION
+    assert data.descriptions[index] == FALLBACK_DESCRIPTION and data.label_leaks["fallback"] == 2
+    with pytest.warns(UserWarning, match="kept"):
+        data = FMD(fmd_root, descriptions=sidecar, on_label_leak="keep")
+    assert data.descriptions[glass] == "a glass surface" and data.label_leaks["kept"] == 2
+    with pytest.raises(DatasetFormatError, match=r"descriptions\.json.*glass surface"):
+        FMD(fmd_root, descriptions=sidecar, on_label_leak="error")
+    with pytest.raises(ValueError, match="on_label_leak"):
+        FMD(fmd_root, descriptions=sidecar, on_label_leak="ignore")
     # another class's name is not a leak (e.g. "looks like glass" for a plastic bottle)
     sidecar.write_text(json.dumps({key: "looks like glass but is not"}))
-    assert FMD(fmd_root, descriptions=sidecar).descriptions[index].startswith("looks like")
+    assert FMD(fmd_root, descriptions=sidecar).descriptions[index].startswith("looks like glass")
+
+
+def test_label_leak_counts_in_the_datamodule_description(fmd_root: Path, tmp_path: Path) -> None:
+    from matbench.datamodules.fmd import FMDDataModule
+
+    sidecar = tmp_path / "descriptions.json"
+    keys = [s[0] for s in FMD(fmd_root).samples]
+    sidecar.write_text(json.dumps({k: f"a photo of {k.split('/')[0]}" for k in keys}))
+    dm = FMDDataModule(str(fmd_root), descriptions=str(sidecar), image_size=32)
+    with pytest.warns(UserWarning, match="redacted"):
+        dm.setup("test")
+    counts = dm.describe()["label_leaks"]["test"]
+    assert counts["policy"] == "redact" and counts["leaks"] == counts["redacted"] > 0
+    assert all(d == "a photo of material" for d in dm.test_dataset.descriptions)
 
 
 def test_sidecar_bad_json_named(fmd_root: Path, tmp_path: Path) -> None:
@@ -250,9 +290,21 @@ def test_names_class_word_boundaries() -> None:
     assert names_class("Some fabric here", "Fabric/cloth")
     assert names_class("a cloth", "Fabric/cloth")
     assert names_class("natural stones", "Stone, natural")
-    assert not names_class("metallic sheen", "Metal")
     assert not names_class("woodland scene", "Wood")
     assert not names_class("a natural look", "Stone, natural")
+    # derived forms are the class word too
+    for text, name in [
+        ("metallic sheen", "Metal"),
+        ("a wooden table", "Wood"),
+        ("glassy look", "Glass"),
+        ("stony ground", "Stone, natural"),
+        ("leathery skin", "Leather"),
+        ("woollen knit", "Wool"),
+        ("wood-like grain", "Wood"),
+    ]:
+        assert names_class(text, name), text
+        assert not names_class(redact_class(text, name), name), text
+    assert redact_class("Wooden and wood", "Wood") == "material and material"
 
 
 def test_fmd_datamodule_split_is_seeded_and_reusable(fmd_root: Path, tmp_path: Path) -> None:

@@ -227,7 +227,8 @@ class BaseDataModule(L.LightningDataModule):
         return EpochSeededSampler(dataset, world, rank, seed)
 
     def describe(self) -> dict[str, Any]:
-        """What the results JSON records about the data: class, arguments and test split."""
+        """What the results JSON records about the data: class, arguments and test split, and
+        per split the label-leak counts of datasets with description sidecars."""
         root = self.hparams.get("root")
         info = {
             "datamodule": type(self).__name__,
@@ -239,4 +240,12 @@ class BaseDataModule(L.LightningDataModule):
         counts = getattr(self.test_dataset, "data_warnings", None)
         if counts:
             info["data_warnings"] = dict(counts)
+        leaks = {
+            stage: dataset.label_leaks
+            for stage in ("train", "val", "test")
+            if (dataset := getattr(self, f"{stage}_dataset", None)) is not None
+            and getattr(dataset, "label_leaks", None) is not None
+        }
+        if leaks:
+            info["label_leaks"] = leaks
         return info

@@ -25,6 +25,9 @@ class DMSDataModule(BaseDataModule):
         image_size: Square input size; None keeps each image's size (batches are then lists).
         min_pixels: Region mode: smallest region kept, in label pixels.
         descriptions: Region mode: JSON sidecar ``{key: description}``; None = the fallback.
+        on_label_leak: A description naming its sample's own class: ``redact`` its class
+            words (default), replace it by the ``fallback``, ``keep`` it, or stop with an
+            ``error``; the results JSON counts each case (``data.label_leaks``).
         test_split: ``test`` or ``validation``.
         augment: Random horizontal flips of training samples (turns the training feature
             cache off).
@@ -47,6 +50,7 @@ class DMSDataModule(BaseDataModule):
         image_size: int | None = 224,
         min_pixels: int = 1024,
         descriptions: str | None = None,
+        on_label_leak: Literal["redact", "fallback", "keep", "error"] = "redact",
         test_split: Literal["test", "validation"] = "test",
         augment: bool = False,
         label_space: str | None = None,
@@ -90,6 +94,7 @@ class DMSDataModule(BaseDataModule):
             min_pixels=h.min_pixels,
             image_size=h.image_size,
             descriptions=h.descriptions,
+            on_label_leak=h.on_label_leak,
             transforms=RandomHorizontalFlip() if (train and self.augment) else None,
             label_space=h.label_space,
             index_cache=h.index_cache,

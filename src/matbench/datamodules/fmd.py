@@ -28,6 +28,9 @@ class FMDDataModule(MaterialFolderDataModule):
         crop_min_size: Smallest side of the object crop in original pixels.
         crop_blur_sigma: Blur outside the mask after the crop; 0 = none.
         descriptions: JSON sidecar ``{key: description}``; None = the class-agnostic fallback.
+        on_label_leak: A description naming its sample's own class: ``redact`` its class
+            words (default), replace it by the ``fallback``, ``keep`` it, or stop with an
+            ``error``; the results JSON counts each case (``data.label_leaks``).
         augment: Random horizontal flips of training samples (turns the training feature
             cache off).
         label_space: Relabel into a label space through its ``fmd`` map (``classes21`` for
@@ -53,6 +56,7 @@ class FMDDataModule(MaterialFolderDataModule):
         crop_min_size: int = 50,
         crop_blur_sigma: float = 0.0,
         descriptions: str | None = None,
+        on_label_leak: Literal["redact", "fallback", "keep", "error"] = "redact",
         augment: bool = False,
         label_space: str | None = None,
         test_on: Literal["test", "all"] = "test",
@@ -71,6 +75,7 @@ class FMDDataModule(MaterialFolderDataModule):
             crop_min_size=crop_min_size,
             crop_blur_sigma=crop_blur_sigma,
             descriptions=descriptions,
+            on_label_leak=on_label_leak,
             augment=augment,
             label_space=label_space,
             test_on=test_on,
@@ -95,6 +100,7 @@ class FMDDataModule(MaterialFolderDataModule):
             crop_min_size=h.crop_min_size,
             crop_blur_sigma=h.crop_blur_sigma,
             descriptions=h.descriptions,
+            on_label_leak=h.on_label_leak,
             transforms=RandomHorizontalFlip() if (train and self.augment) else None,
             split=split,
             label_space=h.label_space,

@@ -80,6 +80,9 @@ class MaterialFolderDataModule(BaseDataModule):
         crop_min_size: Smallest side of the object crop in original pixels.
         crop_blur_sigma: Blur outside the mask after the crop; 0 = none.
         descriptions: JSON sidecar ``{key: description}``; None = the class-agnostic fallback.
+        on_label_leak: A description naming its sample's own class: ``redact`` its class
+            words (default), replace it by the ``fallback``, ``keep`` it, or stop with an
+            ``error``; the results JSON counts each case (``data.label_leaks``).
         augment: Random horizontal flips of training samples (turns the training feature
             cache off, since the input changes every epoch).
         label_space: Relabel into a label space (``classes21`` or a label-space JSON, see
@@ -107,6 +110,7 @@ class MaterialFolderDataModule(BaseDataModule):
         crop_min_size: int = 50,
         crop_blur_sigma: float = 0.0,
         descriptions: str | None = None,
+        on_label_leak: Literal["redact", "fallback", "keep", "error"] = "redact",
         augment: bool = False,
         label_space: str | None = None,
         test_on: Literal["test", "all"] = "test",
@@ -136,6 +140,7 @@ class MaterialFolderDataModule(BaseDataModule):
             crop_min_size=h.crop_min_size,
             crop_blur_sigma=h.crop_blur_sigma,
             descriptions=h.descriptions,
+            on_label_leak=h.on_label_leak,
             transforms=RandomHorizontalFlip() if (train and self.augment) else None,
             split=split,
             label_space=h.label_space,

@@ -150,7 +150,9 @@ class DMS(Dataset):
         min_pixels: Region mode: smallest region kept, in label pixels.
         image_size: Resize image and mask to this square size; None keeps the original.
         descriptions: Region mode: JSON sidecar ``{key: description}``; None = the fallback.
-        on_label_leak: ``"error"`` or ``"fallback"`` for descriptions naming their own class.
+        on_label_leak: ``"redact"``, ``"fallback"``, ``"keep"`` or ``"error"``: what to do with
+            descriptions naming their own class (see
+            :func:`matbench.datasets.folder.assign_descriptions`).
         transforms: Optional callable applied to each sample dict last.
         label_space: Region mode: relabel regions into a label space through its ``dms`` map
             (``classes21`` gives DMS-test-21). Regions of DMS46 classes without a counterpart
@@ -172,7 +174,7 @@ class DMS(Dataset):
         min_pixels: int = 1024,
         image_size: int | None = None,
         descriptions: str | Path | None = None,
-        on_label_leak: str = "error",
+        on_label_leak: str = "redact",
         transforms: Callable[[Sample], Sample] | None = None,
         label_space: str | None = None,
         index_cache: str | Path | None = "auto",
@@ -214,7 +216,7 @@ class DMS(Dataset):
             self.region_labels = self.regions[:, 1].tolist()
             if label_space is not None:
                 self._relabel(label_space)
-            self.descriptions = assign_descriptions(
+            self.descriptions, self.label_leaks = assign_descriptions(
                 [self._key(i) for i in range(len(self))],
                 self.region_labels,
                 self.classes,
@@ -222,7 +224,7 @@ class DMS(Dataset):
                 on_label_leak,
             )
         else:
-            self.descriptions = []
+            self.descriptions, self.label_leaks = [], None
         #: Fallbacks counted for the results JSON (regions without a sidecar description).
         self.data_warnings: dict[str, int] = {}
         if descriptions is not None:

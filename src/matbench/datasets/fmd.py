@@ -47,7 +47,9 @@ class FMD(MaterialFolder):
         crop_min_size: Smallest side of the object crop, in original pixels.
         crop_blur_sigma: Blur outside the mask after the crop; 0 = none.
         descriptions: JSON sidecar ``{key: description}``; None = the class-agnostic fallback.
-        on_label_leak: ``"error"`` or ``"fallback"`` for descriptions naming their own class.
+        on_label_leak: ``"redact"``, ``"fallback"``, ``"keep"`` or ``"error"``: what to do with
+            descriptions naming their own class (see
+            :func:`matbench.datasets.folder.assign_descriptions`).
         transforms: Optional callable applied to each sample dict last.
         split: Name of the split these keys form.
         label_space: Relabel into a label space through its ``fmd`` map (e.g. ``classes21``);
@@ -65,7 +67,7 @@ class FMD(MaterialFolder):
         crop_min_size: int = 50,
         crop_blur_sigma: float = 0.0,
         descriptions: str | Path | None = None,
-        on_label_leak: str = "error",
+        on_label_leak: str = "redact",
         transforms: Callable[[Sample], Sample] | None = None,
         split: str = "all",
         label_space: str | None = None,

@@ -10,8 +10,8 @@ Also here, shared by the material classification datasets:
   ``description`` comes from an optional JSON sidecar ``{sample key: description}``; a sample
   missing from it (or every sample, without a sidecar) gets the fixed, class-agnostic
   :data:`FALLBACK_DESCRIPTION`. The fallback is a constant, so it cannot depend on the label;
-  a sidecar description that names the sample's own class is refused, since it would hand the
-  answer to the text stream.
+  a sidecar description that names the sample's own class would hand the answer to the text
+  stream: by default its class words are redacted (:data:`LABEL_LEAK_POLICIES`).
 - a seeded per-class split (:func:`split_per_class`),
 - the sample resize (:func:`resize_sample`); image and mask decoding (:func:`read_image`,
   :func:`read_mask`) is re-exported from :mod:`matbench.datasets.utils`,
@@ -111,17 +111,50 @@ def split_per_class(
 
 
 # -- descriptions ------------------------------------------------------------------------------
-def names_class(text: str, class_name: str) -> bool:
-    """True when ``text`` contains ``class_name`` (or one of its ``/``-separated parts, or its
-    first comma-separated word) as a whole word, ignoring case."""
-    text = text.lower()
+#: What a dataset does with a sidecar description that names the sample's own class:
+#: ``redact`` replaces the class words (and their derived forms) by :data:`REDACTION`,
+#: ``fallback`` replaces the whole description by :data:`FALLBACK_DESCRIPTION`, ``keep`` keeps
+#: it (the label leaks: for ablations), ``error`` stops with the first such sample.
+LABEL_LEAK_POLICIES = ("redact", "fallback", "keep", "error")
+#: The word that replaces a class word in a redacted description.
+REDACTION = "material"
+# Suffixes of the common derived forms: plurals, and adjectives such as wooden, woollen,
+# metallic, glassy, stony, leathery, plastics, wood-like.
+_DERIVED = r"(?:s|es|en|n|len|y|ey|ic|lic|ish|like|-like)"
+# Count key of each policy's outcome ("error" raises before any count is read).
+_OUTCOME = {"redact": "redacted", "fallback": "fallback", "keep": "kept", "error": "kept"}
+
+
+def _class_word_pattern(class_name: str) -> re.Pattern[str] | None:
+    """A regex of the words of ``class_name`` (its ``/``-separated parts, before a comma) and
+    their derived forms, as whole words, ignoring case; None for a name without such words."""
     head = class_name.lower().split(",")[0]
-    parts = {p.strip() for p in head.split("/") if len(p.strip()) > 2}
-    for part in parts:
-        # whole word, allowing a plural/adjective suffix ("metals", "metallic" is not matched)
-        if re.search(rf"\b{re.escape(part)}(s|es)?\b", text):
-            return True
-    return False
+    forms = []
+    for part in (p.strip() for p in head.split("/")):
+        if len(part) <= 2:
+            continue
+        word = re.escape(part)
+        forms.append(rf"{word}{_DERIVED}?")
+        if part.endswith("e"):  # stone -> stony
+            forms.append(rf"{re.escape(part[:-1])}{_DERIVED}")
+    if not forms:
+        return None
+    return re.compile(rf"\b(?:{'|'.join(forms)})\b", re.IGNORECASE)
+
+
+def names_class(text: str, class_name: str) -> bool:
+    """True when ``text`` contains a word of ``class_name`` (one of its ``/``-separated parts,
+    or its part before a comma) or a derived form of it (plural, ``wooden``, ``metallic``,
+    ``glassy``, ``stony``, ...) as a whole word, ignoring case."""
+    pattern = _class_word_pattern(class_name)
+    return bool(pattern and pattern.search(text))
+
+
+def redact_class(text: str, class_name: str) -> str:
+    """``text`` with every word of ``class_name`` and its derived forms replaced by
+    :data:`REDACTION` (``"a wooden table"`` -> ``"a material table"`` for ``Wood``)."""
+    pattern = _class_word_pattern(class_name)
+    return pattern.sub(REDACTION, text) if pattern else text
 
 
 def load_descriptions(path: str | Path) -> dict[str, str]:
@@ -148,19 +181,31 @@ def assign_descriptions(
     labels: Sequence[int],
     class_names: Sequence[str],
     sidecar: str | Path | None,
-    on_label_leak: str = "error",
-) -> list[str]:
-    """One description per sample: the sidecar's, or :data:`FALLBACK_DESCRIPTION`.
+    on_label_leak: str = "redact",
+) -> tuple[list[str], dict[str, Any]]:
+    """One description per sample: the sidecar's, or :data:`FALLBACK_DESCRIPTION`; and the
+    label-leak counts.
 
     A sidecar description that names the sample's own class (see :func:`names_class`) gives
-    the answer away. ``on_label_leak="error"`` (default) raises :class:`DatasetFormatError`
-    naming the sidecar and the first such key; ``"fallback"`` replaces those descriptions by
-    the fallback with a warning. The labels are used for this check only.
+    the answer away; ``on_label_leak`` (one of :data:`LABEL_LEAK_POLICIES`) decides what
+    happens: ``redact`` (default) replaces the class words by :data:`REDACTION`,
+    ``fallback`` the whole description by the fallback, ``keep`` keeps it, ``error`` raises
+    :class:`DatasetFormatError` naming the sidecar and the first such key. The labels are used
+    for this check only.
+
+    Returns:
+        The descriptions, and ``{"policy", "described", "leaks", "redacted", "fallback",
+        "kept"}``: how many samples had a sidecar description, how many of those named their
+        class, and what became of them.
     """
-    if on_label_leak not in ("error", "fallback"):
-        raise ValueError(f"on_label_leak must be 'error' or 'fallback', got '{on_label_leak}'")
+    if on_label_leak not in LABEL_LEAK_POLICIES:
+        raise ValueError(
+            f"on_label_leak must be one of {LABEL_LEAK_POLICIES}, got '{on_label_leak}'"
+        )
+    counts: dict[str, Any] = {"policy": on_label_leak, "described": 0, "leaks": 0}
+    counts.update({outcome: 0 for outcome in _OUTCOME.values()})
     if sidecar is None:
-        return [FALLBACK_DESCRIPTION] * len(keys)
+        return [FALLBACK_DESCRIPTION] * len(keys), counts
     table = load_descriptions(sidecar)
     if keys and table and not any(key in table for key in keys):
         raise DatasetFormatError(
@@ -169,13 +214,23 @@ def assign_descriptions(
             f"sample '{keys[0]}'): is it the sidecar of another dataset or split?",
         )
     out = []
-    leaks = []
+    first_leak = None
     for key, label in zip(keys, labels, strict=True):
         text = table.get(key)
-        if text is not None and names_class(text, class_names[label]):
-            leaks.append(key)
-            text = None
-        out.append(FALLBACK_DESCRIPTION if text is None else text)
+        if text is None:
+            out.append(FALLBACK_DESCRIPTION)
+            continue
+        counts["described"] += 1
+        name = class_names[label]
+        if names_class(text, name):
+            counts["leaks"] += 1
+            first_leak = first_leak or (key, text, name)
+            if on_label_leak == "redact":
+                text = redact_class(text, name)
+            elif on_label_leak == "fallback":
+                text = FALLBACK_DESCRIPTION
+            counts[_OUTCOME[on_label_leak]] += 1
+        out.append(text)
     missing = [k for k in keys if k not in table]
     if missing:
         warnings.warn(
@@ -183,16 +238,17 @@ def assign_descriptions(
             f"'{missing[0]}') and get the fallback",
             stacklevel=2,
         )
-    if leaks:
+    if first_leak is not None:
+        key, text, name = first_leak
         msg = (
-            f"{len(leaks)} descriptions name their sample's own class (e.g. '{leaks[0]}': "
-            f"'{table[leaks[0]]}' for class '{class_names[labels[keys.index(leaks[0])]]}'), "
-            "which leaks the label to the text stream"
+            f"{counts['leaks']} descriptions name their sample's own class (e.g. '{key}': "
+            f"'{text}' for class '{name}'), which leaks the label to the text stream"
         )
         if on_label_leak == "error":
             raise DatasetFormatError(Path(sidecar), msg)
-        warnings.warn(f"{sidecar}: {msg}; they were replaced by the fallback", stacklevel=2)
-    return out
+        done = {"redact": "redacted", "fallback": "replaced by the fallback", "keep": "kept"}
+        warnings.warn(f"{sidecar}: {msg}; they were {done[on_label_leak]}", stacklevel=2)
+    return out, counts
 
 
 # -- the dataset -------------------------------------------------------------------------------
@@ -221,8 +277,9 @@ class MaterialFolder(Dataset):
         crop_min_size: Smallest side of the object crop, in original pixels.
         crop_blur_sigma: Blur outside the mask after the crop (output pixels); 0 = none.
         descriptions: JSON sidecar ``{key: description}``; None = the fallback for all.
-        on_label_leak: What to do with sidecar descriptions naming the sample's own class
-            (``"error"`` or ``"fallback"``), see :func:`assign_descriptions`.
+        on_label_leak: What to do with sidecar descriptions naming the sample's own class:
+            ``"redact"``, ``"fallback"``, ``"keep"`` or ``"error"`` (see
+            :func:`assign_descriptions`); the counts are in :attr:`label_leaks`.
         transforms: Optional callable applied to each sample dict last.
         split: Name of the split these keys form (part of the cache fingerprint).
         label_space: Relabel into a label space (``classes21`` or a label-space JSON, see
@@ -249,7 +306,7 @@ class MaterialFolder(Dataset):
         crop_min_size: int = 50,
         crop_blur_sigma: float = 0.0,
         descriptions: str | Path | None = None,
-        on_label_leak: str = "error",
+        on_label_leak: str = "redact",
         transforms: Callable[[Sample], Sample] | None = None,
         split: str = "all",
         label_space: str | None = None,
@@ -310,7 +367,9 @@ class MaterialFolder(Dataset):
             ]
             self.classes = list(self.label_space.classes)
         self.samples: list[tuple[str, int, Path, Path | None]] = index
-        self.descriptions = assign_descriptions(
+        #: Per sample description, and what the label-leak policy did (see
+        #: :func:`assign_descriptions`).
+        self.descriptions, self.label_leaks = assign_descriptions(
             [s[0] for s in index], [s[1] for s in index], self.classes, descriptions, on_label_leak
         )
         self.data_warnings = self._fallback_counts(descriptions is not None)

@@ -39,10 +39,6 @@ _MASK_RE = re.compile(r"^mask(\d+)\.png$", re.IGNORECASE)
 
 
 # -- benchmark ---------------------------------------------------------------------------------
-def _round_half_up(value: float) -> int:
-    return max(1, int(np.floor(value + 0.5)))
-
-
 def check_group_ids(ids: list[str], path: Path) -> None:
     """Group ids are compared after stripping spaces (as ``group_relations.txt`` writes
     them): two ids that become equal (``"1"`` and ``" 1"``) would merge silently."""
@@ -234,25 +230,31 @@ class MatSegBenchmark(Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
-    def scale(self, index: int) -> tuple[float, tuple[int, int]]:
-        """Resize factor and resized ``(width, height)`` of sample ``index``."""
+    def _ratio(self, index: int) -> float:
+        """The official reader's shrink ratio: ``max(h / max_size, w / max_size)``."""
         width, height = self.records[index]["size"]
-        longest = max(width, height)
-        if self.max_size is None or longest <= self.max_size:
+        if self.max_size is None:
+            return 1.0
+        return max(height / self.max_size, width / self.max_size)
+
+    def scale(self, index: int) -> tuple[float, tuple[int, int]]:
+        """Resize factor and resized ``(width, height)`` of sample ``index``: as the official
+        reader, ``int(side / ratio)`` when the ratio exceeds 1."""
+        width, height = self.records[index]["size"]
+        ratio = self._ratio(index)
+        if ratio <= 1:
             return 1.0, (width, height)
-        factor = self.max_size / longest
-        return factor, (_round_half_up(width * factor), _round_half_up(height * factor))
+        return 1.0 / ratio, (max(1, int(width / ratio)), max(1, int(height / ratio)))
 
     def scaled_points(self, index: int) -> np.ndarray:
-        """Points of sample ``index`` in the resized image: ``x, y, r`` times the resize factor,
-        rounded half up (computed as ``p * max_size / longest`` to avoid binary-fraction
-        error), centres clipped into the image."""
+        """Points of sample ``index`` in the resized image: as the official reader,
+        ``(p / ratio).round()`` (numpy: half to even) for ``x, y, r``; centres clipped into
+        the image."""
         rec = self.records[index]
         factor, (width, height) = self.scale(index)
         points = rec["points"]
         if factor != 1.0:
-            longest = max(rec["size"])
-            points = np.floor(points * self.max_size / longest + 0.5).astype(np.int64)
+            points = np.round(points / self._ratio(index)).astype(np.int64)
         points = points.copy()
         points[:, 0] = points[:, 0].clip(0, width - 1)
         points[:, 1] = points[:, 1].clip(0, height - 1)
