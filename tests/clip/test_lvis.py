@@ -20,6 +20,7 @@ from matbench.datasets.lvis_materials import (
 )
 from matbench.materials.prior import load_prior
 from matbench.materials.sidecar import build_sidecar, write_sidecar
+from matbench.metrics.functional.retrieval import grouping_order
 from tests.data.lvis_materials.data import make
 
 
@@ -156,6 +157,17 @@ def test_real_v05_subset(shared_data: Path, tmp_path: Path) -> None:
         assert (
             rows.min() >= y0 - 1 and rows.max() <= y1 and cols.min() >= x0 - 1 and cols.max() <= x1
         )
+    # Groups of 64 in dataset (annotation id) order cluster by image: few distinct captions
+    # per group (13.7 here); the default seeded random groups hold about twice as many.
+    captions = [ds.caption(obj) for obj in ds.objects]
+
+    def distinct_per_group(order: list[int]) -> float:
+        groups = [order[i : i + 64] for i in range(0, len(order), 64)]
+        return float(np.mean([len({captions[j] for j in group}) for group in groups]))
+
+    ordered = distinct_per_group(grouping_order(len(captions), "dataset").tolist())
+    shuffled = distinct_per_group(grouping_order(len(captions), "shuffled", seed=0).tolist())
+    assert ordered < 15 and shuffled > 1.8 * ordered
 
 
 def test_datamodule_batches(fake_root: Path) -> None:

@@ -42,7 +42,8 @@ def _harmonic(n: int) -> float:
 
 @pytest.fixture(scope="module")
 def task() -> ClipMaterialTask:
-    return ClipMaterialTask(model=TINY, text_tower="open_clip")
+    # consecutive groups: the analytic values below depend on which samples share a group
+    return ClipMaterialTask(model=TINY, text_tower="open_clip", group_order="dataset")
 
 
 def test_perfect_model_scores_one(task: ClipMaterialTask, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -150,3 +151,15 @@ def test_fine_tuning_starts_from_the_models_own_temperature(tmp_path: Path) -> N
     assert task.criterion.scale.item() == pytest.approx(20.0)
     assert task.criterion.logit_bias.item() == pytest.approx(-7.0)
     assert task.protocol()["logit_bias"] == pytest.approx(-7.0)
+
+
+def test_groups_are_seeded_random_batches_by_default() -> None:
+    """The talk's "batch of 64" is random batches: g64 groups are seeded shuffled groups unless
+    ``group_order: dataset``; the protocol records which."""
+    task = ClipMaterialTask(model=TINY)
+    metric = task.build_metric("test")["g64"]
+    assert (metric.group_order, metric.seed) == ("shuffled", 0)
+    assert task.protocol()["group_order"] == "shuffled"
+    ordered = ClipMaterialTask(model=TINY, group_order="dataset", group_seed=3)
+    assert ordered.build_metric("test")["g64"].group_order == "dataset"
+    assert ordered.protocol()["group_seed"] == 3

@@ -85,6 +85,10 @@ CASES: dict[str, tuple[Callable[[], Metric | MetricCollection], Callable[[], lis
     "retrieval_64": (lambda: RetrievalMetrics(group_size=64), _retrieval_batches),
     "retrieval_5": (lambda: RetrievalMetrics(group_size=5), _retrieval_batches),
     "retrieval_all": (lambda: RetrievalMetrics(group_size=None), _retrieval_batches),
+    "retrieval_shuffled": (
+        lambda: RetrievalMetrics(group_size=5, group_order="shuffled", seed=3),
+        _retrieval_batches,
+    ),
     "retrieval_collection": (
         lambda: MetricCollection(
             {"g5": RetrievalMetrics(group_size=5), "all": RetrievalMetrics(None)},

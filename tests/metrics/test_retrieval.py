@@ -71,6 +71,26 @@ def test_matches_loop_reference(seed: int, group_size: int | None) -> None:
     reference.assert_close(retrieval_metrics(image, text, captions, group_size), expected)
 
 
+@pytest.mark.parametrize("group_size", [64, 5])
+def test_shuffled_groups_are_seeded_random_batches(group_size: int) -> None:
+    """``group_order="shuffled"``: the groups of the plainly written reference applied to the
+    samples taken in the order of ``torch.randperm(N)`` seeded by ``seed``; the metric fed
+    in any order gives the same; another seed other groups."""
+    image, text, captions = retrieval_data(3, 150, vocabulary=20)
+    perm = torch.randperm(150, generator=torch.Generator().manual_seed(7)).tolist()
+    expected = reference.retrieval(image[perm], text[perm], [captions[i] for i in perm], group_size)
+    got = retrieval_metrics(image, text, captions, group_size, group_order="shuffled", seed=7)
+    reference.assert_close(got, expected)
+    metric = RetrievalMetrics(group_size, group_order="shuffled", seed=7)
+    for rows in torch.arange(150).flip(0).split(40):
+        metric.update(image[rows], text[rows], [captions[i] for i in rows.tolist()], rows)
+    reference.assert_close(metric.compute(), expected, tol=1e-6)
+    other = retrieval_metrics(image, text, captions, group_size, group_order="shuffled", seed=8)
+    assert other != got
+    with pytest.raises(ValueError, match="group_order"):
+        RetrievalMetrics(group_order="random")
+
+
 def test_group_size_one_is_trivial() -> None:
     image, text, captions = retrieval_data(0, 10)
     result = retrieval_metrics(image, text, captions, group_size=1)

@@ -14,8 +14,10 @@ from torchmetrics.utilities.distributed import gather_all_tensors
 from matbench.metrics.functional._checks import as_tensor, check_integer, check_ndim
 from matbench.metrics.functional.retrieval import (
     RETRIEVAL_KEYS,
+    check_group_order,
     check_group_size,
     check_retrieval_inputs,
+    in_group_order,
     retrieval_sums,
 )
 
@@ -41,8 +43,12 @@ class RetrievalMetrics(Metric):
     :func:`matbench.metrics.functional.retrieval_metrics`; embeddings are kept as float32.
 
     Args:
-        group_size: Consecutive samples (in dataset order) ranked together; None ranks every
-            sample against the whole vocabulary of the dataset.
+        group_size: Samples ranked together; None ranks every sample against the whole
+            vocabulary of the dataset.
+        group_order: ``"dataset"``: groups of consecutive samples in dataset order;
+            ``"shuffled"``: the samples (in dataset order) are first permuted by a permutation
+            seeded with ``seed`` (random batches, the same on any number of processes).
+        seed: Seed of the shuffled groups.
         **kwargs: Passed to :class:`torchmetrics.Metric`.
     """
 
@@ -52,10 +58,19 @@ class RetrievalMetrics(Metric):
 
     emb_dim: Tensor
 
-    def __init__(self, group_size: int | None = 64, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        group_size: int | None = 64,
+        group_order: str = "dataset",
+        seed: int = 0,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         check_group_size(group_size)
+        check_group_order(group_order)
         self.group_size = group_size
+        self.group_order = group_order
+        self.seed = seed
         for name in _CAT_STATES:
             self.add_state(name, [], dist_reduce_fx="cat")
         self.add_state("emb_dim", torch.zeros((), dtype=torch.long), dist_reduce_fx="max")
@@ -139,7 +154,7 @@ class RetrievalMetrics(Metric):
 
     def compute(self) -> dict[str, float]:
         """``mcs``, ``mrr``, ``recall@1``, ``recall@5``, ``recall@10`` (NaN if no sample)."""
-        image, text, captions = self._samples()
+        image, text, captions = in_group_order(*self._samples(), self.group_order, self.seed)
         sums, n = retrieval_sums(image, text, captions, self.group_size)
         values = (sums / n).tolist() if n else [math.nan] * len(RETRIEVAL_KEYS)
         return dict(zip(RETRIEVAL_KEYS, values, strict=True))

@@ -3,9 +3,10 @@
 Retrieval metrics (``val``/``test``) use both protocols of
 :class:`matbench.metrics.RetrievalMetrics`, each key prefixed by its protocol:
 
-- ``g<group_size>_*`` (``g64_mcs``, ``g64_mrr``, ``g64_recall@1/5/10``): samples in dataset
-  order are ranked within consecutive groups of ``group_size`` against the group's unique
-  captions (the talk's table uses groups of 64);
+- ``g<group_size>_*`` (``g64_mcs``, ``g64_mrr``, ``g64_recall@1/5/10``): samples are ranked
+  within groups of ``group_size`` against the group's unique captions (the talk's table uses
+  random batches of 64): seeded random groups by default (``group_order: shuffled``, the same
+  groups on any number of processes), or consecutive samples in dataset order (``dataset``);
 - ``all_*``: every sample is ranked against the unique captions of the whole split.
 """
 
@@ -61,6 +62,10 @@ class ClipMaterialTask(BaseTask):
         reproject: Train only a linear re-projection of the frozen embeddings.
         reproject_dim: Output size of the re-projection (default: the embedding size).
         group_size: Group size of the grouped retrieval protocol.
+        group_order: ``"shuffled"``: seeded random groups (random batches, as in the talk);
+            ``"dataset"``: consecutive samples in dataset order (LVIS: annotation ids, which
+            cluster by image, so a group holds fewer distinct captions).
+        group_seed: Seed of the shuffled groups.
         lr: AdamW learning rate.
         weight_decay: AdamW weight decay (not applied to gains, biases and the temperature).
         lr_schedule: ``cosine`` (decay to 0 at the last step, as open_clip) or ``constant``,
@@ -89,6 +94,8 @@ class ClipMaterialTask(BaseTask):
         reproject: bool = False,
         reproject_dim: int | None = None,
         group_size: int = 64,
+        group_order: Literal["shuffled", "dataset"] = "shuffled",
+        group_seed: int = 0,
         lr: float = 1e-5,
         weight_decay: float = 0.1,
         lr_schedule: Literal["cosine", "constant"] = "cosine",
@@ -131,6 +138,9 @@ class ClipMaterialTask(BaseTask):
             "temperature_source": self.temperature_source,
             "initial_temperature": self._initial_temperature,
             "temperature": criterion.temperature,
+            "group_size": int(self.hparams.group_size),
+            "group_order": self.hparams.group_order,
+            "group_seed": int(self.hparams.group_seed),
         }
         if criterion.logit_bias is not None:
             info["logit_bias"] = float(criterion.logit_bias.detach())
@@ -139,7 +149,12 @@ class ClipMaterialTask(BaseTask):
     def build_metric(self, stage: str) -> Metric | MetricCollection | None:
         group = int(self.hparams.group_size)
         return MetricCollection(
-            {f"g{group}": RetrievalMetrics(group_size=group), "all": RetrievalMetrics(None)},
+            {
+                f"g{group}": RetrievalMetrics(
+                    group, self.hparams.group_order, self.hparams.group_seed
+                ),
+                "all": RetrievalMetrics(None),
+            },
             compute_groups=True,
         )
 

@@ -15,6 +15,10 @@ Protocol (samples in dataset order):
   expectation over a uniformly random order of the tied candidates (so a constant embedding
   scores at chance level rather than perfectly).
 - **MRR** = mean of 1 / rank; **Recall@k** = fraction of samples with rank <= k.
+- **Group order** (``group_order``): ``"dataset"`` cuts the groups in dataset order;
+  ``"shuffled"`` first permutes the samples by a permutation that depends only on ``seed``
+  and N (:func:`grouping_order`), so the groups are random batches, the same ones on any
+  number of processes.
 """
 
 from __future__ import annotations
@@ -50,6 +54,25 @@ def check_group_size(group_size: int | None) -> None:
         raise ValueError(f"group_size must be None or an integer >= 1, got {group_size!r}")
 
 
+#: How samples are ordered before the groups are cut.
+GROUP_ORDERS = ("dataset", "shuffled")
+
+
+def check_group_order(group_order: str) -> None:
+    """Raise unless ``group_order`` is one of :data:`GROUP_ORDERS`."""
+    if group_order not in GROUP_ORDERS:
+        raise ValueError(f"group_order must be one of {GROUP_ORDERS}, got {group_order!r}")
+
+
+def grouping_order(n: int, group_order: str = "dataset", seed: int = 0) -> Tensor:
+    """The order (positions in dataset order) in which N samples are cut into groups: the
+    identity, or ``torch.randperm(n)`` of a generator seeded with ``seed``."""
+    check_group_order(group_order)
+    if group_order == "dataset":
+        return torch.arange(n)
+    return torch.randperm(n, generator=torch.Generator().manual_seed(int(seed)))
+
+
 def check_retrieval_inputs(
     image_emb: Tensor, text_emb: Tensor, captions: Sequence[str]
 ) -> tuple[Tensor, Tensor, list[str]]:
@@ -80,6 +103,17 @@ def _harmonic(n: int, device: torch.device) -> Tensor:
     """``H[k] = 1 + 1/2 + ... + 1/k`` for k = 0..n (float64)."""
     steps = 1.0 / torch.arange(1, n + 1, dtype=torch.float64, device=device)
     return torch.cat([torch.zeros(1, dtype=torch.float64, device=device), steps.cumsum(0)])
+
+
+def in_group_order(
+    image_emb: Tensor, text_emb: Tensor, captions: list[str], group_order: str, seed: int
+) -> tuple[Tensor, Tensor, list[str]]:
+    """The samples (given in dataset order) reordered by :func:`grouping_order`."""
+    if group_order == "dataset":
+        return image_emb, text_emb, captions
+    order = grouping_order(len(captions), group_order, seed)
+    device_order = order.to(image_emb.device)
+    return image_emb[device_order], text_emb[device_order], [captions[i] for i in order.tolist()]
 
 
 def retrieval_sums(
@@ -138,6 +172,8 @@ def retrieval_metrics(
     text_emb: Tensor,
     captions: Sequence[str],
     group_size: int | None = 64,
+    group_order: str = "dataset",
+    seed: int = 0,
 ) -> dict[str, float]:
     """MCS, MRR and Recall@1/5/10 of samples given in dataset order (see the module docstring).
 
@@ -145,8 +181,11 @@ def retrieval_metrics(
         image_emb: (N, D) image embeddings.
         text_emb: (N, D) embedding of each sample's true caption.
         captions: The N caption strings.
-        group_size: Samples per ranking group (consecutive, in dataset order); None ranks
-            against the unique captions of the whole dataset.
+        group_size: Samples per ranking group; None ranks against the unique captions of the
+            whole dataset.
+        group_order: ``"dataset"`` (consecutive samples) or ``"shuffled"`` (seeded random
+            groups, see :func:`grouping_order`).
+        seed: Seed of the shuffled groups.
 
     Returns:
         ``mcs``, ``mrr``, ``recall@1``, ``recall@5``, ``recall@10`` as floats (NaN when N = 0).
@@ -156,7 +195,9 @@ def retrieval_metrics(
             bad ``group_size``.
     """
     check_group_size(group_size)
+    check_group_order(group_order)
     image_emb, text_emb, captions = check_retrieval_inputs(image_emb, text_emb, captions)
+    image_emb, text_emb, captions = in_group_order(image_emb, text_emb, captions, group_order, seed)
     sums, n = retrieval_sums(image_emb, text_emb, captions, group_size)
     values = (sums / n).tolist() if n else [math.nan] * len(RETRIEVAL_KEYS)
     return dict(zip(RETRIEVAL_KEYS, values, strict=True))
