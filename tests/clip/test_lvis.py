@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from matbench.datamodules.lvis_materials import LVISMaterialsDataModule
+from matbench.datamodules.lvis_materials import LVISMaterialsDataModule, seeded_image_split
 from matbench.datasets.errors import DatasetFormatError, DatasetNotFoundError
 from matbench.datasets.lvis_materials import (
     LVISMaterials,
@@ -181,7 +181,55 @@ def test_datamodule_batches(fake_root: Path) -> None:
     assert len(batch["caption"]) == 4 and all(c in dm.class_names for c in batch["caption"])
     dm.setup("test")
     assert dm.test_dataset.annotation_file.name == "lvis_v1_val.json"
-    assert len(dm.test_dataset) == 10
-    dm.setup("predict")
+    dm.setup("predict")  # the test split
     keys = [dm.predict_dataset[i]["key"] for i in range(len(dm.predict_dataset))]
     assert keys == sorted(keys, key=int)
+    assert keys == [dm.test_dataset[i]["key"] for i in range(len(dm.test_dataset))]
+
+
+def _image_ids(dataset) -> set[int]:
+    return {dataset_obj["image_id"] for d, i in dataset.items for dataset_obj in [d.objects[i]]}
+
+
+def test_seeded_split_by_image_and_refused_test_on_val(fake_root: Path, tmp_path: Path) -> None:
+    """The default split: the validation file's images, ranked by a seeded hash, give disjoint
+    test and validation splits (whole images); the rest join the training file. The split's
+    SHA-256 is in describe(); the same split file gives the same split. Testing on the
+    checkpoint-selection annotations is refused unless asked for."""
+    dm = LVISMaterialsDataModule(root=str(fake_root), image_size=32)
+    dm.setup("fit")
+    dm.setup("test")
+    train, val, test = (_image_ids(d) for d in (dm.train_dataset, dm.val_dataset, dm.test_dataset))
+    assert train.isdisjoint(val) and train.isdisjoint(test) and val.isdisjoint(test)
+    val_file = {o["image_id"] for o in dm._file("val").objects}
+    assert val | test <= val_file and len(val) == len(test) == 1  # 4 images: at least one each
+    assert len(dm.train_dataset) == len(dm._file("train")) + sum(
+        o["image_id"] in train for o in dm._file("val").objects
+    )
+    assert [dm.test_dataset[i]["index"] for i in range(len(dm.test_dataset))] == list(
+        range(len(dm.test_dataset))
+    )
+    info = dm.describe()
+    assert info["split"] == "test" and info["split_mode"] == "seeded"
+    assert info["split_images"] == {"train": 2, "val": 1, "test": 1}
+    # The split depends on the image ids and the seed only; a written split file reproduces it.
+    split_file = tmp_path / "split.json"
+    split_file.write_text(json.dumps(dm.split_record))
+    again = LVISMaterialsDataModule(root=str(fake_root), image_size=32, split_file=str(split_file))
+    again.setup("test")
+    assert _image_ids(again.test_dataset) == test
+    assert again.describe()["split_sha256"] == info["split_sha256"]
+    other = LVISMaterialsDataModule(root=str(fake_root), image_size=32, split_seed=1)
+    other.setup("test")
+    assert other.describe()["split_sha256"] != info["split_sha256"]
+
+    ids = list(range(100, 140))
+    assert seeded_image_split(ids, 0.2, 0.2, 0) == seeded_image_split(ids[::-1], 0.2, 0.2, 0)
+    assert [len(v) for v in seeded_image_split(ids, 0.2, 0.2, 0).values()] == [24, 8, 8]
+    with pytest.raises(ValueError, match="cannot give"):
+        seeded_image_split([1], 0.2, 0.2, 0)
+    with pytest.raises(ValueError, match="pick the best checkpoint"):
+        LVISMaterialsDataModule(root=str(fake_root), split="files")
+    files = LVISMaterialsDataModule(root=str(fake_root), split="files", test_on_val=True)
+    files.setup("test")
+    assert len(files.test_dataset) == 10 and files.describe()["split"] == "val"

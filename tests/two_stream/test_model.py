@@ -177,3 +177,30 @@ def test_open_clip_text_stream(tmp_path: Path) -> None:
     image, mask = torch.rand(2, 3, 32, 32), torch.ones(2, 32, 32, dtype=torch.bool)
     assert model(image, mask, ["glossy", "matte"]).shape == (2, 3)
     assert not any(p.requires_grad for p in model.text.parameters())
+
+
+def test_cnn_backbone_pools_its_last_feature_map() -> None:
+    """A timm CNN (the paper's ResNet-101 comparison; here timm's tiny ``test_resnet``): its last
+    feature map is the grid, the mask is reduced to it, features max-pooled inside."""
+    model = TwoStreamModel(num_classes=3, backbone="test_resnet", streams="vision").eval()
+    stream = model.vision
+    assert stream.kind == "cnn" and stream.patch_size == (32, 32)
+    image = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    mask = torch.zeros(2, 64, 64, dtype=torch.bool)
+    mask[0, 0:40, 0:64] = True  # covers the top cells fully, the bottom ones by 8/32
+    mask[1, 50:60, 2:12] = True  # smaller than a cell: the cell at its centroid
+    with torch.no_grad():
+        grid = stream.vit.forward_features((image - stream.mean) / stream.std)
+        got = model.vision_features(image, mask)
+    assert grid.shape[-2:] == (2, 2)
+    expected = torch.stack([grid[0, :, 0, :].amax(-1), grid[1, :, 1, 0]])
+    assert torch.allclose(got, expected)
+    assert model(image, mask, ["", ""]).shape == (2, 3)
+
+
+def test_dinov2_at_448_gives_the_papers_32_by_32_patches() -> None:
+    # DINOv2's architecture (patch 14), one block deep to keep the test fast
+    stream = VisionStream("vit_small_patch14_dinov2", None, 448, model_kwargs={"depth": 1}).eval()
+    with torch.no_grad():
+        grid = stream(torch.rand(1, 3, 448, 448))
+    assert stream.kind == "vit" and grid.shape == (1, stream.dim, 32, 32)

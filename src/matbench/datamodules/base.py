@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import inspect
+import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -12,11 +14,12 @@ import lightning as L
 import numpy as np
 import torch
 import torch.distributed as dist
+from lightning.pytorch.loggers.logger import DummyLogger
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, SequentialSampler
 from torch.utils.data._utils.collate import default_collate
 
 from matbench.errors import EvaluationError
-from matbench.results import plain
+from matbench.results import atomic_write_text, plain
 from matbench.utils.distributed import world_and_rank
 
 
@@ -30,6 +33,12 @@ def _absolute_roots(root: Any) -> Any:
 def list_collate(samples: list[dict[str, Any]]) -> dict[str, list[Any]]:
     """Collate dict samples into a dict of lists (for samples of different sizes)."""
     return {key: [sample[key] for sample in samples] for key in samples[0]}
+
+
+def split_sha256(record: Any) -> str:
+    """SHA-256 of a split's canonical JSON (sorted keys): the results JSON's ``split_sha256``,
+    equal for equal splits however the file was formatted."""
+    return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
 
 
 class UnpaddedDistributedSampler(DistributedSampler):
@@ -225,6 +234,21 @@ class BaseDataModule(L.LightningDataModule):
 
             return GroupedSampler(dataset, dataset.sample_groups(), world, rank, seed)
         return EpochSeededSampler(dataset, world, rank, seed)
+
+    def write_split_record(self, name: str, record: dict[str, Any]) -> Path | None:
+        """Write ``record`` (a split and the settings that made it) as ``<name>.json`` into the
+        run's log directory (``trainer.log_dir``) on global rank 0; None when the run has no
+        directory (no trainer, ``logger=False``, ``fast_dev_run``) or on other ranks."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None or trainer.logger is None or isinstance(trainer.logger, DummyLogger):
+            return None
+        # log_dir broadcasts from rank 0: every rank must ask for it
+        out_dir = Path(trainer.log_dir or trainer.default_root_dir)
+        if not trainer.is_global_zero:
+            return None
+        path = out_dir / f"{name}.json"
+        atomic_write_text(path, json.dumps(record, indent=1) + "\n")
+        return path
 
     def describe(self) -> dict[str, Any]:
         """What the results JSON records about the data: class, arguments and test split, and

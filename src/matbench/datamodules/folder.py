@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from lightning.pytorch.loggers.logger import DummyLogger
 
 from matbench.cache import feature_collate
-from matbench.datamodules.base import BaseDataModule, list_collate
+from matbench.datamodules.base import BaseDataModule, list_collate, split_sha256
 from matbench.datasets.folder import MaterialFolder, split_per_class
-from matbench.results import atomic_write_text
 
 
 class RandomHorizontalFlip:
@@ -201,14 +198,7 @@ class MaterialFolderDataModule(BaseDataModule):
             )
 
     def _write_split(self) -> None:
-        trainer = getattr(self, "trainer", None)
-        if trainer is None or self.splits is None:
-            return
-        if trainer.logger is None or isinstance(trainer.logger, DummyLogger):
-            return  # no run directory (logger=False, fast_dev_run): describe() records the hash
-        # log_dir broadcasts from rank 0: every rank must ask for it
-        out_dir = Path(trainer.log_dir or trainer.default_root_dir)
-        if not trainer.is_global_zero:
+        if self.splits is None:
             return
         h = self.hparams
         record = {
@@ -221,8 +211,9 @@ class MaterialFolderDataModule(BaseDataModule):
             },
             "splits": self.splits,
         }
-        self.split_path = out_dir / f"{self.split_name}.json"
-        atomic_write_text(self.split_path, json.dumps(record, indent=1) + "\n")
+        path = self.write_split_record(self.split_name, record)
+        if path is not None:
+            self.split_path = path
 
     def describe(self) -> dict[str, Any]:
         info = super().describe()
@@ -230,8 +221,7 @@ class MaterialFolderDataModule(BaseDataModule):
             info["split_file"] = str(self.split_path)
         if self.splits is not None:
             info["split_sizes"] = {k: len(v) for k, v in self.splits.items()}
-            text = json.dumps(self.splits, sort_keys=True).encode()
-            info["split_sha256"] = hashlib.sha256(text).hexdigest()
+            info["split_sha256"] = split_sha256(self.splits)
         dataset = self.test_dataset or self.train_dataset
         if dataset is not None and dataset.label_space is not None:
             info["label_space"] = dataset.label_space.info()

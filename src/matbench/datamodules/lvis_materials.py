@@ -1,15 +1,19 @@
-"""LVIS-materials datamodule: object crops with material captions."""
+"""LVIS-materials datamodule: object crops with material captions, and the seeded split."""
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.utils.data import Dataset
 from torch.utils.data._utils.collate import default_collate
 
-from matbench.datamodules.base import BaseDataModule
+from matbench.datamodules.base import BaseDataModule, split_sha256
+from matbench.datamodules.folder import read_split_file
 from matbench.datasets.lvis_materials import LVISMaterials
 from matbench.transforms import ObjectCrop, finish_object_batch
 
@@ -51,13 +55,122 @@ def region_collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
     return batch
 
 
+def seeded_image_split(
+    image_ids: list[int], val_fraction: float, test_fraction: float, seed: int
+) -> dict[str, list[int]]:
+    """Images into ``train``/``val``/``test``, by image (an image's objects stay together).
+
+    Every image is ranked by ``sha256(f"{seed}:{image_id}")``; the first
+    ``round(test_fraction * n)`` go to test, the next ``round(val_fraction * n)`` to val (each at
+    least one when its fraction is positive), the rest to train. An image's rank depends only on its id and the seed, not on the file's order.
+    """
+    for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+        if not 0.0 <= value < 1.0:
+            raise ValueError(f"{name} must be in [0, 1), got {value}")
+    if val_fraction + test_fraction >= 1.0:
+        raise ValueError("val_fraction + test_fraction must be < 1")
+    ids = sorted({int(i) for i in image_ids})
+    ranked = sorted(ids, key=lambda i: hashlib.sha256(f"{seed}:{i}".encode()).hexdigest())
+    n = len(ranked)
+    n_test = max(1, round(test_fraction * n)) if test_fraction > 0 else 0
+    n_val = max(1, round(val_fraction * n)) if val_fraction > 0 else 0
+    if n_test + n_val > n:
+        raise ValueError(
+            f"{n} images cannot give {n_val} validation and {n_test} test images: use more "
+            "images, or split: files"
+        )
+    return {
+        "train": sorted(ranked[n_test + n_val :]),
+        "val": sorted(ranked[n_test : n_test + n_val]),
+        "test": sorted(ranked[:n_test]),
+    }
+
+
+class LVISSplit(Dataset):
+    """Some images' objects of one or more :class:`LVISMaterials` files, as one dataset.
+
+    ``index`` is the position in this dataset and ``label`` indexes :attr:`materials`, the
+    sorted union of the parts' vocabularies. Batched reads (``__getitems__``: each image
+    decoded once) and image groups (``sample_groups``) pass through to the parts.
+
+    Args:
+        parts: ``(dataset, image ids or None for all)`` pairs.
+    """
+
+    def __init__(self, parts: list[tuple[LVISMaterials, set[int] | None]]) -> None:
+        self.datasets = [dataset for dataset, _ in parts]
+        self.materials = sorted({m for dataset in self.datasets for m in dataset.materials})
+        lookup = {name: i for i, name in enumerate(self.materials)}
+        self._relabel = [[lookup[m] for m in d.materials] for d in self.datasets]
+        parts_of, positions = [], []
+        for k, (dataset, images) in enumerate(parts):
+            a = dataset.index.arrays
+            if images is None:
+                chosen = np.arange(len(dataset))
+            else:
+                object_images = np.asarray(a["image_id"])[np.asarray(a["image_row"])]
+                chosen = np.flatnonzero(np.isin(object_images, sorted(images)))
+            parts_of.append(np.full(len(chosen), k))
+            positions.append(chosen)
+        self.part = np.concatenate(parts_of) if parts_of else np.zeros(0, int)
+        self.position = np.concatenate(positions) if positions else np.zeros(0, int)
+        #: The annotation file of the first part (the test split's file).
+        self.annotation_file = self.datasets[0].annotation_file
+
+    def __len__(self) -> int:
+        return len(self.position)
+
+    def _finish(self, index: int, sample: dict[str, Any]) -> dict[str, Any]:
+        sample["index"] = index
+        label = sample["label"]
+        sample["label"] = torch.as_tensor(self._relabel[int(self.part[index])][int(label)])
+        return sample
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        dataset = self.datasets[int(self.part[index])]
+        return self._finish(index, dataset[int(self.position[index])])
+
+    def __getitems__(self, indices: list[int]) -> list[dict[str, Any]]:
+        out: list[dict[str, Any] | None] = [None] * len(indices)
+        for k, dataset in enumerate(self.datasets):
+            slots = [j for j, i in enumerate(indices) if int(self.part[i]) == k]
+            if not slots:
+                continue
+            samples = dataset.__getitems__([int(self.position[indices[j]]) for j in slots])
+            for j, sample in zip(slots, samples, strict=True):
+                out[j] = self._finish(indices[j], sample)
+        return out  # type: ignore[return-value]
+
+    def sample_groups(self) -> np.ndarray:
+        """The image of every sample, distinct across the parts."""
+        groups = np.zeros(len(self), dtype=np.int64)
+        offset = 0
+        for k, dataset in enumerate(self.datasets):
+            own = np.asarray(dataset.sample_groups(), dtype=np.int64)
+            rows = self.part == k
+            groups[rows] = own[self.position[rows]] + offset
+            offset += int(own.max()) + 1 if len(own) else 0
+        return groups
+
+
 class LVISMaterialsDataModule(BaseDataModule):
     """LVIS objects cropped around their masks, captioned with their material.
 
     Paths are relative to ``root`` (see :mod:`matbench.datasets.lvis_materials` for the
     layout). Each annotation file needs its materials sidecar (``<stem>_materials.json``
-    beside it unless given). LVIS has no public test annotations: ``test`` defaults to the
-    validation file.
+    beside it unless given).
+
+    **Splits.** LVIS has no public test annotations, and the validation annotations also pick
+    the best checkpoint. ``split: seeded`` (default) makes a fixed, seeded split by image:
+    the images of the validation file are ranked by a hash of ``(split_seed, image id)``;
+    ``test_fraction`` of them form the test split, ``val_fraction`` the validation split, and
+    the rest join every image of the training file in the training split (with LVIS v1 and the
+    defaults: ~1.1M training objects, ~50k each for validation and test). The split is written
+    as ``lvis_materials_split.json`` into the run's log directory (reuse it with
+    ``split_file``), and its SHA-256 goes into every results JSON. ``split: files`` uses the
+    files as they are: ``test_annotations``, or the validation file only with
+    ``test_on_val: true`` (a test on the checkpoint-selection set must be asked for).
+
 
     Samples: ``image`` (3, S, S) object crop (padded to >= ``crop_min_size`` px per side,
     resized, blurred outside the mask), ``mask``, ``caption``, ``label``, ``key`` (the
@@ -68,12 +181,21 @@ class LVISMaterialsDataModule(BaseDataModule):
         root: Folder holding ``coco/`` and ``lvis/``.
         train_annotations: Training annotation JSON.
         val_annotations: Validation annotation JSON.
-        test_annotations: Test annotation JSON (default: the validation file).
-        predict_annotations: Annotation JSON to embed with ``predict`` (default: test).
+        test_annotations: ``split: files``: test annotation JSON.
+        predict_annotations: Annotation JSON to embed with ``predict`` (default: the test
+            split).
         train_sidecar: Sidecar of the training file (default ``<stem>_materials.json``).
         val_sidecar: Sidecar of the validation file.
         test_sidecar: Sidecar of the test file.
         predict_sidecar: Sidecar of the predict file.
+        split: ``seeded`` (the fixed split by image described above) or ``files``.
+        split_seed: Seed of the seeded split.
+        val_fraction: Seeded split: fraction of the validation file's images for validation.
+        test_fraction: Seeded split: fraction of the validation file's images for test.
+        split_file: A split written by an earlier run (``lvis_materials_split.json``), used
+            instead of computing it.
+        test_on_val: ``split: files`` without ``test_annotations``: test on the validation
+            annotations (refused otherwise).
         images: Images root (with ``train2017/``, ``val2017/``).
         image_size: Side of the object crop given to the model.
         crop_min_size: Smallest side of the crop in original pixels (the talk's 50 px).
@@ -102,7 +224,7 @@ class LVISMaterialsDataModule(BaseDataModule):
             loader cannot keep up with a GPU.
     """
 
-    test_split = "val"
+    split_name = "lvis_materials_split"
 
     def __init__(
         self,
@@ -115,6 +237,12 @@ class LVISMaterialsDataModule(BaseDataModule):
         val_sidecar: str | None = None,
         test_sidecar: str | None = None,
         predict_sidecar: str | None = None,
+        split: Literal["seeded", "files"] = "seeded",
+        split_seed: int = 0,
+        val_fraction: float = 0.2,
+        test_fraction: float = 0.2,
+        split_file: str | None = None,
+        test_on_val: bool = False,
         images: str = "coco",
         image_size: int = 224,
         crop_min_size: int = 50,
@@ -138,52 +266,128 @@ class LVISMaterialsDataModule(BaseDataModule):
         self.group_by_image = group_by_image
         if crop_on_device:
             self.collate_fn = region_collate
+        if split not in ("seeded", "files"):
+            raise ValueError(f"split must be 'seeded' or 'files', got '{split}'")
         self.root = Path(root)
         self.class_names: list[str] = []
+        on_val = split == "files" and test_annotations is None
+        self.test_split = "val" if on_val else "test"
+        #: The seeded split (image ids per split), once computed or read.
+        self.split_record: dict[str, Any] | None = None
+        self.split_path: Path | None = None
+        self._files: dict[tuple[str, bool], LVISMaterials] = {}
 
-    def _dataset(self, split: str, train: bool) -> LVISMaterials:
+    def _file(self, split: str, train: bool = False) -> LVISMaterials:
+        """The whole annotation file of ``split`` with the training or evaluation transforms
+        (one reader per file and kind; the index cache makes a second one cheap)."""
         hp = self.hparams
-        annotations = hp[f"{split}_annotations"]
-        sidecar = hp[f"{split}_sidecar"]
-        if split in ("test", "predict") and annotations is None:
-            fallback = "val" if split == "test" else "test"
-            if split == "predict" and hp.test_annotations is None:
-                fallback = "val"
-            annotations, sidecar = hp[f"{fallback}_annotations"], hp[f"{fallback}_sidecar"]
-        crop = ObjectCrop(
-            size=hp.image_size,
-            min_size=hp.crop_min_size,
-            blur_sigma=hp.crop_blur_sigma,
-            context=hp.crop_context,
-            square=hp.crop_square,
-            finish_on_device=hp.crop_on_device,
-        )
-        return LVISMaterials(
-            self.root / annotations,
-            self.root / hp.images,
-            sidecar=self.root / sidecar if sidecar else "auto",
-            caption=hp.caption,
-            template=hp.template,
-            transforms=_ObjectTransform(crop, hp.context_size, flip=train and hp.flip),
-            index_cache=hp.index_cache,
-            draft_size=hp.image_size if hp.decode_draft else None,
-            uint8_images=hp.crop_on_device,
-        )
+        annotations, sidecar = hp[f"{split}_annotations"], hp[f"{split}_sidecar"]
+        key = (str(annotations), train)
+        if key not in self._files:
+            crop = ObjectCrop(
+                size=hp.image_size,
+                min_size=hp.crop_min_size,
+                blur_sigma=hp.crop_blur_sigma,
+                context=hp.crop_context,
+                square=hp.crop_square,
+                finish_on_device=hp.crop_on_device,
+            )
+            self._files[key] = LVISMaterials(
+                self.root / annotations,
+                self.root / hp.images,
+                sidecar=self.root / sidecar if sidecar else "auto",
+                caption=hp.caption,
+                template=hp.template,
+                transforms=_ObjectTransform(crop, hp.context_size, flip=train and hp.flip),
+                index_cache=hp.index_cache,
+                draft_size=hp.image_size if hp.decode_draft else None,
+                uint8_images=hp.crop_on_device,
+            )
+        return self._files[key]
+
+    # -- the split -----------------------------------------------------------------------------
+    def _split(self) -> dict[str, Any]:
+        """The seeded split record: settings and the validation file's image ids per split
+        (``{"settings": ..., "splits": {"train": [...], "val": [...], "test": [...]}}``)."""
+        if self.split_record is not None:
+            return self.split_record
+        hp = self.hparams
+        if hp.split_file:
+            splits = read_split_file(hp.split_file)
+            record = {
+                "settings": {"split_file": hp.split_file},
+                "splits": {k: sorted(int(i) for i in v) for k, v in splits.items()},
+            }
+        else:
+            arrays = self._file("val").index.arrays
+            val_images = np.unique(np.asarray(arrays["image_id"])[np.asarray(arrays["image_row"])])
+            val_images = val_images.tolist()
+            record = {
+                "settings": {
+                    "split_seed": hp.split_seed,
+                    "val_fraction": hp.val_fraction,
+                    "test_fraction": hp.test_fraction,
+                    "train_annotations": hp.train_annotations,
+                    "val_annotations": hp.val_annotations,
+                    "train_holds": "every image of train_annotations, and splits.train",
+                },
+                "splits": seeded_image_split(
+                    val_images, hp.val_fraction, hp.test_fraction, hp.split_seed
+                ),
+            }
+        self.split_record = record
+        path = self.write_split_record(self.split_name, record)
+        if path is not None:
+            self.split_path = path
+        return record
+
+    def _dataset(self, split: str, train: bool = False) -> LVISSplit:
+        hp = self.hparams
+        if hp.split == "files":
+            if split in ("test", "predict") and hp[f"{split}_annotations"] is None:
+                return self._dataset("test" if split == "predict" else "val")
+            return LVISSplit([(self._file(split, train), None)])
+        if split == "predict" and hp.predict_annotations is not None:
+            return LVISSplit([(self._file("predict"), None)])
+        if split == "predict":
+            split = "test"
+        images = {k: set(v) for k, v in self._split()["splits"].items()}
+        if split == "train":
+            parts = [(self._file("train", True), None), (self._file("val", True), images["train"])]
+            return LVISSplit(parts)
+        return LVISSplit([(self._file("val"), images[split])])
 
     def setup(self, stage: str) -> None:
         if stage == "fit":
             self.train_dataset = self._dataset("train", train=True)
-            self.val_dataset = self._dataset("val", train=False)
+            self.val_dataset = self._dataset("val")
             self.class_names = self.train_dataset.materials
         elif stage == "validate":
-            self.val_dataset = self._dataset("val", train=False)
+            self.val_dataset = self._dataset("val")
             self.class_names = self.val_dataset.materials
         elif stage == "test":
-            self.test_dataset = self._dataset("test", train=False)
+            if self.test_split == "val" and not self.hparams.test_on_val:
+                raise ValueError(
+                    "LVISMaterialsDataModule: with split 'files' and no test_annotations, test "
+                    "would run on the validation annotations, which also pick the best "
+                    "checkpoint. Use split: seeded (a held-out test split), set "
+                    "test_annotations, or pass test_on_val: true to test on them anyway"
+                )
+            self.test_dataset = self._dataset("test")
             self.class_names = self.test_dataset.materials
         elif stage == "predict":
-            self.predict_dataset = self._dataset("predict", train=False)
+            self.predict_dataset = self._dataset("predict")
             self.class_names = self.predict_dataset.materials
+
+    def describe(self) -> dict[str, Any]:
+        info = super().describe()
+        info["split_mode"] = self.hparams.split
+        if self.split_record is not None:
+            info["split_sha256"] = split_sha256(self.split_record["splits"])
+            info["split_images"] = {k: len(v) for k, v in self.split_record["splits"].items()}
+            if self.split_path is not None:
+                info["split_file"] = str(self.split_path)
+        return info
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """With ``crop_on_device``: resize, blur and flip the object crops on the device."""

@@ -1,9 +1,10 @@
 """The two-stream material classifier: frozen DINOv2 patch features + description text → MLP.
 
-Vision stream: a timm ViT (DINOv2 by default). Its patch tokens (class and register tokens
-dropped) form a grid; the region mask is resized to that grid — a patch is inside when at
-least ``mask_threshold`` of its area is in the mask — and the patch features are max-pooled
-over the inside positions. When no patch is inside (a region smaller than a patch), the patch
+Vision stream: a timm ViT (DINOv2 by default) or CNN (the paper's ResNet-101 comparison). A
+ViT's patch tokens (class and register tokens dropped) form a grid; a CNN's last feature map
+is its grid. The region mask is resized to that grid — a position is inside when at least
+``mask_threshold`` of its area is in the mask — and the features are max-pooled over the
+inside positions. When no patch is inside (a region smaller than a patch), the patch
 nearest to the mask's centroid is used; an entirely empty mask pools over all patches. With
 ``null_mask`` the pooling always covers all patches (the paper's ablation).
 
@@ -14,7 +15,7 @@ description. The two vectors are concatenated and classified by an MLP.
 from __future__ import annotations
 
 import hashlib
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -70,16 +71,20 @@ def masked_max_pool(grid: Tensor, inside: Tensor) -> Tensor:
 
 
 class VisionStream(Freezable):
-    """A timm ViT returning its patch-token grid.
+    """A timm backbone returning a feature grid: a ViT's patch tokens, or a CNN's last feature
+    map.
 
     Args:
-        backbone: timm model name (e.g. ``vit_small_patch14_dinov2``, ``test_vit``).
+        backbone: timm model name: a ViT (e.g. ``vit_small_patch14_dinov2``,
+            ``vit_large_patch16_224``, ``test_vit``) or a CNN (e.g. ``resnet101``,
+            ``test_resnet``).
         weights: None = random init; ``"timm"`` = timm's pretrained weights for the name;
-            a local file path (``.pth``/``.safetensors``…, timm's key layout; the position
+            a local file path (``.pth``/``.safetensors``…, timm's key layout; a ViT's position
             embedding is resampled by timm's own filter); any other string = a timm pretrained
             tag (``vit_small_patch14_dinov2.<tag>``).
-        image_size: Input size the position embedding is built for; other sizes work too
-            (the embedding is interpolated).
+        image_size: Input size a ViT's position embedding is built for; other sizes work too
+            (the embedding is interpolated). DINOv2 at 448 gives the paper's 32 x 32 patches.
+        model_kwargs: Extra arguments of the timm model (e.g. ``{"depth": 1}`` in tests).
     """
 
     def __init__(
@@ -87,26 +92,55 @@ class VisionStream(Freezable):
         backbone: str = "vit_small_patch14_dinov2",
         weights: str | None = None,
         image_size: int = 224,
+        model_kwargs: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        self.vit = create_timm_model(
-            backbone, weights, num_classes=0, img_size=image_size, dynamic_img_size=True
-        )
+        extra = dict(model_kwargs or {})
+        try:
+            net = create_timm_model(
+                backbone,
+                weights,
+                num_classes=0,
+                img_size=image_size,
+                dynamic_img_size=True,
+                **extra,
+            )
+        except TypeError:  # not a ViT: a CNN's constructor has no image size
+            net = create_timm_model(backbone, weights, num_classes=0, **extra)
+        #: The timm backbone (named ``vit`` for checkpoint compatibility; a CNN also lives here).
+        self.vit = net
         self.weights_source = weights
-        if not hasattr(self.vit, "patch_embed") or not hasattr(self.vit, "num_prefix_tokens"):
-            raise ValueError(f"'{backbone}' is not a timm ViT with patch tokens")
-        self.dim = int(self.vit.num_features)
-        self.patch_size = tuple(self.vit.patch_embed.patch_size)
-        mean, std = timm_normalization(self.vit)
+        if hasattr(net, "patch_embed") and hasattr(net, "num_prefix_tokens"):
+            self.kind = "vit"
+            self.patch_size = tuple(net.patch_embed.patch_size)
+        elif getattr(net, "feature_info", None) and "reduction" in net.feature_info[-1]:
+            self.kind = "cnn"
+            self.patch_size = (int(net.feature_info[-1]["reduction"]),) * 2
+        else:
+            raise ValueError(
+                f"'{backbone}' is neither a timm ViT with patch tokens nor a CNN with a "
+                "feature map (timm feature_info)"
+            )
+        self.dim = int(net.num_features)
+        mean, std = timm_normalization(net)
         self.register_buffer("mean", mean, persistent=False)
         self.register_buffer("std", std, persistent=False)
 
     def forward(self, image: Tensor) -> Tensor:
-        """(B, 3, H, W) in [0, 1] → patch grid (B, D, H / p, W / p)."""
+        """(B, 3, H, W) in [0, 1] → feature grid (B, D, h, w): ViT patches (h = H / p) or the
+        CNN's last feature map."""
+        features = self.vit.forward_features((image - self.mean) / self.std)
+        if self.kind == "cnn":
+            if features.ndim != 4:
+                raise ValueError(
+                    f"expected a (B, C, h, w) feature map, got {tuple(features.shape)}"
+                )
+            if str(getattr(self.vit, "output_fmt", "NCHW")) == "NHWC":  # e.g. Swin
+                features = features.permute(0, 3, 1, 2)
+            return features
         height, width = image.shape[-2:]
         grid = (height // self.patch_size[0], width // self.patch_size[1])
-        tokens = self.vit.forward_features((image - self.mean) / self.std)
-        patches = tokens[:, self.vit.num_prefix_tokens :]
+        patches = features[:, self.vit.num_prefix_tokens :]
         if patches.shape[1] != grid[0] * grid[1]:
             raise ValueError(
                 f"got {patches.shape[1]} patch tokens for a {grid[0]}x{grid[1]} grid "
@@ -120,7 +154,7 @@ class TwoStreamModel(nn.Module):
 
     Args:
         num_classes: Number of classes.
-        backbone: timm ViT name of the vision stream.
+        backbone: timm ViT or CNN name of the vision stream (see :class:`VisionStream`).
         weights: Vision weights (see :class:`VisionStream`); None = random init.
         image_size: Input size the vision stream is built for.
         text_encoder: ``"minilm"``, ``"minilm-random"`` or ``"open_clip:<arch>"``.
