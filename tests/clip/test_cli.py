@@ -58,6 +58,8 @@ def test_fit_test_predict_embed_text(
     events.Reload()
     assert "val/sample_crops" in events.Tags()["images"]
     assert "val/sample_captions/text_summary" in events.Tags()["tensors"]
+    split = json.loads((ckpt.parents[1] / "lvis_materials_split.json").read_text())
+    assert split["settings"]["split_seed"] == 0 and len(split["splits"]["test"]) == 1
     state = torch.load(ckpt, map_location="cpu", weights_only=False)
     assert state["hyper_parameters"]["text_tower"] == "minilm"
     assert "model.text.proj.weight" in state["state_dict"]

@@ -228,8 +228,10 @@ def test_seeded_split_by_image_and_refused_test_on_val(fake_root: Path, tmp_path
     assert [len(v) for v in seeded_image_split(ids, 0.2, 0.2, 0).values()] == [24, 8, 8]
     with pytest.raises(ValueError, match="cannot give"):
         seeded_image_split([1], 0.2, 0.2, 0)
+    files = LVISMaterialsDataModule(root=str(fake_root), split="files")
+    files.setup("fit")  # training and validating on the files is fine
     with pytest.raises(ValueError, match="pick the best checkpoint"):
-        LVISMaterialsDataModule(root=str(fake_root), split="files")
+        files.setup("test")
     files = LVISMaterialsDataModule(root=str(fake_root), split="files", test_on_val=True)
     files.setup("test")
     assert len(files.test_dataset) == 10 and files.describe()["split"] == "val"
