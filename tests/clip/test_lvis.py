@@ -188,7 +188,10 @@ def test_datamodule_batches(fake_root: Path) -> None:
 
 
 def _image_ids(dataset) -> set[int]:
-    return {dataset_obj["image_id"] for d, i in dataset.items for dataset_obj in [d.objects[i]]}
+    return {
+        dataset.datasets[int(k)].objects[int(i)]["image_id"]
+        for k, i in zip(dataset.part, dataset.position, strict=True)
+    }
 
 
 def test_seeded_split_by_image_and_refused_test_on_val(fake_root: Path, tmp_path: Path) -> None:
@@ -209,6 +212,17 @@ def test_seeded_split_by_image_and_refused_test_on_val(fake_root: Path, tmp_path
     assert [dm.test_dataset[i]["index"] for i in range(len(dm.test_dataset))] == list(
         range(len(dm.test_dataset))
     )
+    # Batched reads and image groups (group_by_image) pass through to the two files.
+    last = len(dm.train_dataset) - 1
+    batch = dm.train_dataset.__getitems__([last, 0])
+    assert [b["key"] for b in batch] == [dm.train_dataset[i]["key"] for i in (last, 0)]
+    assert [b["index"] for b in batch] == [last, 0]
+    groups = dm.train_dataset.sample_groups()
+    images = [
+        dm.train_dataset.datasets[int(k)].objects[int(i)]["image_id"]
+        for k, i in zip(dm.train_dataset.part, dm.train_dataset.position, strict=True)
+    ]
+    assert len(set(groups.tolist())) == len(set(images)) == len(train)
     info = dm.describe()
     assert info["split"] == "test" and info["split_mode"] == "seeded"
     assert info["split_images"] == {"train": 2, "val": 1, "test": 1}
