@@ -281,6 +281,8 @@ def test_describe_lvis_objects_over_http(tmp_path: Path, monkeypatch: pytest.Mon
                 "LVISMaterialsDataModule",
                 "--data.root",
                 str(root),
+                "--data.split",
+                "files",
                 "--splits",
                 "val",
                 "--marker",

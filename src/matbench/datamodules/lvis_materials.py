@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -86,6 +88,21 @@ def seeded_image_split(
     }
 
 
+class _SplitObjects(Sequence):
+    """The object records of an :class:`LVISSplit`, made on access."""
+
+    def __init__(self, split: LVISSplit) -> None:
+        self.split = split
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:  # type: ignore[override]
+        split = self.split
+        dataset = split.datasets[int(split.part[index])]
+        return dataset.objects[int(split.position[index])]
+
+
 class LVISSplit(Dataset):
     """Some images' objects of one or more :class:`LVISMaterials` files, as one dataset.
 
@@ -119,6 +136,23 @@ class LVISSplit(Dataset):
 
     def __len__(self) -> int:
         return len(self.position)
+
+    @property
+    def transforms(self) -> Any:
+        """The parts' sample transforms; setting it gives the parts (copies) new ones."""
+        return self.datasets[0].transforms
+
+    @transforms.setter
+    def transforms(self, value: Any) -> None:
+        copies = [copy.copy(dataset) for dataset in self.datasets]
+        for dataset in copies:
+            dataset.transforms = value
+        self.datasets = copies
+
+    @property
+    def objects(self) -> list[dict[str, Any]]:
+        """The object records (``id``, ``image_id``, ...) of the samples, in order."""
+        return _SplitObjects(self)
 
     def _finish(self, index: int, sample: dict[str, Any]) -> dict[str, Any]:
         sample["index"] = index
