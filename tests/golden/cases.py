@@ -166,7 +166,6 @@ CASES = {
             [
                 f"--model.model={TINY_CLIP}",
                 "--model.pretrained=null",
-                "--data.test_fraction=0.5",  # 2 of the 4 fake validation images
                 "--data.image_size=32",
                 "--data.batch_size=4",
                 "--data.num_workers=0",
