@@ -6,7 +6,7 @@ import time
 from typing import Any
 
 from lightning.pytorch import Callback, LightningModule, Trainer
-from lightning.pytorch.callbacks import RichProgressBar
+from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 
 
 class ShortRunLogging(Callback):
@@ -20,6 +20,30 @@ class ShortRunLogging(Callback):
         if trainer.max_steps and trainer.max_steps > 0:
             limits.append(trainer.max_steps)
         trainer.log_every_n_steps = max(1, min(limits))
+
+
+class BestAndLastCheckpoint(ModelCheckpoint):
+    """``ModelCheckpoint`` whose ``last.ckpt`` is the state at every save point.
+
+    Lightning 2.6 refreshes ``last.ckpt`` only at steps where a top-k file was saved too, so
+    after a validation that is not better than the best, ``last.ckpt`` still held the best
+    (older) state and a resume from it silently went back in time.
+    """
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        if self._should_save_on_train_epoch_end(trainer):
+            self._refresh_last(trainer)
+
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if not self._should_save_on_train_epoch_end(trainer):
+            self._refresh_last(trainer)
+
+    def _refresh_last(self, trainer: Trainer) -> None:
+        # Skips sanity checks, fast_dev_run, non-fit stages and a step already saved.
+        if self.save_last and not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
 
 class DemoProgress(Callback):

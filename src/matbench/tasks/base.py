@@ -22,7 +22,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torchmetrics import Metric
 
 from matbench.cache import gather_entries, pack_entries, unpack_entries
-from matbench.callbacks import ShortRunLogging, StepProgressBar
+from matbench.callbacks import BestAndLastCheckpoint, ShortRunLogging, StepProgressBar
 from matbench.errors import ConfigError, EvaluationError
 from matbench.models.utils import Freezable, state_hash
 from matbench.utils.weights import load_state_dict_file, weights_file
@@ -180,7 +180,9 @@ class BaseTask(
             return callbacks
         # Lightning's own default checkpoint (no settings) is replaced by ours.
         trainer.callbacks[:] = [c for c in trainer.callbacks if c not in checkpoints]
-        callbacks.append(ModelCheckpoint(monitor=self.monitor, mode=self.mode, save_last=True))
+        callbacks.append(
+            BestAndLastCheckpoint(monitor=self.monitor, mode=self.mode, save_last=True)
+        )
         return callbacks
 
     @property
