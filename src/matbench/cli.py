@@ -38,7 +38,7 @@ TOOL_COMMANDS: dict[str, tuple[str, str]] = {
     "embed-text": ("matbench.embed_text:main", "text embeddings of material queries"),
     "synth": (
         "matbench.synth.cli:main",
-        "MatSeg scenes (2D, 3D), PBR materials or a benchmark by pattern infusion",
+        "MatSeg scenes (2D, 3D), PBR materials, a benchmark; diffusion material sets",
     ),
     "demo": ("matbench.demo:main", "MatSeg end to end on generated data, on CPU (make demo)"),
     "benchmark": ("matbench.benchmark:main", "run a suite of `test` runs into one table"),

@@ -151,6 +151,35 @@ class HFSamSegmenter(PromptedSegmenter):
             out.append(self._to_image(logits[:, None], resized, size)[:, 0] > 0)
         return torch.cat(out)
 
+    def segment_boxes(self, images: Tensor, boxes: Tensor) -> Tensor:
+        """One mask per image from one box prompt each; the images are encoded as one batch.
+
+        A box asks for a single mask (SAM's advice for an unambiguous prompt). Box corners are
+        scaled like points (the processors' ``_normalize_coordinates(..., is_bounding_box=True)``).
+
+        Args:
+            images: (B, 3, H, W) RGB in [0, 1], all of one size.
+            boxes: (B, 4) float ``x0, y0, x1, y1`` in pixels of the images.
+
+        Returns:
+            (B, H, W) bool masks.
+        """
+        height, width = images.shape[-2:]
+        dtype = next(self.net.parameters()).dtype
+        pixels = []
+        for image in images:
+            x, resized = self.preprocess(image.to(self.mean.dtype))
+            pixels.append(x)
+        embedding = self.net.get_image_embeddings(torch.cat(pixels).to(dtype))
+        scale = boxes.new_tensor([resized[1] / width, resized[0] / height]).repeat(2)
+        result = self.net(
+            image_embeddings=embedding,
+            input_boxes=(boxes.float() * scale)[:, None].to(dtype),
+            multimask_output=False,
+        )
+        logits = result.pred_masks[:, 0, :1].float()  # (B, 1, h, w)
+        return self._to_image(logits, resized, (height, width))[:, 0] > 0
+
     def _to_image(self, logits: Tensor, resized: tuple[int, int], size: tuple[int, int]) -> Tensor:
         if self.kind == "sam":
             square = (self.input_size, self.input_size)

@@ -1,5 +1,5 @@
-"""``matbench synth``: generate MatSeg training scenes (2D, or 3D with Blender), PBR materials, or a
-point-annotated benchmark."""
+"""``matbench synth``: generate MatSeg training scenes (2D, or 3D with Blender), PBR materials, a
+point-annotated benchmark, or the two-stream paper's diffusion-made material set."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import time
 
 from matbench.errors import DatasetFormatError, DatasetNotFoundError
 from matbench.synth import cli_3d
+from matbench.synth.materials import cli as cli_materials
 from matbench.synth.scene import TextureNotFoundError
 from matbench.synth.writer import NotEnoughImagesError, write_benchmark, write_scenes
 
@@ -86,9 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--workers", type=_positive, default=2, help="processes (1 = in-process)")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier output in --out")
-    cli_3d.add_parsers(
-        sub, {"positive": _positive, "non_negative": _non_negative, "probability": _probability}
-    )
+    types = {"positive": _positive, "non_negative": _non_negative, "probability": _probability}
+    cli_3d.add_parsers(sub, types)
+    cli_materials.add_parsers(sub, types)
     return parser
 
 
@@ -98,6 +99,8 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if args.kind in cli_3d.KINDS:
         return cli_3d.run(args, parser)
+    if args.kind in cli_materials.KINDS:
+        return cli_materials.run(args, parser)
     bench = args.benchmark
     min_materials = args.min_materials or (2 if bench else 1)
     max_materials = args.max_materials or max(min_materials, 6 if bench else 10)
