@@ -40,9 +40,7 @@ def _clip_tokenizer(folder: Path, max_length: int = 77):
     )
 
 
-def make_tiny_sd(
-    folder: str | Path, seed: int = 0, width: int = 8, max_length: int = 77
-) -> Path:
+def make_tiny_sd(folder: str | Path, seed: int = 0, width: int = 8, max_length: int = 77) -> Path:
     """Write a tiny random Stable Diffusion pipeline (``DiffusionPipeline.from_pretrained``
     loads it); ``width`` scales the UNet and VAE channels (the benchmark widens it)."""
     from diffusers import (

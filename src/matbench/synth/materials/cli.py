@@ -177,9 +177,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         dtype=args.dtype,
     )
     try:
-        result = synthesize(
-            args.out, config, _prompt_builder(args), progress=not args.no_progress
-        )
+        result = synthesize(args.out, config, _prompt_builder(args), progress=not args.no_progress)
     except (MatbenchError, FileNotFoundError) as err:
         print(f"matbench synth materials: error: {err}", file=sys.stderr)
         hint = getattr(err, "hint", "")

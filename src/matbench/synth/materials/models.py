@@ -127,7 +127,9 @@ class ImageGenerator:
         self.pipe.set_progress_bar_config(disable=True)
         self.model_id = model_identity(model)
 
-    def __call__(self, prompts: Sequence[str], seeds: Sequence[int]) -> tuple[list[Image.Image], list[bool]]:
+    def __call__(
+        self, prompts: Sequence[str], seeds: Sequence[int]
+    ) -> tuple[list[Image.Image], list[bool]]:
         """The images of ``prompts`` (one seed each) and, per image, whether the pipeline's
         safety checker flagged it (False for pipelines without one)."""
         s = self.settings
@@ -207,7 +209,9 @@ class ObjectGrounder:
     @torch.inference_mode()
     def detect(self, images: Sequence[Image.Image], queries: Sequence[str]) -> list[Grounding]:
         """The best box (pixels, ``x0, y0, x1, y1``) and its score for each image's query."""
-        inputs = self.processor(images=list(images), text=list(queries), return_tensors="pt", padding=True)
+        inputs = self.processor(
+            images=list(images), text=list(queries), return_tensors="pt", padding=True
+        )
         inputs = {
             k: v.to(self.device, self.dtype) if v.is_floating_point() else v.to(self.device)
             for k, v in inputs.items()
@@ -229,7 +233,9 @@ class ObjectGrounder:
         ]
 
     @torch.inference_mode()
-    def segment(self, images: Sequence[Image.Image], boxes: Sequence[Sequence[float]]) -> list[np.ndarray]:
+    def segment(
+        self, images: Sequence[Image.Image], boxes: Sequence[Sequence[float]]
+    ) -> list[np.ndarray]:
         """SAM's mask (bool H x W) in each image's box; the images must share one size."""
         if not images:
             return []

@@ -184,7 +184,9 @@ def _save_atomic(image: Image.Image, path: Path, **kwargs: Any) -> None:
     os.replace(tmp, path)
 
 
-def _run_settings(config: SynthConfig, models: dict[str, str], prompts_sha256: str) -> dict[str, Any]:
+def _run_settings(
+    config: SynthConfig, models: dict[str, str], prompts_sha256: str
+) -> dict[str, Any]:
     settings = asdict(config)
     settings.pop("diffusion")
     settings.update(asdict(config.diffusion))
@@ -232,8 +234,15 @@ class _Labeller:
     """Detects, segments and writes the batches that the generator hands over, in order, in
     a thread of its own; records each batch in the manifest once its files are written."""
 
-    def __init__(self, out: Path, grounder: Any, config: SynthConfig, models: dict[str, str],
-                 store: AnswerStore, bar: Any) -> None:
+    def __init__(
+        self,
+        out: Path,
+        grounder: Any,
+        config: SynthConfig,
+        models: dict[str, str],
+        store: AnswerStore,
+        bar: Any,
+    ) -> None:
         self.out, self.grounder, self.config, self.models = out, grounder, config, models
         self.store, self.bar = store, bar
         self.queue: queue.Queue[Any] = queue.Queue(maxsize=2)
@@ -272,7 +281,9 @@ class _Labeller:
             except BaseException as err:  # noqa: BLE001 - handed to the main thread
                 self.error = err
 
-    def label(self, jobs: Sequence[Job], images: Sequence[Image.Image], flagged: Sequence[bool]) -> list[dict[str, Any]]:
+    def label(
+        self, jobs: Sequence[Job], images: Sequence[Image.Image], flagged: Sequence[bool]
+    ) -> list[dict[str, Any]]:
         c = self.config
         found = self.grounder.detect(images, [j.prompt["query"] for j in jobs])
         ask = [i for i, g in enumerate(found) if g.score >= c.box_threshold and not flagged[i]]
@@ -312,8 +323,12 @@ class _Labeller:
             if reason is None:
                 image_path = Path("image") / job.class_name / f"{job.stem}.jpg"
                 mask_path = Path("mask") / job.class_name / f"{job.stem}.png"
-                _save_atomic(image.convert("RGB"), self.out / image_path, format="JPEG",
-                             quality=c.jpeg_quality)
+                _save_atomic(
+                    image.convert("RGB"),
+                    self.out / image_path,
+                    format="JPEG",
+                    quality=c.jpeg_quality,
+                )
                 mask_image = Image.fromarray(grounding.mask.astype(np.uint8) * 255)
                 _save_atomic(mask_image, self.out / mask_path, format="PNG")
                 record.update(image=image_path.as_posix(), mask=mask_path.as_posix())
@@ -369,8 +384,9 @@ def synthesize(
     if generator is None:
         generator = ImageGenerator(config.model, config.diffusion, device, dtype)
     if grounder is None:
-        grounder = ObjectGrounder(config.detector, config.segmenter, device, dtype,
-                                  config.segmenter_kind)
+        grounder = ObjectGrounder(
+            config.detector, config.segmenter, device, dtype, config.segmenter_kind
+        )
     models = {
         "model_id": generator.model_id,
         "detector_id": grounder.detector_id,
@@ -397,8 +413,9 @@ def synthesize(
             try:
                 for start_at in range(0, len(jobs), config.batch_size):
                     batch = jobs[start_at : start_at + config.batch_size]
-                    images, flagged = generator([j.prompt["text"] for j in batch],
-                                                [j.seed for j in batch])
+                    images, flagged = generator(
+                        [j.prompt["text"] for j in batch], [j.seed for j in batch]
+                    )
                     gen_bar.update(len(batch))
                     labeller.put((batch, images, flagged))
             finally:

@@ -97,8 +97,7 @@ def _read_pairs(text: str, source: str) -> list[tuple[str, str]]:
             raise FileContentError(source, f"not valid JSON ({err})") from err
         rows = data.get("pairs") if isinstance(data, dict) else data
         if not isinstance(rows, list) or not all(
-            isinstance(r, list) and len(r) == 2 and all(isinstance(x, str) for x in r)
-            for r in rows
+            isinstance(r, list) and len(r) == 2 and all(isinstance(x, str) for x in r) for r in rows
         ):
             raise FileContentError(source, "expected 'pairs': a list of [object, material]")
         return [(_normalise(o), _normalise(m)) for o, m in rows]
@@ -116,7 +115,9 @@ def _read_pairs(text: str, source: str) -> list[tuple[str, str]]:
     return pairs
 
 
-def load_deny_list(extra: Sequence[str | Path] = (), packaged: bool = True) -> list[tuple[str, str]]:
+def load_deny_list(
+    extra: Sequence[str | Path] = (), packaged: bool = True
+) -> list[tuple[str, str]]:
     """The impossible (object, material) pairs: the packaged list plus the user's files."""
     pairs: list[tuple[str, str]] = []
     if packaged:

@@ -13,8 +13,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from matbench.results import atomic_write_text, package_versions
-from matbench.synth.materials.prompts import FILTER_FILE
 from matbench.synth.materials.pipeline import CONTACT_SHEET, IMAGE_DROP_REASONS, SUMMARY
+from matbench.synth.materials.prompts import FILTER_FILE
 
 #: Side of one contact-sheet tile, and kept samples shown per class.
 TILE = 160
@@ -71,7 +71,10 @@ def _tile(image_path: Path, mask_path: Path, caption: str) -> Image.Image:
     pixels = np.asarray(image, dtype=np.float32)
     pixels[mask] = 0.55 * pixels[mask] + 0.45 * _OVERLAY
     # the mask outline, so the region reads even where the tint is faint
-    edge = mask ^ np.pad(mask, 1, mode="edge")[1:-1, 2:] | mask ^ np.pad(mask, 1, mode="edge")[2:, 1:-1]
+    edge = (
+        mask ^ np.pad(mask, 1, mode="edge")[1:-1, 2:]
+        | mask ^ np.pad(mask, 1, mode="edge")[2:, 1:-1]
+    )
     pixels[edge] = _OVERLAY
     tile = Image.fromarray(pixels.clip(0, 255).astype(np.uint8))
     draw = ImageDraw.Draw(tile)
@@ -80,12 +83,18 @@ def _tile(image_path: Path, mask_path: Path, caption: str) -> Image.Image:
     return tile
 
 
-def contact_sheet(out: Path, records: Iterable[dict[str, Any]], classes: Sequence[str]) -> Image.Image:
+def contact_sheet(
+    out: Path, records: Iterable[dict[str, Any]], classes: Sequence[str]
+) -> Image.Image:
     """One row per class: its name, then its first kept samples with the mask tinted red and
     outlined, captioned with the object and the detection score."""
     kept: dict[str, list[dict[str, Any]]] = {c: [] for c in classes}
     for r in sorted(records, key=lambda r: (r["class"], r["index"])):
-        if r["status"] == "kept" and r["class"] in kept and len(kept[r["class"]]) < SAMPLES_PER_CLASS:
+        if (
+            r["status"] == "kept"
+            and r["class"] in kept
+            and len(kept[r["class"]]) < SAMPLES_PER_CLASS
+        ):
             kept[r["class"]].append(r)
     label_width = 90
     sheet = Image.new(
