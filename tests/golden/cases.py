@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from matbench.cli import main
+from tests.data.dms.data import make as make_dms
 from tests.data.fgovd.data import make as make_fgovd
 from tests.data.fmd.data import make as make_fmd
 from tests.data.lvis_materials.data import make as make_lvis
@@ -80,6 +81,10 @@ def _fmd(root: Path) -> list[str]:
 
 def _lvis(root: Path) -> list[str]:
     return [f"--data.root={make_lvis(root)}"]
+
+
+def _dms(root: Path) -> list[str]:
+    return [f"--data.root={make_dms(root / 'DMS_v1', per_split=3, size=(70, 50))}"]
 
 
 def _fgovd(root: Path) -> list[str]:
@@ -158,6 +163,20 @@ CASES = {
                 "--data.descriptions=null",
             ],
             fit=["--trainer.max_epochs=2", *CONSTANT_LR],
+        ),
+        Case(
+            "dense_dms_deeplab",
+            "dense/dms_resnet50.yaml",
+            _dms,
+            [
+                "--model.backbone=tu-test_resnet",
+                "--model.weights=null",
+                "--model.inference_size=48",
+                "--data.image_size=32",
+                "--data.batch_size=2",
+                "--data.num_workers=0",
+            ],
+            fit=["--trainer.max_epochs=2", "--model.lr=1e-3", *CONSTANT_LR],
         ),
         Case(
             "clip_lvis",

@@ -199,7 +199,29 @@ def segmentation(pred_batches, target_batches, num_classes, ignore_index=255) ->
         "mean_class_accuracy": _mean([accs[k] for k in present]),
         "miou": _mean([ious[k] for k in present]),
         "per_class_iou": ious,
+        "per_class_accuracy": accs,
         "confusion_matrix": confusion,
+        "dms_script": dms_evaluation_script(confusion),
+    }
+
+
+def dms_evaluation_script(confusion) -> dict:
+    """The closing formulas of the DMS release's ``evaluation.py`` (apple/ml-dms-dataset),
+    written out with numpy as it does: note the 1e-9 guards and absent classes as 0."""
+    import numpy as np
+
+    cm = np.asarray(confusion, dtype=np.float64)
+    pixel_acc = np.diag(cm).sum() / (cm.sum() + 1e-9)
+    per_class_acc = np.diag(cm) / (cm.sum(axis=1) + 1e-9)
+    macc = per_class_acc.sum() / ((np.sum(cm, axis=1) > 0).sum() + 1e-9)
+    per_class_iou = np.diag(cm) / (np.sum(cm, axis=1) + np.sum(cm, axis=0) - np.diag(cm) + 1e-9)
+    miou = per_class_iou.sum() / ((np.sum(cm, axis=1) > 0).sum() + 1e-9)
+    return {
+        "pixel_accuracy": pixel_acc,
+        "mean_class_accuracy": macc,
+        "miou": miou,
+        "per_class_accuracy": per_class_acc.tolist(),
+        "per_class_iou": per_class_iou.tolist(),
     }
 
 

@@ -70,6 +70,19 @@ def test_matches_loop_reference(
     reference.assert_close(metric.compute(), expected, tol=1e-12)
 
 
+def test_dms_script_values_on_a_hand_worked_case() -> None:
+    # Class 2 is predicted but absent from the ground truth: 0 in the script's lists, NaN in
+    # ours; both means are over the 2 present classes.
+    target = torch.tensor([[[0, 0, 1, 1]]])
+    preds = torch.tensor([[[0, 2, 1, 1]]])
+    result = segmentation_metrics(preds, target, num_classes=3)
+    script = result["dms_script"]
+    assert math.isnan(result["per_class_iou"][2]) and script["per_class_iou"][2] == 0.0
+    assert script["miou"] == pytest.approx(result["miou"]) == pytest.approx((1 / 2 + 1) / 2)
+    assert script["mean_class_accuracy"] == pytest.approx((1 / 2 + 1) / 2)
+    assert script["pixel_accuracy"] == pytest.approx(3 / 4)
+
+
 def test_logits_are_argmaxed() -> None:
     preds, targets = _batches(4, 6, 255)
     gen = torch.Generator().manual_seed(0)

@@ -206,13 +206,18 @@ class BaseDataModule(L.LightningDataModule):
             batch_size=self.batch_size if train else self.eval_batch_size,
             sampler=sampler,
             num_workers=self.num_workers,
-            collate_fn=self.collate_fn,
+            collate_fn=self.loader_collate_fn(train),
             # Training workers start afresh each epoch, seeded from (seed, epoch, rank), so
             # their augmentations do not depend on how many epochs this process has run.
             persistent_workers=self.num_workers > 0 and not train,
             generator=generator,
             drop_last=False,
         )
+
+    def loader_collate_fn(self, train: bool) -> Callable[[list[Any]], Any]:
+        """The collate function of the training (``train``) or evaluation loaders:
+        :attr:`collate_fn` for both unless a datamodule batches them differently."""
+        return self.collate_fn
 
     def stage_datasets(self, stage: str) -> list[Dataset]:
         """The datasets of a stage (``train``, ``val``, ``test``, ``predict``) that exist:

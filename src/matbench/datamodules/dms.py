@@ -38,6 +38,10 @@ class DMSDataModule(BaseDataModule):
             once (:class:`~matbench.datamodules.sampler.GroupedSampler`).
         index_cache: Folder of cached region statistics; ``"auto"`` =
             ``$MATBENCH_CACHE_DIR/index``; None = read every label map on every run.
+        eval_full_size: Dense mode: validation, test and predict samples keep their own size
+            (``image_size`` then applies to training only), so that a segmenter is scored on
+            the full-resolution label maps as the official evaluation does; their batches
+            are lists.
     """
 
     def __init__(
@@ -56,6 +60,7 @@ class DMSDataModule(BaseDataModule):
         label_space: str | None = None,
         group_by_image: bool = False,
         index_cache: str | None = "auto",
+        eval_full_size: bool = False,
     ) -> None:
         super().__init__(batch_size, num_workers, eval_batch_size)
         self.save_hyperparameters()
@@ -65,7 +70,14 @@ class DMSDataModule(BaseDataModule):
         self.root = root
         self.test_split = test_split
         self.augment = augment
+        if eval_full_size and mode != "dense":
+            raise ValueError("eval_full_size needs mode='dense' (region samples are resized)")
         self.collate_fn = feature_collate if image_size is not None else list_collate
+
+    def loader_collate_fn(self, train: bool) -> Any:
+        if self.hparams.get("eval_full_size") and not train:
+            return list_collate
+        return self.collate_fn
 
     @property
     def class_names(self) -> list[str]:
@@ -92,7 +104,7 @@ class DMSDataModule(BaseDataModule):
             split=split,
             mode=h.mode,
             min_pixels=h.min_pixels,
-            image_size=h.image_size,
+            image_size=None if (h.get("eval_full_size") and not train) else h.image_size,
             descriptions=h.descriptions,
             on_label_leak=h.on_label_leak,
             transforms=RandomHorizontalFlip() if (train and self.augment) else None,

@@ -2,6 +2,7 @@
 
 from matbench.tasks.base import BaseTask
 from matbench.tasks.clip import ClipMaterialTask, ZeroShotTask
+from matbench.tasks.dense import DenseMaterialTask
 from matbench.tasks.fgovd import FineGrainedMatchingTask
 from matbench.tasks.matseg import MatSegTask
 from matbench.tasks.prompted import PromptedMatSegTask
@@ -10,6 +11,7 @@ from matbench.tasks.two_stream import TwoStreamTask
 __all__ = [
     "BaseTask",
     "ClipMaterialTask",
+    "DenseMaterialTask",
     "FineGrainedMatchingTask",
     "ZeroShotTask",
     "MatSegTask",

@@ -4,6 +4,10 @@ One confusion matrix (rows = ground truth, columns = prediction) over every pixe
 truth is not ``ignore_index``. From it: pixel accuracy; per-class accuracy and IoU; mean class
 accuracy and mIoU averaged **only over classes that have ground-truth pixels** (classes without
 ground-truth pixels get NaN per-class values and do not enter the means).
+
+The release's ``evaluation.py`` writes the same means, but reports absent classes as 0 in its
+per-class lists (its divisions carry a ``1e-9``); ``dms_script`` holds its values exactly as
+that script computes them, so a results JSON can be compared with its output line by line.
 """
 
 from __future__ import annotations
@@ -138,7 +142,27 @@ def segmentation_from_confusion(confusion: Tensor) -> dict[str, Any]:
         "mean_class_accuracy": float(class_acc[present].mean()) if any_present else math.nan,
         "miou": float(iou[present].mean()) if any_present else math.nan,
         "per_class_iou": iou.tolist(),
+        "per_class_accuracy": torch.where(present, class_acc, math.nan).tolist(),
         "confusion_matrix": confusion.tolist(),
+        "dms_script": _dms_script(confusion),
+    }
+
+
+def _dms_script(confusion: Tensor) -> dict[str, Any]:
+    """The metrics of the DMS release's ``evaluation.py`` from the same confusion matrix: its
+    ``1e-9`` guards, absent classes 0 in the per-class lists, means over present classes."""
+    c = confusion.double()
+    diag, support, predicted = c.diagonal(), c.sum(1), c.sum(0)
+    eps = 1e-9
+    present = float((support > 0).sum())
+    per_class_acc = diag / (support + eps)
+    per_class_iou = diag / (support + predicted - diag + eps)
+    return {
+        "pixel_accuracy": float(diag.sum() / (c.sum() + eps)),
+        "mean_class_accuracy": float(per_class_acc.sum() / (present + eps)),
+        "miou": float(per_class_iou.sum() / (present + eps)),
+        "per_class_accuracy": per_class_acc.tolist(),
+        "per_class_iou": per_class_iou.tolist(),
     }
 
 
@@ -155,8 +179,9 @@ def segmentation_metrics(
 
     Returns:
         ``pixel_accuracy``, ``mean_class_accuracy``, ``miou`` (floats, NaN when no pixel is
-        evaluated), ``per_class_iou`` (list, NaN for classes without ground-truth pixels) and
-        ``confusion_matrix`` (list of lists, rows = target).
+        evaluated), ``per_class_iou`` and ``per_class_accuracy`` (lists, NaN for classes without
+        ground-truth pixels), ``confusion_matrix`` (list of lists, rows = target) and
+        ``dms_script`` (the release script's values, see the module docstring).
     """
     check_num_classes(num_classes)
     check_ignore_index(ignore_index)
