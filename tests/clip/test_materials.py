@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
 import pytest
 
+import matbench
 from matbench.cli import main
 from matbench.datasets.errors import DatasetFormatError
-from matbench.materials.prior import assign, build_prior, load_prior
+from matbench.materials.prior import (
+    assign,
+    build_prior,
+    load_prior,
+    load_rules,
+    read_rules,
+    remap_materials,
+)
 from matbench.materials.sidecar import (
     MaterialLabel,
     build_sidecar,
@@ -85,12 +94,67 @@ def test_packaged_prior_table() -> None:
         "beer_bottle": "glass",
         "bicycle": "metal",
         "sweater": "wool",
-        "banana": "fruit",
+        "banana": "food",  # the rules say "fruit", remapped to DMS46's Food
         "duck": "feather",
     }
     for name, material in expected.items():
         assert categories[name]["materials"][0] == material, name
     assert "person" in unknown
+    # No kind-of-object label is left; remapped entries keep the rules' own labels.
+    rules = load_rules()
+    used = {m for entry in categories.values() for m in entry["materials"]}
+    assert not used & set(rules.remap) and {"food", "fur"} <= used
+    assert categories["banana"]["remapped_from"] == ["fruit"]
+    assert categories["asparagus"]["remapped_from"] == ["vegetable"]
+    for entry in categories.values():
+        if "remapped_from" in entry:
+            assert entry["materials"] == remap_materials(entry["remapped_from"], rules)
+
+
+#: SHA-256 of the table that the rules produced when they were still Python literals in
+#: materials/prior.py (commit c6f2b18's lvis_material_prior.json, sorted-key JSON).
+OLD_CODE_TABLE_SHA256 = "20d179e01ace1989d51c1b2c9fdfaf173c80f8ef6ffd2e6ba1dc6b26c4870dca"
+
+
+def test_rules_file_reproduces_the_old_code(shared_data: Path) -> None:
+    path = shared_data / "lvis" / "lvis_v1_categories.json"
+    if not path.is_file():
+        pytest.skip(f"{path} not found")
+    categories = json.loads(path.read_text())
+    raw = build_prior(categories, remap=False)
+    assert hashlib.sha256(json.dumps(raw, sort_keys=True).encode()).hexdigest() == (
+        OLD_CODE_TABLE_SHA256
+    )
+    remapped = build_prior(categories)
+    changed = {
+        name
+        for name, entry in raw["categories"].items()
+        if entry["materials"] != remapped["categories"][name]["materials"]
+    }
+    # Only the documented remaps differ: entries with "fruit" or "vegetable".
+    assert changed == {
+        name
+        for name, entry in raw["categories"].items()
+        if {"fruit", "vegetable"} & set(entry["materials"])
+    }
+    assert len(changed) == 50
+
+
+def test_rules_file_errors(tmp_path: Path) -> None:
+    path = tmp_path / "rules.json"
+    data = json.loads(
+        (Path(matbench.__file__).parent / "data" / "lvis_prior_rules.json").read_text()
+    )
+    data["kind_words"]["berry"] = "berries"
+    path.write_text(json.dumps(data))
+    with pytest.raises(
+        DatasetFormatError, match=r"rules.json: .*not vocabulary materials: \['berries'\]"
+    ):
+        read_rules(path)
+    del data["head_nouns"]
+    path.write_text(json.dumps(data))
+    with pytest.raises(DatasetFormatError, match="rules.json: missing or malformed table"):
+        read_rules(path)
 
 
 def test_prior_rules_and_rebuild(shared_data: Path, tmp_path: Path) -> None:
