@@ -41,6 +41,37 @@ def merge_shards(paths: list[Path]) -> dict[str, np.ndarray]:
     return {"embeddings": embeddings[order], "keys": keys[order], "index": index[keep]}
 
 
+class PerSampleWriter(BasePredictionWriter):
+    """Writes one file per predicted sample into ``output_dir`` as each batch ends (every rank
+    its own samples: nothing to merge). ``predict_step`` returns a list of dicts with a
+    ``key``; subclasses write each one in :meth:`write_item`.
+
+    Args:
+        output_dir: Folder of the files (created).
+    """
+
+    def __init__(self, output_dir: str | Path) -> None:
+        super().__init__(write_interval="batch")
+        self.output_dir = Path(output_dir)
+
+    def write_item(self, item: dict[str, Any], pl_module: L.LightningModule) -> None:
+        raise NotImplementedError
+
+    def write_on_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        prediction: list[dict[str, Any]],
+        batch_indices: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        for item in prediction:
+            self.write_item(item, pl_module)
+
+
 class EmbeddingWriter(BasePredictionWriter):
     """Collect ``predict_step`` outputs (``embeddings``, ``keys``, ``index``) and write them.
 

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import BasePredictionWriter
 from PIL import Image
 from torch import Tensor
 from torchmetrics import Metric
@@ -20,6 +18,7 @@ from matbench.models.segmentation import (
     resized_scores,
     sliding_scores,
 )
+from matbench.prediction import PerSampleWriter
 from matbench.tasks.base import BaseTask
 
 
@@ -33,7 +32,7 @@ def train_ids_to_dms(label_map: np.ndarray, num_classes: int) -> np.ndarray:
     return np.asarray(DMS46_INDICES, dtype=np.uint8)[label_map]
 
 
-class LabelMapWriter(BasePredictionWriter):
+class LabelMapWriter(PerSampleWriter):
     """Writes each predicted label map as ``<output_dir>/<key>.png`` (key ``<split>/<stem>``),
     single channel, at the image's own size: DMS taxonomy indices for DMS46 models (the
     release's label format, readable by :func:`matbench.datasets.dms.read_label`), the
@@ -43,25 +42,11 @@ class LabelMapWriter(BasePredictionWriter):
         output_dir: Folder of the PNG files (created).
     """
 
-    def __init__(self, output_dir: str | Path) -> None:
-        super().__init__(write_interval="batch")
-        self.output_dir = Path(output_dir)
-
-    def write_on_batch_end(
-        self,
-        trainer: Any,
-        pl_module: Any,
-        prediction: list[dict[str, Any]],
-        batch_indices: Any,
-        batch: Any,
-        batch_idx: int,
-        dataloader_idx: int = 0,
-    ) -> None:
-        for item in prediction:
-            path = self.output_dir / f"{item['key']}.png"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            labels = train_ids_to_dms(item["labels"], pl_module.hparams.num_classes)
-            Image.fromarray(labels, mode="L").save(path)
+    def write_item(self, item: dict[str, Any], pl_module: Any) -> None:
+        path = self.output_dir / f"{item['key']}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        labels = train_ids_to_dms(item["labels"], pl_module.hparams.num_classes)
+        Image.fromarray(labels, mode="L").save(path)
 
 
 class DenseMaterialTask(BaseTask):
@@ -133,6 +118,18 @@ class DenseMaterialTask(BaseTask):
         self.model = build_segmenter(
             hp.model, hp.backbone, hp.weights, hp.get("config"), hp.num_classes
         )
+
+    def setup(self, stage: str) -> None:
+        # Label ids beyond the model's classes would fail deep in the metric: say it here.
+        datamodule = self.trainer.datamodule if self._trainer is not None else None
+        names = getattr(datamodule, "class_names", None)
+        if names is not None and len(names) != self.hparams.num_classes:
+            raise ConfigError(
+                f"DenseMaterialTask has num_classes={self.hparams.num_classes} but the label "
+                f"maps of {type(datamodule).__name__} ('{datamodule.hparams.get('root')}') have "
+                f"{len(names)} classes",
+                hint=f"set --model.num_classes {len(names)}",
+            )
 
     @property
     def model_name(self) -> str:

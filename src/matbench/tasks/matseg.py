@@ -4,19 +4,18 @@ evaluated on the point benchmark with the triplet metric."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.callbacks import BasePredictionWriter
 from torch import Tensor
 from torchmetrics import Metric
 
 from matbench.metrics import MatSegMetrics
 from matbench.metrics.region_iou import DEFAULT_THRESHOLDS, RegionIoU
 from matbench.models.matseg import build_descriptor_model
+from matbench.prediction import PerSampleWriter
 from matbench.prompts import PromptRule, region_prompt
 from matbench.tasks.base import BaseTask
 
@@ -139,7 +138,7 @@ def point_descriptors(descriptors: Tensor, points: Tensor) -> Tensor:
     return F.normalize(torch.stack(out), dim=1)
 
 
-class MatSegPredictionWriter(BasePredictionWriter):
+class MatSegPredictionWriter(PerSampleWriter):
     """Writes one ``<key>.npz`` per predicted sample into ``output_dir``.
 
     Each file holds ``descriptors`` (D, H, W) float16 when the task writes maps, and
@@ -150,25 +149,10 @@ class MatSegPredictionWriter(BasePredictionWriter):
         output_dir: Folder of the ``.npz`` files (created).
     """
 
-    def __init__(self, output_dir: str | Path) -> None:
-        super().__init__(write_interval="batch")
-        self.output_dir = Path(output_dir)
-
-    def write_on_batch_end(
-        self,
-        trainer: Any,
-        pl_module: Any,
-        prediction: list[dict[str, Any]],
-        batch_indices: Any,
-        batch: Any,
-        batch_idx: int,
-        dataloader_idx: int = 0,
-    ) -> None:
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        for item in prediction:
-            key = str(item["key"]).replace("/", "_")
-            arrays = {k: v for k, v in item.items() if k != "key"}
-            np.savez_compressed(self.output_dir / f"{key}.npz", **arrays)
+    def write_item(self, item: dict[str, Any], pl_module: Any) -> None:
+        key = str(item["key"]).replace("/", "_")
+        arrays = {k: v for k, v in item.items() if k != "key"}
+        np.savez_compressed(self.output_dir / f"{key}.npz", **arrays)
 
 
 class MatSegTask(BaseTask):
