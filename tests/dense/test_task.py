@@ -106,9 +106,7 @@ def test_sliding_windows_cover_and_average() -> None:
         sliding_scores(_Colours(), image, size=40, window=8, stride=9)
 
 
-def test_bad_settings(
-    dms_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_bad_settings(dms_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     args = _args("dms_resnet50.yaml", dms_root, tmp_path, "--model.backbone=tu-test_resnet")
     with pytest.raises(SystemExit):
         main(["fit", *args, "--data.image_size=null", "--trainer.fast_dev_run=1"])
