@@ -207,9 +207,58 @@ def add_primitive(kind):
     else:
         raise ValueError(f"unknown primitive {kind!r}; expected one of {PRIMITIVES}")
     obj = bpy.context.active_object
+    canonical_topology(obj)
     if not obj.data.uv_layers:
         _smart_uv(obj)
     return obj
+
+
+def canonical_topology(obj):
+    """Rebuild the mesh of ``obj`` with its vertices, faces and loops in a canonical order.
+
+    Blender does not build every mesh in the same order in every process: the UV sphere
+    primitive (Blender 4.4) comes out with its edges, faces and loops in a different order
+    each run, and subdivision and displacement of it then give other vertex orders and last-bit
+    differences, so a scene would not render byte-identically. Vertices are sorted by position
+    (ties by index), each face starts at its lowest vertex (orientation kept), faces are sorted
+    by their vertex lists, and the active UV map follows its loops.
+    """
+    mesh = obj.data
+    n_vertices, n_loops, n_faces = len(mesh.vertices), len(mesh.loops), len(mesh.polygons)
+    coords = array("f", bytes(12 * n_vertices))
+    mesh.vertices.foreach_get("co", coords)
+    loop_vertex = array("i", bytes(4 * n_loops))
+    mesh.loops.foreach_get("vertex_index", loop_vertex)
+    starts = array("i", bytes(4 * n_faces))
+    mesh.polygons.foreach_get("loop_start", starts)
+    totals = array("i", bytes(4 * n_faces))
+    mesh.polygons.foreach_get("loop_total", totals)
+    uv_layer = mesh.uv_layers.active
+    uvs = array("f", bytes(8 * n_loops))
+    if uv_layer is not None:
+        uv_layer.data.foreach_get("uv", uvs)
+    points = [tuple(coords[3 * i : 3 * i + 3]) for i in range(n_vertices)]
+    order = sorted(range(n_vertices), key=lambda i: (points[i], i))
+    rank = [0] * n_vertices
+    for new_index, old_index in enumerate(order):
+        rank[old_index] = new_index
+    faces = []
+    for start, total in zip(starts, totals, strict=True):
+        loops = [start + j for j in range(total)]
+        first = min(range(total), key=lambda j: rank[loop_vertex[loops[j]]])
+        loops = loops[first:] + loops[:first]
+        faces.append(([rank[loop_vertex[k]] for k in loops], loops))
+    faces.sort(key=lambda face: face[0])
+    rebuilt = bpy.data.meshes.new(mesh.name)
+    rebuilt.from_pydata([points[i] for i in order], [], [vertices for vertices, _ in faces])
+    if uv_layer is not None:
+        layer = rebuilt.uv_layers.new(name=uv_layer.name)
+        layer.data.foreach_set(
+            "uv", [uvs[2 * k + c] for _, loops in faces for k in loops for c in (0, 1)]
+        )
+    rebuilt.update()
+    obj.data = rebuilt
+    bpy.data.meshes.remove(mesh)
 
 
 def _smart_uv(obj):
@@ -257,6 +306,7 @@ def import_mesh(path):
     for vertex in obj.data.vertices:
         vertex.co = (vertex.co - centre) / radius
     obj.data.materials.clear()
+    canonical_topology(obj)
     _smart_uv(obj)
     return obj
 

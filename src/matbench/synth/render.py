@@ -507,8 +507,9 @@ def quantise_masks(weights: np.ndarray) -> list[np.ndarray]:
 
 
 def _portable(spec: dict[str, Any], work: Path) -> dict[str, Any]:
-    """The spec for ``scene.json``: temporary paths shortened to their file names."""
-    text = json.dumps({k: v for k, v in spec.items() if k != "out_dir"})
+    """The spec for ``scene.json``: temporary paths shortened to their file names; how the run
+    was spread over processes (the thread count) is left out, as it does not change the scene."""
+    text = json.dumps({k: v for k, v in spec.items() if k not in ("out_dir", "threads")})
     return json.loads(text.replace(str(work) + os.sep, ""))
 
 
