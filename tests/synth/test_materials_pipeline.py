@@ -26,6 +26,7 @@ from matbench.synth.materials.pipeline import (  # noqa: E402
 from matbench.synth.materials.prompts import DEFAULT_TEMPLATE, PromptList, Triplet  # noqa: E402
 from matbench.vlm.store import AnswerStore  # noqa: E402
 from tests.synth.tiny_generate import make_tiny_grounding_dino, make_tiny_sd, write_sam  # noqa: E402
+from tests.vlm.server import chat_server  # noqa: E402
 
 CLASSES = ["ceramic", "metal", "wood"]  # a subset of classes21, so its config trains on them
 TRIPLETS = [
@@ -142,23 +143,40 @@ def test_sam_box_prompts_batched_and_scaled_like_the_processor(built) -> None:
 
 @pytest.mark.slow
 def test_cli_run_layout_manifest_report_and_training(
-    tiny: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tiny: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """The command line end to end (triplets from a file, the packaged deny list at work),
-    then `matbench fit` of configs/two_stream/synthetic.yaml on the output for one step."""
-    triplets = tmp_path / "triplets.jsonl"
-    extra = [{"object": "sponge", "material": "metal", "detail": "shiny"}]
-    triplets.write_text("".join(json.dumps(t) + "\n" for t in TRIPLETS + extra))
+    """The command line end to end (triplets from a language model behind a local
+    OpenAI-compatible endpoint, the packaged deny list at work), then `matbench fit` of
+    configs/two_stream/synthetic.yaml on the output for one step."""
+    answers = {
+        c: [f"{t['object']} | {t['detail']}" for t in TRIPLETS if t["material"] == c]
+        for c in CLASSES
+    }
+    answers["metal"].insert(1, "sponge | shiny")  # denied: sponge, metal
+
+    def answer(text: str, images: list) -> str:
+        return "\n".join(next(a for c, a in answers.items() if f"made of {c}" in text))
+
+    monkeypatch.setenv("OPENAI_API_KEY", "test-key")
     space = tmp_path / "space.json"
     space.write_text(json.dumps({"name": "three", "classes": CLASSES}))
     out = tmp_path / "synthetic"
     args = [
-        "materials", "--out", str(out), "--prompts", str(triplets), "--label-space", str(space),
+        "materials", "--out", str(out), "--llm", "openai:gpt-test", "--label-space", str(space),
         "--model", str(tiny["sd"]), "--detector", str(tiny["gd"]), "--segmenter", str(tiny["sam"]),
         "--steps", "2", "--size", str(SIZE), "--per-class", "2", "--prompts-per-class", "2",
         "--box-threshold", "0", "--min-mask", "0", "--max-mask", "1", "--device", "cpu",
         "--no-progress",
     ]  # fmt: skip
+    with chat_server(answer) as server:
+        assert synth_main([*args, "--llm-base-url", server.url]) == 0
+        assert len(server.log) == 3
+    # a rerun reuses the written prompt list: no model is asked again
+    raw = [json.loads(line) for line in (out / "prompts_raw.jsonl").read_text().splitlines()]
+    assert [r["class"] for r in raw] == CLASSES
     assert synth_main(args) == 0
     for name in CLASSES:
         images = sorted(p.name for p in (out / "image" / name).iterdir())
@@ -188,6 +206,7 @@ def test_cli_run_layout_manifest_report_and_training(
 
     # a rerun with another diffusion setting would mix two datasets: refused, naming it
     assert synth_main([*args[:-1], "--steps", "3", "--no-progress"]) == 2
+    assert "steps: 2 -> 3" in capsys.readouterr().err
 
     from matbench.cli import main
 

@@ -142,6 +142,13 @@ def test_language_model_over_a_chat_endpoint(
     raw = [json.loads(line) for line in (tmp_path / "raw.jsonl").read_text().splitlines()]
     assert [r["class"] for r in raw] == CLASSES and raw[2]["answer"] == answers["wood"]
 
+    monkeypatch.setenv("OPENAI_API_KEY", "wrong-key")
+    with chat_server(answer) as server:
+        backend = build_backend("openai:gpt-test", base_url=server.url)
+        with pytest.raises(P.PromptError, match=r"failed for 3 classes.*'ceramic': HTTP 401"):
+            P.ask_language_model(backend, CLASSES, 5, tmp_path / "failed.jsonl")
+    assert "HTTP 401" in (tmp_path / "failed.jsonl").read_text()
+
 
 def test_tiny_causal_lm_answers_are_recorded_and_judged(tmp_path: Path) -> None:
     """A random LM writes no triplets: its answers are kept for the record and the prompt

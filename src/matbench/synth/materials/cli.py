@@ -135,7 +135,12 @@ def _prompt_builder(args: argparse.Namespace) -> Any:
             out = Path(args.out).expanduser()
             out.mkdir(parents=True, exist_ok=True)
             candidates, unparseable = P.ask_language_model(
-                backend, classes, args.prompts_per_class, out / P.RAW_FILE
+                backend,
+                classes,
+                args.prompts_per_class,
+                out / P.RAW_FILE,
+                batch_size=args.batch_size,
+                progress=not args.no_progress,
             )
             source = backend.model_id
         else:

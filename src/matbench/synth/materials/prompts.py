@@ -207,28 +207,50 @@ def read_triplet_file(path: str | Path) -> list[Triplet]:
 
 
 def ask_language_model(
-    backend: Any, classes: Sequence[str], n: int, raw_path: Path | None = None
+    backend: Any,
+    classes: Sequence[str],
+    n: int,
+    raw_path: Path | None = None,
+    batch_size: int = 4,
+    progress: bool = False,
 ) -> tuple[list[Triplet], int]:
     """Ask a :mod:`matbench.vlm` back end for ``n`` triplets of every class (one request per
-    class, batched); the answers are appended to ``raw_path`` (JSONL) for the record. Returns
-    the triplets and the number of answer lines that were not triplets; a failed request is
-    raised, naming the class."""
+    class, ``batch_size`` classes at a time, with a progress bar); the answers are written to
+    ``raw_path`` (JSONL) for the record. Returns the triplets and the number of answer lines
+    that were not triplets; a failed request is raised, naming the class."""
+    import sys
+
+    from tqdm import tqdm
+
     from matbench.vlm import Request
 
     requests = [Request(LLM_PROMPT.format(n=n, material=c), system=LLM_SYSTEM) for c in classes]
-    answers = backend.generate(requests)
+    answers = []
+    with tqdm(
+        total=len(requests), desc="prompts", unit="class", disable=not progress, file=sys.stderr
+    ) as bar:
+        for start in range(0, len(requests), batch_size):
+            answers += backend.generate(requests[start : start + batch_size])
+            bar.update(len(requests[start : start + batch_size]))
     triplets: list[Triplet] = []
     unparseable = 0
     raw = []
     for name, request, answer in zip(classes, requests, answers, strict=True):
-        if not answer.ok:
-            raise PromptError(f"the language model failed for class '{name}': {answer.error}")
+        raw.append(
+            {"class": name, "prompt": request.prompt, "answer": answer.text, "error": answer.error}
+        )
         found, bad = parse_answer(answer.text or "", name)
         triplets += found
         unparseable += bad
-        raw.append({"class": name, "prompt": request.prompt, "answer": answer.text})
     if raw_path is not None:
         atomic_write_text(raw_path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in raw))
+    failed = [r for r in raw if r["error"] is not None]
+    if failed:
+        raise PromptError(
+            f"the language model failed for {len(failed)} classes (first: "
+            f"'{failed[0]['class']}': {failed[0]['error']})"
+            + (f"; its answers are in {raw_path}" if raw_path is not None else "")
+        )
     return triplets, unparseable
 
 
