@@ -206,7 +206,8 @@ def test_cli_run_layout_manifest_report_and_training(
 
     # a rerun with another diffusion setting would mix two datasets: refused, naming it
     assert synth_main([*args[:-1], "--steps", "3", "--no-progress"]) == 2
-    assert "steps: 2 -> 3" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "steps: 2 -> 3" in err and "continuing with the prompt list" in err
 
     from matbench.cli import main
 
@@ -320,6 +321,16 @@ def test_a_killed_run_resumes_to_the_uninterrupted_result(
     assert {p: p.stat().st_mtime_ns for p in finished} == finished
     with pytest.raises(ResumeMismatchError, match="box_threshold"):
         synthesize(out, config(tiny, box_threshold=0.5), None, False, generator, grounder)
+
+
+def test_bad_device_and_model_are_named() -> None:
+    if not torch.cuda.is_available():
+        with pytest.raises(M.ModelLoadError, match="'cuda:7': no CUDA GPU"):
+            M.resolve_device("cuda:7")
+    with pytest.raises(M.ModelLoadError, match="'tpu9' is not a torch device"):
+        M.resolve_device("tpu9")
+    with pytest.raises(M.ModelLoadError, match="nowhere"):
+        M.ImageGenerator("/nowhere/sd", SETTINGS, torch.device("cpu"), torch.float32)
 
 
 def test_missing_extra_names_the_install_line(monkeypatch: pytest.MonkeyPatch) -> None:

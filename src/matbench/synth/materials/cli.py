@@ -181,6 +181,17 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         device=args.device,
         dtype=args.dtype,
     )
+    from pathlib import Path
+
+    from matbench.synth.materials.prompts import PROMPTS_FILE
+
+    written = Path(args.out).expanduser() / PROMPTS_FILE
+    if written.is_file() and (args.prompts or args.llm):
+        print(
+            f"matbench synth materials: continuing with the prompt list {written}; "
+            f"--prompts/--llm are not used (start a new --out for new prompts)",
+            file=sys.stderr,
+        )
     try:
         result = synthesize(args.out, config, _prompt_builder(args), progress=not args.no_progress)
     except (MatbenchError, FileNotFoundError) as err:
