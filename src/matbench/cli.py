@@ -6,6 +6,7 @@ before Lightning (seconds to import) is loaded.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import importlib
 import os
@@ -200,13 +201,23 @@ def main(args: Sequence[str] | None = None) -> Any:
         if suite_error:
             print(suite_error, file=sys.stderr)
             raise SystemExit(2)
+        from matbench import cli_help
+
+        recording = contextlib.nullcontext()
+        if cli_help.is_help_request(argv):
+            text = cli_help.lookup(argv)  # help without importing Lightning
+            if text is not None:
+                sys.stdout.write(text)
+                raise SystemExit(0)
+            recording = cli_help.recording(argv)
         from matbench.lightning_cli import run  # Lightning is imported only from here on
 
         # From the console LightningCLI reads sys.argv itself (args=None): no "args and argv"
         # warning; --debug is not one of its options, so it reads a copy without it.
         if args is None and "--debug" in sys.argv:
             sys.argv = [sys.argv[0], *argv]
-        cli = run(None if args is None else argv, epilog=_tools_epilog())
+        with recording:
+            cli = run(None if args is None else argv, epilog=_tools_epilog())
     except (Exception, KeyboardInterrupt) as err:
         known = known_error(err) if isinstance(err, Exception) else None
         if known is None or debug:

@@ -346,21 +346,35 @@ def quiet_lightning() -> None:
             logger.addFilter(_QuietFilter())
 
 
+#: Columns of the subcommands' help: fixed, so that the text does not depend on the terminal
+#: (it is shipped pre-generated, see `matbench.cli_help`).
+HELP_COLUMNS = 80
+
+
 class _HelpFormatter(DefaultHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Keeps the line breaks of the epilog that lists the other commands."""
+    """Keeps the line breaks of the epilog that lists the other commands; a fixed width."""
+
+    def __init__(self, prog: str, *args: Any, **kwargs: Any) -> None:
+        kwargs["width"] = HELP_COLUMNS - 2  # as argparse does for an 80-column terminal
+        super().__init__(prog, *args, **kwargs)
 
 
 def parser_kwargs(epilog: str) -> dict[str, Any]:
     """matbench's own descriptions for the main parser and each subcommand's ``--help``."""
+    import textwrap
+
     from matbench.cli import DESCRIPTION, LIGHTNING_COMMANDS
 
-    main = {"description": DESCRIPTION, "formatter_class": _HelpFormatter}
+    main = {"prog": "matbench", "description": DESCRIPTION, "formatter_class": _HelpFormatter}
     if epilog:
         main["epilog"] = epilog
     subcommands = {
         name: {
-            "description": f"matbench {name}: {help_}. Options come from the config files "
-            "(--config) and dotted overrides (--model.*, --data.*, --trainer.*).",
+            "description": textwrap.fill(
+                f"matbench {name}: {help_}. Options come from the config files (--config) "
+                "and dotted overrides (--model.*, --data.*, --trainer.*).",
+                HELP_COLUMNS - 2,
+            ),
             "formatter_class": _HelpFormatter,
         }
         for name, help_ in LIGHTNING_COMMANDS.items()

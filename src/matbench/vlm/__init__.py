@@ -15,6 +15,7 @@ A back end is named by a spec string:
 
 from __future__ import annotations
 
+import argparse
 from typing import Any
 
 from matbench.vlm.base import Backend, Generation, GenerationSettings, Request
@@ -27,6 +28,8 @@ __all__ = [
     "Generation",
     "GenerationSettings",
     "Request",
+    "add_model_arguments",
+    "backend_from_args",
     "build_backend",
 ]
 
@@ -67,3 +70,45 @@ def build_backend(
 
     cls: Any = TransformersVLM if kind == "hf" else TransformersLM
     return cls(name, settings, device=device, dtype=dtype)
+
+
+def add_model_arguments(
+    parser: argparse.ArgumentParser, max_new_tokens: int = 96, required: bool = True
+) -> None:
+    """The options that choose and run a back end (``--model``, decoding, device, endpoint),
+    shared by every command that asks a model; `backend_from_args` builds it from them.
+
+    Args:
+        parser: The command's parser.
+        max_new_tokens: The command's default answer length.
+        required: Whether ``--model`` must be given.
+    """
+    parser.add_argument(
+        "--model",
+        required=required,
+        help="back end: hf:<model>, hf-text:<model>, openai:<model>",
+    )
+    parser.add_argument("--max-new-tokens", type=int, default=max_new_tokens)
+    parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="hf back ends: torch device")
+    parser.add_argument("--dtype", default="float32", help="hf back ends: torch dtype")
+    parser.add_argument("--base-url", help="openai back end: API root")
+    parser.add_argument("--api-key-env", default="OPENAI_API_KEY")
+    parser.add_argument("--concurrency", type=int, default=4, help="openai: requests in flight")
+
+
+def backend_from_args(args: argparse.Namespace) -> Backend:
+    """The back end chosen by the options of `add_model_arguments`."""
+    settings = GenerationSettings(
+        max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed
+    )
+    return build_backend(
+        args.model,
+        settings,
+        device=args.device,
+        dtype=args.dtype,
+        base_url=args.base_url,
+        api_key_env=args.api_key_env,
+        concurrency=args.concurrency,
+    )

@@ -15,6 +15,9 @@ from typing import Any
 
 from PIL import Image
 
+#: How a region is shown to the model: outlined, set-of-marks label, or cropped.
+MARKERS = ("outline", "som", "crop")
+
 
 @dataclass
 class Request:

@@ -34,11 +34,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from matbench.results import atomic_write_text, package_versions, write_run
-from matbench.vlm.base import Backend, GenerationSettings, Request
-from matbench.vlm.regions import MARKERS, mask_sha256, pixels_sha256, region_view
+from matbench.vlm import add_model_arguments, backend_from_args
+from matbench.vlm.base import MARKERS, Backend, Request
 from matbench.vlm.store import AnswerStore, answer_id
 
 TASKS = ("describe", "classify")
@@ -259,6 +257,8 @@ def _prepare_region(
 ) -> tuple[RegionResult, dict[str, Any] | None, Request | None]:
     """Load one region and look its answer up; for a region still to ask, also its cache
     record and request. A region that cannot be loaded or shown gets an ``error``."""
+    from matbench.vlm.regions import mask_sha256, pixels_sha256, region_view
+
     result = RegionResult(key=_sample_key(dataset, index), label=-1)
     try:
         sample = dataset[index]
@@ -449,6 +449,8 @@ def classify_metrics(results: Sequence[RegionResult], classes: Sequence[str]) ->
     from matbench.metrics.functional.classification import confusion_metrics
 
     n = len(classes)
+    import torch
+
     confusion = torch.zeros(n, n + 1, dtype=torch.long)
     unparsed = failed = 0
     for r in results:
@@ -479,7 +481,7 @@ def main(argv: list[str]) -> int:
         "$OPENAI_API_KEY). Datamodule: --config <matbench config> and/or --data <class>, plus "
         "--data.<arg> <value> overrides, e.g. --data.root /data/fmd.",
     )
-    parser.add_argument("--model", required=True, help="back end: hf:<model>, openai:<model>")
+    add_model_arguments(parser)
     parser.add_argument("--config", help="a matbench config whose data: section gives the regions")
     parser.add_argument("--task", choices=TASKS, default="describe")
     parser.add_argument(
@@ -503,14 +505,6 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--cache", help="answers JSONL (default: <output stem>.cache.jsonl)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-side", type=int, default=768, help="longest side shown (px)")
-    parser.add_argument("--max-new-tokens", type=int, default=96)
-    parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtype", default="float32")
-    parser.add_argument("--base-url", help="openai back end: API root")
-    parser.add_argument("--api-key-env", default="OPENAI_API_KEY")
-    parser.add_argument("--concurrency", type=int, default=4, help="openai: requests in flight")
     parser.add_argument(
         "--no-retry-failed",
         action="store_true",
@@ -539,8 +533,6 @@ def main(argv: list[str]) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from matbench.vlm import build_backend
-
     start = time.perf_counter()
     output = Path(args.output).expanduser()
     prompts = load_prompts(args.prompts)
@@ -548,18 +540,7 @@ def _run(args: argparse.Namespace) -> int:
     regions = datamodule_regions(datamodule, args.splits)
     classes = class_names_of(regions[0][0])
     prompt = make_prompt(prompts, args.task, args.marker, classes)
-    settings = GenerationSettings(
-        max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed
-    )
-    backend = build_backend(
-        args.model,
-        settings,
-        device=args.device,
-        dtype=args.dtype,
-        base_url=args.base_url,
-        api_key_env=args.api_key_env,
-        concurrency=args.concurrency,
-    )
+    backend = backend_from_args(args)
     store = AnswerStore(args.cache or output.with_name(f"{output.stem}.cache.jsonl"))
     results = ask_regions(
         backend,

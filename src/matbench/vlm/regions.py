@@ -20,8 +20,8 @@ from scipy import ndimage
 from torch import Tensor
 
 from matbench.transforms import crop_object
+from matbench.vlm.base import MARKERS
 
-MARKERS = ("outline", "som", "crop")
 MARK_COLOR = (255, 0, 0)
 
 
