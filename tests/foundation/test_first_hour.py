@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -71,6 +72,55 @@ def test_unreachable_hub_fails_without_retries(monkeypatch: pytest.MonkeyPatch) 
     assert hub.HF_HUB_OFFLINE  # switched: no retries, later loads use the cache only
 
 
+#: The console script's path (``matbench`` = ``matbench.cli:main`` with ``sys.argv``), timed
+#: from after the imports to the exit.
+CONSOLE = """
+import atexit, sys, time
+start = time.perf_counter()
+import matbench.datamodules, matbench.lightning_cli, matbench.tasks
+from matbench.cli import main
+imported = time.perf_counter()
+atexit.register(lambda: print(f"timing {imported - start:.2f} {time.perf_counter() - imported:.2f}"))
+sys.argv = ["matbench", *sys.argv[1:]]
+main()
+"""
+
+
+def test_shipped_config_offline_end_to_end(fmd_root: Path, tmp_path: Path) -> None:
+    """The shipped FMD config as it is (DINOv2 and CLIP text weights from the hub), with a hub
+    that refuses connections and HF_HUB_OFFLINE unset: one error line within seconds."""
+    import socket
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    }
+    env["HF_ENDPOINT"] = f"http://127.0.0.1:{port}"
+    env["PYTHONPATH"] = os.pathsep.join(sys.path)
+    argv = ["fit", "--config", str(FMD_CONFIG), "--data.root", str(fmd_root)]
+    run = subprocess.run(
+        [sys.executable, "-c", CONSOLE, *argv, "--data.descriptions=null"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        env=env,
+    )
+    assert run.returncode == 2, run.stderr[-3000:]
+    errors = [line for line in run.stderr.splitlines() if line.startswith(("error:", "hint:"))]
+    assert errors[0].startswith("error: --model.weights 'timm': not in the local Hugging Face")
+    assert f"127.0.0.1:{port}" in errors[0] and "unreachable" in errors[0]
+    assert "--model.weights null" in errors[1] and "HF_HUB_OFFLINE=1" in errors[1]
+    assert "Traceback" not in run.stderr and len(run.stderr.splitlines()) < 10, run.stderr
+    imports, after = (float(t) for t in run.stdout.split("timing ")[1].split())
+    # after the imports (Lightning, the tasks): parse, data check, model build, one refused
+    # connection
+    assert after < 30, f"{after:.1f} s from the imports to the error (imports {imports:.1f} s)"
+    print(f"offline error: imports {imports:.2f} s, then {after:.2f} s to the error")
+
+
 def test_missing_and_wrong_weight_files(
     fmd_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -123,8 +173,7 @@ def test_help_typo_and_suite(tmp_path: Path, capsys: pytest.CaptureFixture[str])
 
 # -- 3. start-up: help and tools answer without importing torch or Lightning --------------------
 def test_help_and_tool_help_do_not_import_torch() -> None:
-    # `describe` (VLM descriptions) still imports torch at module level
-    tools = [name for name in TOOL_COMMANDS if name != "describe"]
+    tools = list(TOOL_COMMANDS)
     code = (
         "import sys, contextlib, io\n"
         "from matbench.cli import main\n"

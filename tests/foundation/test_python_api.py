@@ -179,3 +179,56 @@ def test_export_refuses_what_open_clip_cannot_hold(tmp_path: Path) -> None:
     task = ClipMaterialTask(model=TINY_CLIP, text_tower="minilm-random")
     with pytest.raises(ConfigError, match="open_clip's own text tower"):
         task.export_open_clip(tmp_path / "x.pt")
+
+
+def test_export_pushes_to_the_hub_and_loads_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`matbench export --push_to_hub` against a Hub on 127.0.0.1 (create repo, preupload,
+    LFS batch/PUT/verify for the weights, commit), then `from_pretrained` of the repo id."""
+    import hashlib
+
+    import huggingface_hub.constants as constants
+
+    from matbench.tasks import TwoStreamTask
+    from tests.foundation.hub_server import FakeHub
+
+    torch.manual_seed(0)
+    task = TwoStreamTask(
+        num_classes=3, backbone="test_vit", image_size=32, text_encoder="minilm-random"
+    )
+    ckpt = _save_checkpoint(task, tmp_path / "two.ckpt", class_names=["a", "b", "c"])
+    local = tmp_path / "local"
+    assert main(["export", str(ckpt), "--out", str(local)]) == 0
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)  # the Git LFS upload protocol
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub-cache"))
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-token"))
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    with FakeHub(token="hf_secret") as hub:
+        # what HF_ENDPOINT=<url> sets when huggingface_hub is imported
+        monkeypatch.setattr(constants, "ENDPOINT", hub.url)
+        template = hub.url + "/{repo_id}/resolve/{revision}/{filename}"
+        monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", template)
+        argv = ["export", str(ckpt), "--push_to_hub", "me/two-stream", "--private"]
+        with pytest.raises(SystemExit) as done:  # no token: one line, nothing sent
+            main(argv)
+        assert done.value.code == 2 and hub.requests == []
+        assert "error: no Hugging Face token to push with" in capsys.readouterr().err
+
+        monkeypatch.setenv("HF_TOKEN", "hf_secret")
+        assert main(argv) == 0
+        repo = hub.repos["me/two-stream"]
+        assert repo.private and len(repo.commits) == 1
+        assert {"model.safetensors", "config.json", "matbench.json"} <= set(repo.files)
+        for name in ("model.safetensors", "config.json", "matbench.json"):
+            assert repo.files[name] == (local / name).read_bytes(), name
+        weights_oid = hashlib.sha256(repo.files["model.safetensors"]).hexdigest()
+        assert ("PUT", f"/lfs-storage/{weights_oid}") in hub.requests  # LFS, not base64
+        assert f"pushed:           {hub.url}/me/two-stream/commit/" in capsys.readouterr().out
+
+        loaded = TwoStreamTask.from_pretrained("me/two-stream", token="hf_secret")
+        assert loaded.class_names == ["a", "b", "c"]
+        for key, value in task.state_dict().items():
+            assert torch.equal(value, loaded.state_dict()[key]), key
