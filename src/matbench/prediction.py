@@ -41,18 +41,38 @@ def merge_shards(paths: list[Path]) -> dict[str, np.ndarray]:
     return {"embeddings": embeddings[order], "keys": keys[order], "index": index[keep]}
 
 
+def resolve_output(trainer: L.Trainer, output: str | Path) -> Path:
+    """Where a prediction writer puts ``output``: an absolute path as it is, a relative one
+    under the run's log folder (``logs/<config name>/<run name>/predict/``), or under
+    ``trainer.default_root_dir`` when the run has no logger. Every writer of one ``predict``
+    resolves here, so that its outputs land in one folder.
+
+    Every rank must call it (``trainer.log_dir`` broadcasts rank 0's folder).
+    """
+    path = Path(output).expanduser()
+    if path.is_absolute():
+        return path
+    log_dir = trainer.log_dir if trainer.logger is not None else None
+    return Path(log_dir or trainer.default_root_dir) / path
+
+
 class PerSampleWriter(BasePredictionWriter):
     """Writes one file per predicted sample into ``output_dir`` as each batch ends (every rank
     its own samples: nothing to merge). ``predict_step`` returns a list of dicts with a
     ``key``; subclasses write each one in :meth:`write_item`.
 
     Args:
-        output_dir: Folder of the files (created).
+        output_dir: Folder of the files (created); a relative folder is under the run's log
+            folder (`resolve_output`).
     """
 
     def __init__(self, output_dir: str | Path) -> None:
         super().__init__(write_interval="batch")
+        self.output = output_dir
         self.output_dir = Path(output_dir)
+
+    def on_predict_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.output_dir = resolve_output(trainer, self.output)  # every rank asks
 
     def write_item(self, item: dict[str, Any], pl_module: L.LightningModule) -> None:
         raise NotImplementedError
@@ -79,7 +99,8 @@ class EmbeddingWriter(BasePredictionWriter):
     order into ``<output>`` and removes the shards.
 
     Args:
-        output: Output ``.npz`` path; relative paths are under ``trainer.default_root_dir``.
+        output: Output ``.npz`` path; a relative path is under the run's log folder
+            (`resolve_output`).
     """
 
     def __init__(self, output: str = "embeddings.npz") -> None:
@@ -91,8 +112,7 @@ class EmbeddingWriter(BasePredictionWriter):
         self.path: Path | None = None
 
     def resolve(self, trainer: L.Trainer) -> Path:
-        path = Path(self.output).expanduser()
-        return path if path.is_absolute() else Path(trainer.default_root_dir) / path
+        return resolve_output(trainer, self.output)
 
     def on_predict_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._parts = []
@@ -159,7 +179,7 @@ class ClassProbabilityWriter(BasePredictionWriter):
     (``<output>.rank<r>.csv`` under DDP); rank 0 then merges them in key order.
 
     Args:
-        output: CSV path; relative paths are under the run's log folder.
+        output: CSV path; a relative path is under the run's log folder (`resolve_output`).
         class_names: Column names (default: the datamodule's ``class_names``).
     """
 
@@ -173,9 +193,7 @@ class ClassProbabilityWriter(BasePredictionWriter):
         self._rows: list[list[Any]] = []
 
     def resolve(self, trainer: L.Trainer) -> Path:
-        path = Path(self.output).expanduser()
-        base = Path(trainer.log_dir or trainer.default_root_dir) if trainer.logger else None
-        return path if path.is_absolute() else (base or Path(trainer.default_root_dir)) / path
+        return resolve_output(trainer, self.output)
 
     def on_predict_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._rows = []

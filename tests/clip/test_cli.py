@@ -80,7 +80,8 @@ def test_fit_test_predict_embed_text(
     assert protocol["temperature"] != pytest.approx(0.07)
 
     main(["predict", *common, f"--ckpt_path={ckpt}"])
-    data = np.load(tmp_path / "out" / "embeddings.npz", allow_pickle=False)
+    # in the run's log folder, beside the other predict outputs
+    data = np.load(ckpt.parents[1] / "predict" / "embeddings.npz", allow_pickle=False)
     n = len(data["keys"])  # the test split: objects of one of the 4 validation images
     assert 2 <= n <= 3 and data["embeddings"].shape == (n, 32)
     assert data["index"].tolist() == list(range(n))

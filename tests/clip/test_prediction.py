@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from matbench.prediction import EmbeddingWriter, merge_shards
+from matbench.prediction import ClassProbabilityWriter, EmbeddingWriter, merge_shards
 
 
 def test_merge_shards_orders_and_dedups(tmp_path: Path) -> None:
@@ -36,3 +36,24 @@ def test_merge_shards_orders_and_dedups(tmp_path: Path) -> None:
 def test_writer_needs_npz() -> None:
     with pytest.raises(ValueError, match=".npz"):
         EmbeddingWriter("out.csv")
+
+
+def test_writers_of_one_predict_share_one_folder(tmp_path: Path) -> None:
+    """Relative outputs of every writer go under the run's log folder (one predict, one
+    folder); absolute ones stay; without a logger, under default_root_dir."""
+    from lightning import Trainer
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    from matbench.tasks.matseg import MatSegPredictionWriter
+
+    logger = TensorBoardLogger(tmp_path / "logs", name="clip/x", version="r1", sub_dir="predict")
+    writers = [EmbeddingWriter(), ClassProbabilityWriter(), MatSegPredictionWriter("maps")]
+    trainer = Trainer(logger=logger, default_root_dir=tmp_path / "root", callbacks=writers)
+    run_dir = tmp_path / "logs" / "clip" / "x" / "r1" / "predict"
+    assert writers[0].resolve(trainer) == run_dir / "embeddings.npz"
+    assert writers[1].resolve(trainer) == run_dir / "predictions.csv"
+    writers[2].on_predict_epoch_start(trainer, None)
+    assert writers[2].output_dir == run_dir / "maps"
+    assert EmbeddingWriter(str(tmp_path / "e.npz")).resolve(trainer) == tmp_path / "e.npz"
+    bare = Trainer(logger=False, default_root_dir=tmp_path / "root")
+    assert writers[0].resolve(bare) == tmp_path / "root" / "embeddings.npz"

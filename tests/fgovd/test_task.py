@@ -180,7 +180,7 @@ def test_cli_fit_then_test_with_fgclip_reprojection(
             "--trainer.default_root_dir=out",
         ]
     )
-    data = np.load(tmp_path / "out" / "embeddings.npz", allow_pickle=False)
+    data = np.load(ckpt.parents[1] / "predict" / "embeddings.npz", allow_pickle=False)
     hard = FGOVDDataModule(root=str(root), benchmark="1_attributes")
     hard.setup("predict")
     objects = hard.predict_dataset.objects.objects

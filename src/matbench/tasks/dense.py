@@ -80,7 +80,8 @@ class DenseMaterialTask(BaseTask):
         weight_decay: AdamW weight decay.
         lr_schedule: ``cosine`` or ``constant`` after warmup.
         warmup: Linear warmup: a fraction of the run (< 1) or a number of steps.
-        predict_dir: Folder of the predicted PNG label maps (not saved in checkpoints).
+        predict_dir: Folder of the predicted PNG label maps (not saved in checkpoints); a
+            relative folder is under the run's log folder.
     """
 
     monitor = "val/miou"

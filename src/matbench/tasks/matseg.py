@@ -146,7 +146,8 @@ class MatSegPredictionWriter(PerSampleWriter):
     samples.
 
     Args:
-        output_dir: Folder of the ``.npz`` files (created).
+        output_dir: Folder of the ``.npz`` files (created); a relative folder is under the
+            run's log folder (`matbench.prediction.resolve_output`).
     """
 
     def write_item(self, item: dict[str, Any], pl_module: Any) -> None:
@@ -198,7 +199,8 @@ class MatSegTask(BaseTask):
             choose it on the validation images (:class:`~matbench.metrics.region_iou.RegionIoU`).
         predict_output: What predict writes: ``points`` (point descriptors and similarity, for
             benchmark samples), ``map`` (descriptor maps, float16) or ``both``.
-        predict_dir: Folder of the predict ``.npz`` files.
+        predict_dir: Folder of the predict ``.npz`` files; a relative folder is under the
+            run's log folder, beside the other predict outputs.
 
     ``predict_output`` and ``predict_dir`` are not saved as hyperparameters.
     """

@@ -59,7 +59,7 @@ class PromptedMatSegTask(BaseTask):
         multimask: ``auto``, ``always`` or ``never`` (:class:`~matbench.models.prompted.HFSamSegmenter`).
         prompt_batch_size: Prompts decoded at once.
         predict_dir: Folder of the predict ``.npz`` files (``points``, ``groups``,
-            ``similarity``).
+            ``similarity``); a relative folder is under the run's log folder.
     """
 
     def __init__(
