@@ -2,9 +2,13 @@
 
 ``matbench data list`` shows what can be fetched, from where, under which licence;
 ``matbench data download NAME --root DIR`` downloads (resuming an interrupted file with an HTTP
-range request), checks each file's SHA-256 and unpacks it. Where the publisher gives no
-checksum, the SHA-256 of the first complete download is recorded in ``DIR/.matbench_downloads.json``
-and later runs check the file against it; ``--sha256 FILE=HEX`` pins one yourself.
+range request), checks each file and unpacks it. A file is checked against the checksums that
+are published for it (``Remote.sha256``/``md5``/``size``, each with its source: the COCO 2017
+and LVIS v1 archives by SHA-256 and size as TensorFlow Datasets and torchvision list them, FMD
+by the MD5 of DeepMind's NEVIS dataset registry). Where none is published (DMS), the SHA-256 of
+the first complete download is recorded in ``DIR/.matbench_downloads.json`` and later runs check
+the file against it; ``--sha256 FILE=HEX`` pins one yourself (and replaces the published ones,
+e.g. for a mirror's repackaged file).
 
 Datasets whose photos are not a public download are not fetched: DMS ships label maps only
 (its images come from Open Images through the release's own scripts, under the release's
@@ -53,15 +57,20 @@ class Remote:
         url: The official download URL.
         into: Folder (relative to the dataset root) the archive is unpacked into, or the file
             is stored in.
-        sha256: The expected SHA-256, when the publisher states one (else recorded on first
-            download).
+        sha256: The published SHA-256 (else the first download's is recorded and checked).
         unpack: Unpack a zip archive (and keep only the unpacked files).
+        md5: The published MD5, where only that is published.
+        size: The published size in bytes.
+        checksums_from: Where the published checksums come from.
     """
 
     url: str
     into: str = "."
     sha256: str | None = None
     unpack: bool = True
+    md5: str | None = None
+    size: int | None = None
+    checksums_from: str = ""
 
     @property
     def filename(self) -> str:
@@ -90,11 +99,41 @@ class DatasetSource:
 
 _LVIS = "https://dl.fbaipublicfiles.com/LVIS"
 _COCO = "http://images.cocodataset.org/zips"
+# SHA-256 and sizes as listed by TensorFlow Datasets (object_detection/lvis/checksums.tsv and
+# url_checksums/coco.txt); the COCO SHA-256 also as torchvision's prototype COCO dataset.
+_TFDS = "TensorFlow Datasets checksums (object_detection/lvis/checksums.tsv)"
 _LVIS_FILES = (
-    Remote(f"{_LVIS}/lvis_v1_train.json.zip", "lvis"),
-    Remote(f"{_LVIS}/lvis_v1_val.json.zip", "lvis"),
+    Remote(
+        f"{_LVIS}/lvis_v1_train.json.zip",
+        "lvis",
+        sha256="334a4caa374030a7817cf050364525e910f7960f9b6968cef47cffbf3893f8ba",
+        size=350_264_821,
+        checksums_from=_TFDS,
+    ),
+    Remote(
+        f"{_LVIS}/lvis_v1_val.json.zip",
+        "lvis",
+        sha256="5cae9a3c79aadb667550c2b5dcf7f4d86e059a41ec91ef690225b667e28e9ba5",
+        size=64_026_968,
+        checksums_from=_TFDS,
+    ),
 )
-_COCO_FILES = (Remote(f"{_COCO}/val2017.zip", "coco"), Remote(f"{_COCO}/train2017.zip", "coco"))
+_COCO_FILES = (
+    Remote(
+        f"{_COCO}/val2017.zip",
+        "coco",
+        sha256="4f7e2ccb2866ec5041993c9cf2a952bbed69647b115d0f74da7ce8f4bef82f05",
+        size=815_585_330,
+        checksums_from=_TFDS + "; torchvision",
+    ),
+    Remote(
+        f"{_COCO}/train2017.zip",
+        "coco",
+        sha256="69a8bb58ea5f8f99d24875f21416de2e9ded3178e903f1f7603e283b9e06d929",
+        size=19_336_861_798,
+        checksums_from=_TFDS + "; torchvision",
+    ),
+)
 
 SOURCES: dict[str, DatasetSource] = {
     source.name: source
@@ -124,7 +163,14 @@ SOURCES: dict[str, DatasetSource] = {
         DatasetSource(
             "fmd",
             "Flickr Material Database: image/ and mask/ into <root> (FMDDataModule)",
-            (Remote("http://people.csail.mit.edu/celiu/CVPR2010/FMD/FMD.zip"),),
+            (
+                Remote(
+                    "http://people.csail.mit.edu/celiu/CVPR2010/FMD/FMD.zip",
+                    md5="0721ba72cd981aa9599a81bbfaaebd75",
+                    checksums_from="DeepMind NEVIS dataset registry "
+                    "(datasets_storage/handlers/flickr_material_database.py)",
+                ),
+            ),
             "research use; the photos are Flickr images under Creative Commons licences",
             "https://people.csail.mit.edu/lavanya/fmd.html",
         ),
@@ -145,12 +191,48 @@ SOURCES: dict[str, DatasetSource] = {
 }
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
+def file_digests(path: Path) -> tuple[str, str]:
+    """SHA-256 and MD5 of a file, in one read."""
+    sha256, md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
     with path.open("rb") as f:
         for block in iter(lambda: f.read(CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
+            sha256.update(block)
+            md5.update(block)
+    return sha256.hexdigest(), md5.hexdigest()
+
+
+def check_file(target: Path, remote: Remote, pinned: str | None, recorded: str | None) -> str:
+    """Check a fetched file against the user's pin, else the published size, SHA-256 and MD5,
+    else the SHA-256 recorded by an earlier download; return its SHA-256. A file that fails
+    is moved to ``<name>.bad`` (so that the next run fetches it afresh)."""
+    sha256, md5 = file_digests(target)
+    problems = []
+    if pinned is not None:
+        if sha256 != pinned.lower():
+            problems.append(f"SHA-256 {sha256[:16]}… is not the pinned {pinned[:16]}…")
+    else:
+        published = f" (published by {remote.checksums_from})" if remote.checksums_from else ""
+        size = target.stat().st_size
+        if remote.size is not None and size != remote.size:
+            problems.append(f"{size} bytes, not the published {remote.size}{published}")
+        if remote.sha256 is not None and sha256 != remote.sha256.lower():
+            problems.append(
+                f"SHA-256 {sha256[:16]}… is not the published {remote.sha256[:16]}…{published}"
+            )
+        if remote.md5 is not None and md5 != remote.md5.lower():
+            problems.append(f"MD5 {md5} is not the published {remote.md5}{published}")
+        if remote.sha256 is None and recorded is not None and sha256 != recorded:
+            problems.append(
+                f"SHA-256 {sha256[:16]}… is not the {recorded[:16]}… recorded by the first download"
+            )
+    if problems:
+        bad = target.with_name(target.name + ".bad")
+        target.replace(bad)
+        raise DownloadError(
+            f"{target}: {'; '.join(problems)}; moved to {bad.name}",
+            hint="run again to fetch it afresh; if it persists the server's file changed",
+        )
+    return sha256
 
 
 def fetch(url: str, target: Path, timeout: float = 30.0, quiet: bool = False) -> Path:
@@ -249,18 +331,8 @@ def download(
             if not quiet:
                 print(f"{source.name}: {url}", file=sys.stderr)
             fetch(url, target, quiet=quiet)
-        expected = (pinned or {}).get(remote.filename) or remote.sha256
-        expected = expected or record.get(remote.filename)
-        actual = sha256_file(target)
-        if expected is not None and actual != expected.lower():
-            bad = target.with_name(target.name + ".bad")
-            target.replace(bad)
-            raise DownloadError(
-                f"{target}: SHA-256 {actual[:16]}… is not the expected {expected[:16]}…; "
-                f"moved to {bad.name}",
-                hint="run again to fetch it afresh; if it persists the server's file changed",
-            )
-        record[remote.filename] = actual
+        pin = (pinned or {}).get(remote.filename)
+        record[remote.filename] = check_file(target, remote, pin, record.get(remote.filename))
         if remote.unpack and zipfile.is_zipfile(target):
             with zipfile.ZipFile(target) as archive:
                 archive.extractall(folder)  # noqa: S202 - the archive's hash was checked
@@ -273,6 +345,15 @@ def download(
         tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         os.replace(tmp, root / MANIFEST)
     return outputs
+
+
+def checksums_label(remote: Remote) -> str:
+    """What a file is checked against, for ``matbench data list``."""
+    kinds = [k for k, v in (("SHA-256", remote.sha256), ("MD5", remote.md5)) if v]
+    if not kinds:
+        return "the SHA-256 recorded by its first download (none is published)"
+    size = " and size" if remote.size is not None else ""
+    return f"published {' and '.join(kinds)}{size} ({remote.checksums_from})"
 
 
 def main(argv: list[str]) -> int:
@@ -305,6 +386,7 @@ def main(argv: list[str]) -> int:
             print(f"{'':<15} licence: {source.licence}; {source.homepage}")
             for remote in source.files:
                 print(f"{'':<15}   {remote.url}")
+                print(f"{'':<15}     checked by: {checksums_label(remote)}")
         return 0
     pinned = {}
     for item in args.sha256:

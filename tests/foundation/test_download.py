@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import http.server
 import io
@@ -74,7 +75,10 @@ def test_download_checks_unpacks_and_resumes(server, tmp_path: Path) -> None:
     # an interrupted earlier run left the first 1000 bytes
     root.mkdir()
     (root / "FMD.zip.part").write_bytes(data[:1000])
+    # a stand-in for FMD.zip: pinned (a pin replaces the published MD5)
+    pin = f"FMD.zip={hashlib.sha256(data).hexdigest()}"
     argv = ["data", "download", "fmd", "--root", str(root), "--mirror", url, "--quiet"]
+    argv += ["--sha256", pin]
     assert main(argv) == 0
     assert RangeHandler.sent == [("/FMD.zip", len(data) - 1000)]  # only the rest was sent
     assert (root / "image" / "wood" / "wood_001.jpg").is_file() and not (root / "FMD.zip").exists()
@@ -117,3 +121,38 @@ def test_every_source_names_licence_and_page() -> None:
     for source in SOURCES.values():
         assert source.licence and source.homepage.startswith("https://")
         assert all(r.url.startswith(("http://", "https://")) for r in source.files)
+
+
+def test_published_checksums_are_checked(server, tmp_path: Path) -> None:
+    url, served = server
+    data = _fmd_zip(served / "FMD.zip")
+    # FMD: only an MD5 is published (NEVIS); the stand-in is not the real archive
+    with pytest.raises(
+        DownloadError, match=r"MD5 [0-9a-f]{32} is not the published 0721ba72.*NEVIS"
+    ):
+        download(SOURCES["fmd"], tmp_path / "fmd", mirror=url, quiet=True)
+    assert (tmp_path / "fmd" / "FMD.zip.bad").is_file()
+
+    sha256, md5 = hashlib.sha256(data).hexdigest(), hashlib.md5(data).hexdigest()
+    good = Remote(f"{url}/FMD.zip", sha256=sha256, md5=md5, size=len(data), checksums_from="x")
+    assert download(DatasetSource("t", "t", (good,), "-", "-"), tmp_path / "a", quiet=True)
+    for wrong, message in (
+        ({"size": len(data) + 1}, f"{len(data)} bytes, not the published {len(data) + 1}"),
+        ({"sha256": "0" * 64}, "SHA-256 .* is not the published 0000"),
+        ({"md5": "0" * 32}, f"MD5 {md5} is not the published 0{{32}}"),
+    ):
+        remote = dataclasses.replace(good, **wrong)
+        with pytest.raises(DownloadError, match=message):
+            download(DatasetSource("t", "t", (remote,), "-", "-"), tmp_path / "b", quiet=True)
+
+
+def test_shipped_checksums_name_their_source() -> None:
+    remotes = {r.filename: r for source in SOURCES.values() for r in source.files}
+    for name in ("train2017.zip", "val2017.zip", "lvis_v1_train.json.zip", "lvis_v1_val.json.zip"):
+        remote = remotes[name]
+        assert (
+            len(remote.sha256 or "") == 64 and remote.size and "TensorFlow" in remote.checksums_from
+        )
+    assert len(remotes["FMD.zip"].md5 or "") == 32 and "NEVIS" in remotes["FMD.zip"].checksums_from
+    dms = remotes["dms_v1_labels.zip"]  # nothing published: recorded on the first download
+    assert dms.sha256 is None and dms.md5 is None and dms.size is None
