@@ -7,8 +7,12 @@ import argparse
 import sys
 from typing import Any
 
-from matbench.synth.materials.models import DEFAULT_DETECTOR, DEFAULT_DIFFUSION, DEFAULT_SEGMENTER
-from matbench.synth.materials.prompts import DEFAULT_TEMPLATE
+from matbench.synth.materials import (
+    DEFAULT_DETECTOR,
+    DEFAULT_DIFFUSION,
+    DEFAULT_SEGMENTER,
+    DEFAULT_TEMPLATE,
+)
 
 KINDS = ("materials",)
 

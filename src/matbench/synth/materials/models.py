@@ -18,11 +18,12 @@ import torch
 from PIL import Image
 
 from matbench.errors import MatbenchError
+from matbench.synth.materials import (  # noqa: F401 - re-exported
+    DEFAULT_DETECTOR,
+    DEFAULT_DIFFUSION,
+    DEFAULT_SEGMENTER,
+)
 
-#: The paper's generator, and the Grounded-SAM defaults.
-DEFAULT_DIFFUSION = "stabilityai/stable-diffusion-2-1"
-DEFAULT_DETECTOR = "IDEA-Research/grounding-dino-tiny"
-DEFAULT_SEGMENTER = "facebook/sam-vit-huge"
 INSTALL = 'pip install "matbench[generate]"'
 
 

@@ -30,10 +30,8 @@ from typing import Any
 from matbench.datasets.folder import REDACTION, redact_class
 from matbench.errors import FileContentError, MatbenchError
 from matbench.results import atomic_write_text
+from matbench.synth.materials import DEFAULT_TEMPLATE  # noqa: F401 - re-exported
 
-#: The text-to-image prompt of a triplet (``{object}``, ``{material}``, ``{detail}``, and
-#: ``{article}``: "an" before a vowel, else "a").
-DEFAULT_TEMPLATE = "a photo of {article} {object} made of {detail} {material}"
 #: What the language model is asked for each class.
 LLM_PROMPT = (
     "List {n} different everyday objects that are typically made of {material}. For each "
