@@ -355,7 +355,11 @@ def bench_loader(tmp: Path, args: argparse.Namespace, parts: set[str]) -> None:
 
     def datamodule(**kwargs) -> LVISMaterialsDataModule:
         dm = LVISMaterialsDataModule(
-            root=str(root), val_annotations="lvis/lvis_v1_train.json", **kwargs
+            root=str(root),
+            split="files",  # every object once, on the images the bound decodes
+            val_annotations="lvis/lvis_v1_train.json",
+            index_cache=str(tmp / "loader-cache"),
+            **kwargs,
         )
         dm.setup("fit")
         return dm
@@ -365,7 +369,8 @@ def bench_loader(tmp: Path, args: argparse.Namespace, parts: set[str]) -> None:
     deferred = deferred_dm.train_dataset
     draft = datamodule(decode_draft=True).train_dataset
     n = len(cpu)
-    paths = [root / "coco" / cpu.images.paths[r] for r in range(len(cpu.images))]
+    images = cpu.datasets[0].images
+    paths = [root / "coco" / images.paths[r] for r in range(len(images))]
     print(f"loader data: {len(paths)} JPEGs 640x480, {n} objects ({n / len(paths):.1f}/image)")
 
     def grouped(dataset) -> GroupedSampler:  # noqa: ANN001

@@ -31,7 +31,7 @@ class _ObjectTransform:
     def __call__(self, sample: dict[str, Any]) -> dict[str, Any]:
         context = sample["image"]
         if context.dtype == torch.uint8 and self.context_size is not None:
-            context = context.float().div_(255.0)
+            context = context.contiguous().float().div_(255.0)
         sample = self.crop(sample)
         flip = self.flip and bool(torch.rand(()) < 0.5)
         if self.crop.finish_on_device:
@@ -335,7 +335,7 @@ class LVISMaterialsDataModule(BaseDataModule):
                 transforms=_ObjectTransform(crop, hp.context_size, flip=train and hp.flip),
                 index_cache=hp.index_cache,
                 draft_size=hp.image_size if hp.decode_draft else None,
-                uint8_images=hp.crop_on_device,
+                uint8_images=True,  # only the crops are converted to float
             )
         return self._files[key]
 

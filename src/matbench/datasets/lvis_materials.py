@@ -36,6 +36,7 @@ from torch.utils.data import Dataset
 from matbench.datasets.batched import load_once
 from matbench.datasets.errors import DatasetFormatError, DatasetNotFoundError
 from matbench.datasets.index_cache import Index, StringTable, cached_index, pack_strings
+from matbench.datasets.rle import polygon_region
 from matbench.datasets.utils import as_rgb, open_image
 from matbench.materials.sidecar import MaterialLabel, read_sidecar
 
@@ -249,7 +250,8 @@ def load_image_reduced(path: Path, reduce: int = 1, as_uint8: bool = False) -> t
     """Like :func:`load_image`, but a JPEG may be decoded at 1/2, 1/4 or 1/8 of its size
     (libjpeg's DCT scaling, PIL's ``draft``: far less work than a full decode), at most by
     ``reduce``. Returns the image (uint8 (3, H, W) with ``as_uint8``) and the factor it was
-    reduced by (1.0 for a full decode)."""
+    reduced by (1.0 for a full decode). The uint8 image is a channels-first view of the
+    decoded (H, W, 3) array."""
     with open_image(path) as img:
         scale = 1.0
         if reduce > 1 and img.format == "JPEG":
@@ -257,10 +259,12 @@ def load_image_reduced(path: Path, reduce: int = 1, as_uint8: bool = False) -> t
             img.draft("RGB", (math.ceil(img.size[0] / reduce), math.ceil(img.size[1] / reduce)))
             scale = width / img.size[0]
         # the shared decoder: EXIF, 16-bit and other modes, errors naming the file
-        array = np.asarray(as_rgb(img, path), dtype=np.uint8).copy()
+        array = np.array(as_rgb(img, path), dtype=np.uint8)
+    image = torch.from_numpy(array).permute(2, 0, 1)
+    if as_uint8:  # a (3, H, W) view of the (H, W, 3) pixels: crops are cut before any copy
+        return image, scale
     # channels first while still uint8: converting a strided view to float is slow
-    image = torch.from_numpy(array).permute(2, 0, 1).contiguous()
-    return (image if as_uint8 else image.float().div_(255.0)), scale
+    return image.contiguous().float().div_(255.0), scale
 
 
 class LVISObjects(Sequence[dict[str, Any]]):
@@ -336,8 +340,8 @@ class LVISMaterials(Dataset):
 
     A sample holds ``image`` (3, H, W) and ``mask`` (H, W, bool) of the whole COCO image, the
     object ``box`` (x0, y0, x1, y1), ``caption`` (str), ``label`` (index of the object's first
-    material in :attr:`materials`), ``key`` (the annotation id as a string) and ``index``;
-    ``transforms`` (e.g. :class:`matbench.transforms.ObjectCrop`) then turns it into an object
+    material in :attr:`materials`), ``key`` (the annotation id as a string), ``index``, and
+    ``mask_box``, the tight box of the mask, when the mask is not empty; ``transforms`` (e.g. :class:`matbench.transforms.ObjectCrop`) then turns it into an object
     crop.
 
     Args:
@@ -590,14 +594,14 @@ class LVISMaterials(Dataset):
         ``draft_size`` pixels per box side; 1 without ``draft_size``."""
         if self.draft_size is None:
             return 1
-        side = float(min(self.index.arrays["bbox"][index, 2:]))
+        side = float(min(self._arrays["bbox"][index, 2:]))
         reduce = 1
         while reduce < 8 and side / (2 * reduce) >= self.draft_size:
             reduce *= 2
         return reduce
 
     def _image(self, row: int, reduce: int) -> tuple[Tensor, float]:
-        a = self.index.arrays
+        a = self._arrays
         path = self.image_root / self.images.paths[row]
         image, scale = load_image_reduced(path, reduce, as_uint8=self.uint8_images)
         height, width = int(a["image_height"][row]), int(a["image_width"][row])
@@ -611,14 +615,14 @@ class LVISMaterials(Dataset):
         return image, scale
 
     def __getitem__(self, index: int) -> Sample:
-        row = int(self.index.arrays["image_row"][index])
+        row = int(self._arrays["image_row"][index])
         image, scale = self._image(row, self.draft_reduction(index))
         return self._sample(index, image, scale)
 
     def __getitems__(self, indices: list[int]) -> list[Sample]:
         """A batch of samples, each image decoded once for all of its objects in the batch
         (the samples equal ``[self[i] for i in indices]`` when ``draft_size`` is None)."""
-        rows = [int(r) for r in self.index.arrays["image_row"][indices]]
+        rows = [int(r) for r in self._arrays["image_row"][indices]]
         reduce: dict[int, int] = {}
         for row, index in zip(rows, indices, strict=True):
             reduce[row] = min(reduce.get(row, 8), self.draft_reduction(index))
@@ -627,18 +631,52 @@ class LVISMaterials(Dataset):
             self._sample(index, *decoded) for index, decoded in zip(indices, images, strict=True)
         ]
 
+    @property
+    def _arrays(self) -> dict[str, np.ndarray]:
+        """The index arrays as plain ndarray views (reading one element of a ``np.memmap``
+        costs ~30x more); not pickled: a worker makes its own views of the mapped files."""
+        views = self.__dict__.get("_array_views")
+        if views is None:
+            views = {k: np.asarray(v) for k, v in self.index.arrays.items()}
+            self.__dict__["_array_views"] = views
+        return views
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.pop("_array_views", None)
+        return state
+
+    def _caption_of(self, index: int) -> str:
+        a = self._arrays
+        if self.caption_mode == "sidecar" and a["has_text"][index]:
+            text = self.objects.texts[index]
+            if text:
+                return text
+        m0, m1 = a["mat_offsets"][index], a["mat_offsets"][index + 1]
+        text = " and ".join(self.materials[m] for m in a["mat_ids"][m0:m1].tolist())
+        return self.template.format(text) if self.template else text
+
     def _sample(self, index: int, image: Tensor, scale: float = 1.0) -> Sample:
-        obj = self.objects[index]
-        row = int(self.index.arrays["image_row"][index])
-        height = int(self.index.arrays["image_height"][row])
-        width = int(self.index.arrays["image_width"][row])
+        a = self._arrays
+        row = int(a["image_row"][index])
+        height, width = int(a["image_height"][row]), int(a["image_width"][row])
+        p0, p1 = a["poly_offsets"][index], a["poly_offsets"][index + 1]
+        bounds = a["coord_offsets"][p0 : p1 + 1].tolist()
+        coords = a["coords"]
+        polygons = [coords[start:end] for start, end in itertools.pairwise(bounds)]
         try:
-            mask = decode_polygons(obj["polygons"], height, width)
+            region = polygon_region(polygons, height, width)
         except Exception as err:  # noqa: BLE001 - pycocotools raises bare exceptions
             raise DatasetFormatError(
-                self.annotation_file, f"annotation {obj['id']}: cannot decode polygons ({err})"
+                self.annotation_file,
+                f"annotation {int(a['id'][index])}: cannot decode polygons ({err})",
             ) from err
-        x, y, w, h = obj["bbox"]
+        # the whole mask, written only where the object is (decode_polygons' pixels)
+        mask = np.zeros((height, width), dtype=bool)
+        if region is not None:
+            (x0, y0, x1, y1), inside = region
+            mask[y0:y1, x0:x1] = inside
+        x, y, w, h = a["bbox"][index].tolist()
         box = (
             int(x),
             int(y),
@@ -649,11 +687,13 @@ class LVISMaterials(Dataset):
             "image": image,
             "mask": torch.from_numpy(mask),
             "box": torch.tensor(box, dtype=torch.int64),
-            "caption": self.caption(obj),
-            "label": torch.tensor(obj["label"], dtype=torch.int64),
-            "key": str(obj["id"]),
+            "caption": self._caption_of(index),
+            "label": torch.tensor(int(a["label"][index]), dtype=torch.int64),
+            "key": str(int(a["id"][index])),
             "index": index,
         }
+        if region is not None:  # the mask's tight box, so a crop need not search the mask
+            sample["mask_box"] = torch.tensor(region[0], dtype=torch.int64)
         if scale != 1.0:
             sample["image_scale"] = scale
         if self.transforms is not None:
