@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import itertools
 import json
 import os
 import resource
@@ -41,6 +42,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 from PIL import Image
@@ -272,17 +274,73 @@ def objects_per_second(dataset, sampler, batch_size: int, collate=None) -> float
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=batch_size, sampler=sampler, num_workers=0, **kwargs
     )
-    start = time.perf_counter()
+    start = CLOCK()
     count = sum(len(batch["index"]) for batch in loader)
-    return count / (time.perf_counter() - start)
+    return count / (CLOCK() - start)
 
 
 def bare_decode_rate(paths: list[Path], num_objects: int) -> float:
-    start = time.perf_counter()
+    start = CLOCK()
     for path in paths:
         with Image.open(path) as image:
             image.convert("RGB").load()
-    return num_objects / (time.perf_counter() - start)
+    return num_objects / (CLOCK() - start)
+
+
+#: The loader's clock: CPU seconds of this (single-threaded) process by default, so that
+#: other jobs on a shared machine do not count; ``--wall`` for elapsed seconds.
+CLOCK = time.process_time
+
+
+def where_the_time_goes(dataset, paths: list[Path], batch: int) -> dict[str, float]:  # noqa: ANN001
+    """Milliseconds per object of each step of the grouped CPU path, timed one by one."""
+    from matbench.datasets.lvis_materials import load_image_reduced
+    from matbench.datasets.rle import polygon_region
+    from matbench.transforms import crop_region, finish_crop
+
+    n = len(dataset)
+    a = dataset._arrays
+    out: dict[str, float] = {}
+    start = CLOCK()
+    for path in paths:
+        load_image_reduced(path, as_uint8=True)
+    out["decode/objects of the image"] = (CLOCK() - start) / n * 1e3
+    polygons = []
+    for i in range(n):
+        p0, p1 = a["poly_offsets"][i], a["poly_offsets"][i + 1]
+        bounds = a["coord_offsets"][p0 : p1 + 1].tolist()
+        polygons.append([a["coords"][s:e] for s, e in itertools.pairwise(bounds)])
+    start = CLOCK()
+    regions = [polygon_region(p, 480, 640) for p in polygons]
+    out["polygons to mask"] = (CLOCK() - start) / n * 1e3
+    image = load_image_reduced(paths[0], as_uint8=True)[0]
+    cuts = []
+    start = CLOCK()
+    for region in regions:
+        mask = torch.zeros(480, 640, dtype=torch.bool)
+        cuts.append(crop_region(image, mask, box=region[0], square=True)[:2])
+    out["cut-out"] = (CLOCK() - start) / n * 1e3
+    start = CLOCK()
+    finished = [finish_crop(crop, crop_mask, 224, 4.0)[0] for crop, crop_mask in cuts]
+    out["resize+blur"] = (CLOCK() - start) / n * 1e3
+    start = CLOCK()
+    for k in range(0, n, batch):
+        torch.stack(finished[k : k + batch])
+    out["collate"] = (CLOCK() - start) / n * 1e3
+    return out
+
+
+def with_torch_finish(run):  # noqa: ANN001, ANN201
+    """``run()`` with the crops resized and blurred by PyTorch's CPU kernels (the CPU path
+    before OpenCV/NumPy took it over), for comparison in the same run."""
+    import matbench.transforms as transforms
+
+    fast = transforms.finish_crop
+    transforms.finish_crop = transforms.finish_crop_torch
+    try:
+        return run()
+    finally:
+        transforms.finish_crop = fast
 
 
 def main() -> None:
@@ -298,12 +356,19 @@ def main() -> None:
     parser.add_argument("--dms-images", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--only", choices=("index", "loader", "dms", "litdata"), action="append")
+    parser.add_argument(
+        "--wall", action="store_true", help="loader rates in elapsed, not CPU, seconds"
+    )
     parser.add_argument("--index-child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    global CLOCK
+    if args.wall:
+        CLOCK = time.perf_counter
     if args.index_child:
         index_child(Path(args.index_child[0]), Path(args.index_child[1]))
         return
     torch.set_num_threads(1)  # one loader worker
+    cv2.setNumThreads(1)
     parts = set(args.only or ("index", "loader", "dms", "litdata"))
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -378,24 +443,22 @@ def bench_loader(tmp: Path, args: argparse.Namespace, parts: set[str]) -> None:
 
     if "loader" in parts:
         rates: dict[str, list[float]] = {}
+        paths_of = {
+            "per-object": lambda: objects_per_second(
+                PerObject(cpu), EpochSeededSampler(cpu, 1, 0, 0), args.batch
+            ),
+            "grouped": lambda: objects_per_second(cpu, grouped(cpu), args.batch),
+            "grouped, torch finish": lambda: with_torch_finish(
+                lambda: objects_per_second(cpu, grouped(cpu), args.batch)
+            ),
+            "grouped+device": lambda: objects_per_second(
+                deferred, grouped(deferred), args.batch, region_collate
+            ),
+            "grouped+draft": lambda: objects_per_second(draft, grouped(draft), args.batch),
+        }
         for _ in range(args.rounds):
-            for name, run in (
-                ("bound", lambda: bare_decode_rate(paths, n)),
-                (
-                    "per-object",
-                    lambda: objects_per_second(
-                        PerObject(cpu), EpochSeededSampler(cpu, 1, 0, 0), args.batch
-                    ),
-                ),
-                ("grouped", lambda: objects_per_second(cpu, grouped(cpu), args.batch)),
-                (
-                    "grouped+device",
-                    lambda: objects_per_second(
-                        deferred, grouped(deferred), args.batch, region_collate
-                    ),
-                ),
-                ("grouped+draft", lambda: objects_per_second(draft, grouped(draft), args.batch)),
-            ):
+            rates.setdefault("bound", []).append(bare_decode_rate(paths, n))
+            for name, run in paths_of.items():
                 torch.manual_seed(0)
                 rates.setdefault(name, []).append(run())
         best = {k: max(v) for k, v in rates.items()}
@@ -404,22 +467,29 @@ def bench_loader(tmp: Path, args: argparse.Namespace, parts: set[str]) -> None:
             deferred, batch_size=args.batch, sampler=grouped(deferred), collate_fn=region_collate
         )
         batches = list(loader)
-        start = time.perf_counter()
+        start = CLOCK()
         for batch in batches:
             finish_object_batch(batch, 224, 4.0)
-        finish_cpu = n / (time.perf_counter() - start)
+        finish_cpu = n / (CLOCK() - start)
         per_object = best["per-object"]
-        for name in ("per-object", "grouped", "grouped+device", "grouped+draft"):
+        clock = "CPU" if CLOCK is time.process_time else "wall"
+        parts_ms = where_the_time_goes(cpu.datasets[0], paths, args.batch)
+        for name in paths_of:
             print(
-                f"loader     {name:<15} {best[name]:8.1f} objects/s per worker | "
+                f"loader     {name:<22} {best[name]:7.1f} objects/{clock} s | "
                 f"{best[name] / per_object:5.2f}x per-object (target >= 5x) | "
                 f"{best[name] / best['bound']:6.1%} of the decode-once bound (target >= 85%)"
             )
         print(
-            f"loader     decode-once bound {best['bound']:8.1f} objects/s (bare decodes of the "
-            f"{len(paths)} images) | device half of crop_on_device on this CPU: "
+            f"loader     decode-once bound {best['bound']:8.1f} objects/{clock} s (bare decodes "
+            f"of the {len(paths)} images) | device half of crop_on_device on this CPU: "
             f"{finish_cpu:.1f} objects/s | rounds: "
             + ", ".join(f"{k} {[round(v, 1) for v in vs]}" for k, vs in rates.items()),
+            flush=True,
+        )
+        print(
+            f"loader     {clock} ms per object: "
+            + ", ".join(f"{k} {v:.3f}" for k, v in parts_ms.items()),
             flush=True,
         )
 

@@ -311,9 +311,7 @@ def _avg_pool_hwc(x: np.ndarray, factor: int) -> np.ndarray:
     height, width = x.shape[:2]
     out_h, out_w = -(-height // factor), -(-width // factor)
     if (out_h * factor, out_w * factor) == (height, width):  # whole windows: OpenCV's mean
-        return cv2.resize(x, (out_w, out_h), interpolation=cv2.INTER_AREA).reshape(
-            out_h, out_w, -1
-        )
+        return cv2.resize(x, (out_w, out_h), interpolation=cv2.INTER_AREA).reshape(out_h, out_w, -1)
     total = np.zeros((out_h, out_w, x.shape[2]), np.float32)
     for dy in range(factor):
         for dx in range(factor):
@@ -357,9 +355,9 @@ def aa_bilinear_taps(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarra
     taps = int((stop - first).max())
     offsets = np.arange(taps)
     positions = first[:, None] + offsets[None, :]
-    distance = (
-        (positions.astype(f32) - centers[:, None]).astype(np.float64) + 0.5
-    ) * np.float64(invscale)
+    distance = ((positions.astype(f32) - centers[:, None]).astype(np.float64) + 0.5) * np.float64(
+        invscale
+    )
     distance = np.abs(distance.astype(f32))
     weights = np.where(distance < 1, f32(1.0) - distance, f32(0.0)).astype(f32)
     weights[offsets[None, :] >= (stop - first)[:, None]] = 0.0
@@ -389,7 +387,9 @@ def aa_bilinear_resize_hwc(x: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
     import cv2
 
     if x.shape[1] != out_w:  # rows of the transposed image: whole-row gathers are fast
-        x = cv2.transpose(_resample_rows(cv2.transpose(x).reshape(x.shape[1], x.shape[0], -1), out_w))
+        x = cv2.transpose(
+            _resample_rows(cv2.transpose(x).reshape(x.shape[1], x.shape[0], -1), out_w)
+        )
         x = x.reshape(x.shape[0], out_w, -1)
     if x.shape[0] != out_h:
         x = _resample_rows(x, out_h)
