@@ -343,3 +343,38 @@ def test_datamodule_split_and_loaders(tmp_path: Path) -> None:
     assert vbatch["image"].shape[-2:] == (20, 20)
     again = next(iter(dm.val_dataloader()))
     assert torch.equal(vbatch["image"], again["image"])  # validation crops are fixed
+
+
+def test_scene_index_cached_and_invalidated_by_a_changed_scene(
+    scenes_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = tmp_path / "cache"
+    cold = MatSegScenes(scenes_root, index_cache=cache)
+    checked: list[str] = []
+    real = MatSegScenes._index
+    monkeypatch.setattr(
+        MatSegScenes,
+        "_index",
+        staticmethod(lambda folder: checked.append(folder.name) or real(folder)),
+    )
+    warm = MatSegScenes(scenes_root, index_cache=cache, scenes=["s3d"])
+    assert not cold.index.loaded and warm.index.loaded and checked == []
+    assert list(warm.scenes) == [cold.scenes[1]]  # a subset of the same index
+    uncached = MatSegScenes(scenes_root, index_cache=None)
+    assert list(uncached.scenes) == list(cold.scenes) and checked == ["s2d", "s3d"]
+    # A rewritten mask (another size on disk) is a changed scene: the index is rebuilt.
+    checked.clear()
+    Image.fromarray(np.zeros((10, 10), np.uint8)).save(scenes_root / "s3d" / "mask002.png")
+    with pytest.raises(DatasetFormatError, match="mask002.png"):
+        MatSegScenes(scenes_root, index_cache=cache)
+    assert checked == ["s2d", "s3d"]
+    # The cached problem serves both policies and any subset, without checking again.
+    checked.clear()
+    skipping = MatSegScenes(scenes_root, index_cache=cache, on_error="skip")
+    assert skipping.index.loaded and checked == [] and skipping.num_skipped == 1
+    assert [s["folder"].name for s in skipping.scenes] == ["s2d"]
+    assert len(MatSegScenes(scenes_root, index_cache=cache, scenes=["s2d"])) == 1
+    # A new finished scene changes the listing too.
+    (scenes_root / "s3d" / "mask002.png").unlink()
+    (scenes_root / "s3d" / "mask003.png").rename(scenes_root / "s3d" / "mask002.png")
+    assert len(MatSegScenes(scenes_root, index_cache=cache)) == 2

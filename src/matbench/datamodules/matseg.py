@@ -258,6 +258,9 @@ class MatSegDataModule(BaseDataModule):
         eval_batch_size: Samples per validation/test/predict batch.
         num_workers: Loader worker processes.
         seed: Seed of the split, crops and crop sizes.
+        index_cache: Folder of cached scene indexes (keyed by the names, sizes and
+            modification times of the scenes' files); ``"auto"`` =
+            ``$MATBENCH_CACHE_DIR/index``; None = check every scene's files on every run.
     """
 
     test_split = "benchmark"
@@ -281,6 +284,7 @@ class MatSegDataModule(BaseDataModule):
         eval_batch_size: int | None = 1,
         num_workers: int = 0,
         seed: int = 0,
+        index_cache: str | None = "auto",
     ) -> None:
         super().__init__(batch_size, num_workers, eval_batch_size)
         self.save_hyperparameters()
@@ -340,7 +344,10 @@ class MatSegDataModule(BaseDataModule):
                     "MatSegScenes", root, [f"<scene>/{FINISHED}", "<scene>/RGB__RGB.jpg"]
                 )
             common = dict(
-                min_crop_fraction=hp.min_crop_fraction, on_error=hp.on_error, seed=hp.seed
+                min_crop_fraction=hp.min_crop_fraction,
+                on_error=hp.on_error,
+                seed=hp.seed,
+                index_cache=hp.index_cache,
             )
             if stage in ("fit", None):
                 self.train_dataset = MatSegScenes(
@@ -369,7 +376,12 @@ class MatSegDataModule(BaseDataModule):
     def _setup_mixed(self, stage: str | None) -> None:
         hp = self.hparams
         weights = hp.root_weights or [1.0] * len(self.roots)
-        common = dict(min_crop_fraction=hp.min_crop_fraction, on_error=hp.on_error, seed=hp.seed)
+        common = dict(
+            min_crop_fraction=hp.min_crop_fraction,
+            on_error=hp.on_error,
+            seed=hp.seed,
+            index_cache=hp.index_cache,
+        )
         train_parts, val_parts, self.scene_counts = [], [], []
         for root, weight in zip(self.roots, weights, strict=True):
             train, val = self._split(root)

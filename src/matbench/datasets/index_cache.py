@@ -203,6 +203,7 @@ def _find_or_build(
     settings: Mapping[str, Any],
     sources: Sequence[Path],
     build: Callable[[], Index],
+    fingerprint: str | None = None,
 ) -> Index:
     slot = (
         cache_dir
@@ -223,6 +224,7 @@ def _find_or_build(
         digests = source_digests(sources, slot / "sources.json")
         key = _digest(
             {"format": CACHE_FORMAT, "name": name, "settings": settings, "sha256": digests}
+            | ({"fingerprint": fingerprint} if fingerprint is not None else {})
         )
         folder = slot / key
         if (folder / "meta.json").is_file():
@@ -255,6 +257,7 @@ def cached_index(
     sources: Sequence[str | Path],
     build: Callable[[], Index],
     cache_dir: str | Path | None = "auto",
+    fingerprint: str | None = None,
 ) -> Index:
     """The index of ``sources`` under ``settings``: loaded from the cache, or built and stored.
 
@@ -265,6 +268,9 @@ def cached_index(
         build: Builds the index (called at most once per key and machine).
         cache_dir: Cache folder; ``"auto"`` for :func:`default_cache_dir`; None builds
             without caching.
+        fingerprint: A digest of inputs that are not files to hash (e.g. the names, sizes
+            and modification times of a folder tree's files): part of the key, so a changed
+            fingerprint rebuilds the index and replaces the previous one.
 
     Under DDP (an initialised process group), every rank must call this in the same order:
     rank 0 builds or finds the index, the others wait and then load it.
@@ -275,11 +281,11 @@ def cached_index(
         return build()
     world, rank = world_and_rank()
     if world == 1:
-        return _find_or_build(folder, name, settings, paths, build)
+        return _find_or_build(folder, name, settings, paths, build, fingerprint)
     status: list[Any] = [None]
     if rank == 0:
         try:
-            index = _find_or_build(folder, name, settings, paths, build)
+            index = _find_or_build(folder, name, settings, paths, build, fingerprint)
             status = [("ok", "")]
         except Exception as err:
             status = [("error", f"{type(err).__name__}: {err}")]
@@ -291,4 +297,4 @@ def cached_index(
     if rank == 0:
         return index
     # Rank 0 has it; a rank on another node without a shared cache folder builds its own.
-    return _find_or_build(folder, name, settings, paths, build)
+    return _find_or_build(folder, name, settings, paths, build, fingerprint)

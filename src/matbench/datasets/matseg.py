@@ -10,10 +10,12 @@ Layouts are described in ``docs/formats.md`` (MatSeg sections):
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,6 +26,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from matbench.datasets.errors import DatasetFormatError, DatasetNotFoundError
+from matbench.datasets.index_cache import Index, StringTable, cached_index, pack_strings
 from matbench.datasets.utils import decode_gray, decode_rgb, header_size, oriented_size
 
 log = logging.getLogger(__name__)
@@ -295,6 +298,61 @@ def scene_targets(masks: np.ndarray, full_scale: int = 255) -> tuple[np.ndarray,
     return fractions[np.asarray(keep, dtype=bool)], roi
 
 
+def scene_listing(root: Path) -> tuple[list[Path], str]:
+    """The finished scene folders under ``root`` (sorted) and a SHA-256 of the names, sizes
+    and modification times of their files: the key of their cached index (a stat per file,
+    no file opened)."""
+    digest = hashlib.sha256()
+    folders = []
+    for entry in sorted(os.scandir(root), key=lambda e: e.name):
+        if not entry.is_dir():
+            continue
+        files = sorted((f for f in os.scandir(entry.path) if f.is_file()), key=lambda f: f.name)
+        if not any(f.name == FINISHED for f in files):
+            continue
+        folders.append(Path(entry.path))
+        digest.update(f"{entry.name}/\n".encode())
+        for f in files:
+            stat = f.stat()
+            digest.update(f"{f.name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return folders, digest.hexdigest()
+
+
+class SceneRecords(Sequence[dict[str, Any]]):
+    """Scene records (``folder``, ``image``, ``masks``, ``size``) of some positions of a
+    scene index, made on access: no Python object per scene is held."""
+
+    def __init__(self, root: Path, arrays: Mapping[str, np.ndarray], positions: np.ndarray) -> None:
+        self.root = root
+        self.positions = positions
+        self.a = arrays
+        self.names = StringTable(arrays["folder_blob"], arrays["folder_offsets"])
+        self.mask_names = StringTable(arrays["mask_blob"], arrays["mask_offsets"])
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:  # type: ignore[override]
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        position = int(self.positions[index])
+        a = self.a
+        folder = self.root / self.names[position]
+        m0, m1 = (int(v) for v in a["scene_mask_offsets"][position : position + 2])
+        width, height = (int(v) for v in a["size"][position])
+        return {
+            "folder": folder,
+            "image": folder / SCENE_IMAGE,
+            "masks": [folder / self.mask_names[k] for k in range(m0, m1)],
+            "size": (width, height),
+        }
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return (self[i] for i in range(len(self)))
+
+
 def _mask_files(folder: Path) -> list[Path]:
     found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := _MASK_RE.match(p.name))]
     return [p for _, p in sorted(found)]
@@ -326,6 +384,10 @@ class MatSegScenes(Dataset):
         scenes: Restrict to these scene folder names (used for splits).
         seed: Base seed of the random crops (each worker/epoch still differs).
         fixed_crops: The crop of a sample depends only on ``seed`` and its index (validation).
+        index_cache: Folder of cached scene indexes (see
+            :mod:`matbench.datasets.index_cache`), keyed by the names, sizes and modification
+            times of every finished scene's files: a changed scene rebuilds it. ``"auto"`` =
+            ``$MATBENCH_CACHE_DIR/index``; None = check every scene's files on every run.
     """
 
     def __init__(
@@ -338,6 +400,7 @@ class MatSegScenes(Dataset):
         scenes: list[str] | None = None,
         seed: int | None = None,
         fixed_crops: bool = False,
+        index_cache: str | Path | None = "auto",
     ) -> None:
         if on_error not in ("raise", "skip"):
             raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
@@ -356,22 +419,38 @@ class MatSegScenes(Dataset):
         expected = [f"<scene>/{FINISHED}", f"<scene>/{SCENE_IMAGE}", "<scene>/mask*.png"]
         if not self.root.is_dir():
             raise DatasetNotFoundError(type(self).__name__, self.root, expected)
-        folders = sorted(p for p in self.root.iterdir() if (p / FINISHED).is_file())
-        if scenes is not None:
-            wanted = set(scenes)
-            folders = [p for p in folders if p.name in wanted]
-        self.scenes: list[dict[str, Any]] = []
-        for folder in folders:
-            try:
-                self.scenes.append(self._index(folder))
-            except DatasetFormatError as err:
+        folders, fingerprint = scene_listing(self.root)
+        settings = {"reader": type(self).__name__, "version": 1, "root": str(self.root.resolve())}
+        self.index = cached_index(
+            "matseg_scenes",
+            settings,
+            [],
+            lambda: self._build_index(folders),
+            cache_dir=index_cache,
+            fingerprint=fingerprint,
+        )
+        a = self.index.arrays
+        names = StringTable(a["folder_blob"], a["folder_offsets"])
+        problems = StringTable(a["problem_blob"], a["problem_offsets"])
+        wanted = None if scenes is None else set(scenes)
+        chosen = []
+        for position in range(len(names)):
+            if wanted is not None and names[position] not in wanted:
+                continue
+            if a["problem_path_offsets"][position + 1] > a["problem_path_offsets"][position]:
+                paths = StringTable(a["problem_path_blob"], a["problem_path_offsets"])
+                err = DatasetFormatError(self.root / paths[position], problems[position])
                 if on_error == "raise":
-                    raise
+                    raise err
                 self.num_skipped += 1
                 log.warning(
                     "MatSegScenes: skipping scene (%d skipped so far): %s", self.num_skipped, err
                 )
-        if not self.scenes:
+                continue
+            chosen.append(position)
+        #: The scenes' records (``folder``, ``image``, ``masks``, ``size``), made on access.
+        self.scenes = SceneRecords(self.root, a, np.asarray(chosen, dtype=np.int64))
+        if not len(self.scenes):
             raise DatasetNotFoundError(
                 type(self).__name__,
                 self.root,
@@ -379,6 +458,43 @@ class MatSegScenes(Dataset):
                 "no finished scene with an image and masks"
                 + (f" among {scenes}" if scenes else ""),
             )
+
+    def _build_index(self, folders: list[Path]) -> Index:
+        """Every finished scene checked (files, numbering, header sizes): its mask names and
+        size, or the first problem found (kept, so that the cached index serves any subset
+        of scenes and either ``on_error``)."""
+        names, sizes, mask_counts, mask_names, problem_paths, problems = [], [], [], [], [], []
+        for folder in folders:
+            names.append(folder.name)
+            try:
+                record = self._index(folder)
+            except DatasetFormatError as err:
+                sizes.append((0, 0))
+                mask_counts.append(0)
+                problem_paths.append(str(err.path.relative_to(self.root)))
+                problems.append(err.problem)
+                continue
+            sizes.append(tuple(record["size"]))
+            mask_counts.append(len(record["masks"]))
+            mask_names += [m.name for m in record["masks"]]
+            problem_paths.append("")
+            problems.append("")
+        arrays: dict[str, np.ndarray] = {
+            "size": np.array(sizes, dtype=np.int64).reshape(-1, 2),
+            "scene_mask_offsets": np.concatenate(([0], np.cumsum(mask_counts))).astype(np.int64),
+        }
+        for prefix, values in (
+            ("folder", names),
+            ("mask", mask_names),
+            ("problem_path", problem_paths),
+            ("problem", problems),
+        ):
+            packed = pack_strings(values)
+            arrays[f"{prefix}_blob"], arrays[f"{prefix}_offsets"] = (
+                packed["blob"],
+                packed["offsets"],
+            )
+        return Index(arrays, {"scenes": len(names)})
 
     @staticmethod
     def _index(folder: Path) -> dict[str, Any]:
