@@ -79,8 +79,11 @@ import atexit, sys, time
 start = time.perf_counter()
 import matbench.datamodules, matbench.lightning_cli, matbench.tasks
 from matbench.cli import main
-imported = time.perf_counter()
-atexit.register(lambda: print(f"timing {imported - start:.2f} {time.perf_counter() - imported:.2f}"))
+imported, cpu = time.perf_counter(), time.process_time()
+atexit.register(lambda: print(
+    f"timing {imported - start:.2f} {time.perf_counter() - imported:.2f} "
+    f"{time.process_time() - cpu:.2f}"
+))
 sys.argv = ["matbench", *sys.argv[1:]]
 main()
 """
@@ -114,11 +117,11 @@ def test_shipped_config_offline_end_to_end(fmd_root: Path, tmp_path: Path) -> No
     assert f"127.0.0.1:{port}" in errors[0] and "unreachable" in errors[0]
     assert "--model.weights null" in errors[1] and "HF_HUB_OFFLINE=1" in errors[1]
     assert "Traceback" not in run.stderr and len(run.stderr.splitlines()) < 10, run.stderr
-    imports, after = (float(t) for t in run.stdout.split("timing ")[1].split())
-    # after the imports (Lightning, the tasks): parse, data check, model build, one refused
-    # connection
-    assert after < 30, f"{after:.1f} s from the imports to the error (imports {imports:.1f} s)"
-    print(f"offline error: imports {imports:.2f} s, then {after:.2f} s to the error")
+    imports, after, cpu = (float(t) for t in run.stdout.split("timing ")[1].split())
+    # after the imports (Lightning, the tasks): parse, data check, the ViT built, one refused
+    # connection, no retries; CPU time, as the wall time follows the machine's load
+    print(f"offline error: imports {imports:.2f} s, then {after:.2f} s ({cpu:.2f} s CPU)")
+    assert cpu < 15, f"{cpu:.1f} s CPU from the imports to the error ({after:.1f} s wall)"
 
 
 def test_missing_and_wrong_weight_files(
