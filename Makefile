@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.matbench-installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-fast lint format demo bench docs golden clean
+.PHONY: help install test test-fast lint format demo bench docs golden cli-help clean
 
 help: ## Show the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -44,6 +44,9 @@ golden: install ## Rewrite tests/golden/*.json from the current code (review the
 
 docs: install ## Build the documentation site into site/ (warnings are errors)
 	$(VENV)/bin/mkdocs build --strict -d site
+
+cli-help: install ## Regenerate the shipped `matbench fit/validate/test/predict --help` pages (after a change to tasks, datamodules, callbacks or the run options)
+	$(PY) -m matbench.cli_help --write
 
 clean: ## Remove logs, results and demo output
 	rm -rf logs lightning_logs results demo_out site

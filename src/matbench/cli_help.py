@@ -12,7 +12,9 @@ line, so it is served from text:
   ``--model.help CLASS``) is answered by Lightning once and its output kept in
   ``$MATBENCH_CACHE_DIR/cli-help`` (default ``~/.cache/matbench/cli-help``), keyed by the
   versions, the contents of matbench's own sources, the command line, the working directory
-  and the contents of the files it names. A repeated command prints the kept text.
+  and the contents of the files it names. A repeated command prints the kept text. A command
+  that names a class of another package (a user's own task) is not kept: its source is not
+  in the key.
 
 Nothing here imports torch or Lightning.
 """
@@ -23,6 +25,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import sys
 from collections.abc import Iterator, Sequence
@@ -34,7 +37,11 @@ import matbench
 #: Where the shipped pages live.
 SHIPPED_DIR = Path(__file__).parent / "data" / "cli_help"
 #: The packages whose versions decide the help text.
-VERSIONED = ("lightning", "jsonargparse")
+VERSIONED = ("lightning", "jsonargparse", "torch")
+#: Top-level packages whose classes a cached text may show: matbench (its sources are in the
+#: key) and versioned ones. A command that names a class of any other importable package (a
+#: user's own task, whose source can change under the same command line) is never cached.
+KEYED_PACKAGES = ("matbench", "lightning", "pytorch_lightning", "torch", "jsonargparse")
 #: Lightning subcommands (matbench.cli.LIGHTNING_COMMANDS, without importing the CLI module).
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
 
@@ -126,6 +133,30 @@ def _named_files(argv: Sequence[str]) -> list[Path]:
     return found
 
 
+_DOTTED = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+")
+
+
+def names_other_code(argv: Sequence[str], files: Sequence[Path]) -> bool:
+    """Whether ``argv`` or its config files name a class of an importable package outside
+    `KEYED_PACKAGES` (found without importing it)."""
+    from importlib.util import find_spec
+
+    values = [
+        a.split("=", 1)[1] if a.startswith("-") else a for a in argv if "=" in a or a[:1] != "-"
+    ]
+    texts = [*values, *(p.read_text(encoding="utf-8", errors="replace") for p in files)]
+    tops = {m.group().split(".")[0] for text in texts for m in _DOTTED.finditer(text)}
+    for top in tops - set(KEYED_PACKAGES):
+        try:
+            spec = find_spec(top)
+        except (ImportError, ValueError):
+            continue
+        # a module or package with code (a folder without __init__, e.g. data/, is none)
+        if spec is not None and spec.origin not in (None, "namespace"):
+            return True
+    return False
+
+
 def cache_key(argv: Sequence[str]) -> str:
     """The key of ``argv``'s output in the cache (see the module docstring)."""
     files = {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in _named_files(argv)}
@@ -147,6 +178,8 @@ def lookup(argv: Sequence[str]) -> str | None:
     text = shipped_text(argv)
     if text is not None:
         return text
+    if not cacheable(argv):
+        return None
     path = cache_dir() / f"{cache_key(argv)}.txt"
     try:
         return path.read_text(encoding="utf-8")
@@ -154,8 +187,15 @@ def lookup(argv: Sequence[str]) -> str | None:
         return None
 
 
+def cacheable(argv: Sequence[str]) -> bool:
+    """Whether the key can cover everything ``argv``'s output depends on."""
+    return not names_other_code(argv, [p for p in _named_files(argv) if p.is_file()])
+
+
 def store(argv: Sequence[str], text: str) -> None:
     """Keep ``argv``'s output in the cache (atomically; a read-only home is no error)."""
+    if not cacheable(argv):
+        return
     folder = cache_dir()
     try:
         folder.mkdir(parents=True, exist_ok=True)

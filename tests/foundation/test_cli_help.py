@@ -18,7 +18,7 @@ from matbench.cli import LIGHTNING_COMMANDS, main
 
 ROOT = Path(__file__).resolve().parents[2]
 TOY = Path(__file__).with_name("toy.yaml")
-REGENERATE = "regenerate them: python -m matbench.cli_help --write"
+REGENERATE = "regenerate them: make cli-help (python -m matbench.cli_help --write)"
 
 #: Runs matbench's main in a fresh interpreter and reports what it printed and imported.
 PROBE = """
@@ -78,20 +78,34 @@ def test_subcommand_help_imports_no_lightning(tmp_path: Path) -> None:
         assert out == (cli_help.SHIPPED_DIR / f"{name}.txt").read_text()
 
 
+#: A run config of matbench's own classes (what the cache may keep).
+CONFIG = """\
+model:
+  class_path: matbench.tasks.MatSegTask
+  init_args:
+    model: rgb
+data:
+  class_path: matbench.datamodules.FMDDataModule
+  init_args:
+    root: data/fmd
+"""
+
+
 def test_print_config_is_answered_from_the_cache_the_second_time(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    config = tmp_path / "toy.yaml"
-    config.write_text(TOY.read_text())
+    (tmp_path / "data" / "fmd").mkdir(parents=True)
+    config = tmp_path / "run.yaml"
+    config.write_text(CONFIG)
     commands = [
         ["fit", "--config", str(config), "--print_config"],
-        ["test", "--config", str(config), "--model.help", "tests.foundation.toy.ToyTask"],
+        ["test", "--config", str(config), "--model.help", "MatSegTask"],
     ]
     live = [_live(argv) for argv in commands]
     assert [code for _, code in live] == [0, 0]
-    assert "class_path: tests.foundation.toy.ToyTask" in live[0][0]
-    assert live[1][0].startswith("usage: matbench ") and "--model.hidden HIDDEN" in live[1][0]
+    assert "class_path: matbench.tasks.MatSegTask" in live[0][0]
+    assert live[1][0].startswith("usage: matbench ") and "--model.descriptor_dim" in live[1][0]
     assert len(list(cli_help.cache_dir().glob("*.txt"))) == 2
 
     result = _probe(commands, tmp_path)
@@ -100,15 +114,30 @@ def test_print_config_is_answered_from_the_cache_the_second_time(
 
     # another config content, another command line or another folder: not the kept text
     key = cli_help.cache_key(commands[0])
-    config.write_text(TOY.read_text().replace("hidden: 8", "hidden: 9"))
+    config.write_text(CONFIG.replace("model: rgb", "model: random"))
     assert cli_help.cache_key(commands[0]) != key
     assert cli_help.cache_key([*commands[0], "--seed_everything=2"]) != key
     assert cli_help.lookup(commands[0]) is None
 
 
+def test_classes_of_other_code_are_not_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A user's own task (here the tests' toy) can change under the same command line."""
+    monkeypatch.chdir(ROOT)  # where `tests` is importable
+    argv = ["fit", "--config", str(TOY), "--print_config"]
+    assert cli_help.names_other_code(argv, [TOY])
+    text, code = _live(argv)
+    assert code == 0 and "tests.foundation.toy.ToyTask" in text
+    assert not cli_help.cache_dir().exists() or not list(cli_help.cache_dir().glob("*.txt"))
+    assert not cli_help.names_other_code(["fit", "--data.root=data/fmd"], [])
+
+
 def test_failed_help_is_not_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    argv = ["fit", "--config", str(TOY), "--model.no_such_argument=1", "--print_config"]
+    config = tmp_path / "run.yaml"
+    config.write_text(CONFIG)
+    argv = ["fit", "--config", str(config), "--model.no_such_argument=1", "--print_config"]
     with contextlib.redirect_stderr(io.StringIO()):
         assert _live(argv)[1] == 2
     assert not cli_help.cache_dir().exists() or not list(cli_help.cache_dir().glob("*.txt"))
