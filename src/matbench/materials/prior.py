@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -261,6 +262,97 @@ def load_prior() -> dict[str, Any]:
     if table.get("version") != PRIOR_VERSION:
         raise ValueError(f"{PRIOR_FILE}: unsupported prior table version {table.get('version')}")
     return table
+
+
+def read_prior(path: str | Path) -> dict[str, Any]:
+    """A prior table file (the packaged one's format, e.g. from :func:`measured_prior`)."""
+    path = Path(path)
+    try:
+        table = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"prior table '{path}' does not exist") from err
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise DatasetFormatError(path, f"not valid JSON ({err})") from err
+    if not isinstance(table, dict) or table.get("version") != PRIOR_VERSION:
+        raise DatasetFormatError(path, f"not a prior table (expected version {PRIOR_VERSION})")
+    if not isinstance(table.get("categories"), dict):
+        raise DatasetFormatError(path, "'categories' must map category names to entries")
+    for name, entry in table["categories"].items():
+        materials = entry.get("materials") if isinstance(entry, dict) else None
+        if not isinstance(materials, list) or not materials:
+            raise DatasetFormatError(path, f"category '{name}': needs a 'materials' list")
+        bad = [m for m in materials if not (isinstance(m, str) and is_material(m))]
+        if bad:
+            raise DatasetFormatError(path, f"category '{name}': unknown material(s) {bad}")
+    return table
+
+
+def measured_prior(
+    lvis: dict[str, Any],
+    predictions: dict[int, list[str]],
+    min_objects: int = 10,
+    fallback: dict[str, Any] | None = None,
+    source: str = "predictions",
+) -> dict[str, Any]:
+    """The category prior measured from per-object predictions (``materials label``): each
+    category's most frequent predicted material, with the frequencies of all of them.
+
+    Args:
+        lvis: The LVIS annotation dict the predictions label (categories, annotations).
+        predictions: Annotation id -> materials (the first counts).
+        min_objects: Categories with fewer labelled objects are not measured: they take the
+            ``fallback`` table's entry (matched by name, then synset) or become unknown.
+        fallback: A prior table (e.g. :func:`load_prior`, the hand-written one), or None.
+        source: What the predictions were (recorded in the table).
+    """
+    if min_objects < 1:
+        raise ValueError(f"min_objects must be >= 1, got {min_objects}")
+    category_of = {int(a["id"]): int(a["category_id"]) for a in lvis.get("annotations", [])}
+    counts: dict[int, Counter[str]] = {}
+    for ann_id, materials in predictions.items():
+        if ann_id in category_of and materials:
+            counts.setdefault(category_of[ann_id], Counter())[materials[0]] += 1
+    old = (fallback or {}).get("categories", {})
+    by_synset = {v.get("synset"): v for v in old.values() if v.get("synset")}
+    table: dict[str, Any] = {}
+    unknown: list[str] = []
+    measured = fell_back = 0
+    for category in sorted(lvis.get("categories", []), key=lambda c: int(c["id"])):
+        cid, name = int(category["id"]), str(category["name"])
+        seen = counts.get(cid, Counter())
+        n = sum(seen.values())
+        base = {"id": cid, "synset": str(category.get("synset", "")), "objects": n}
+        if n >= min_objects:
+            ranked = sorted(seen.items(), key=lambda kv: (-kv[1], kv[0]))
+            table[name] = {
+                **base,
+                "materials": [ranked[0][0]],
+                "frequencies": {m: c / n for m, c in ranked},
+                "rule": "measured",
+            }
+            measured += 1
+            continue
+        entry = old.get(name) or by_synset.get(category.get("synset"))
+        if entry is not None:
+            table[name] = {
+                **base,
+                "materials": list(entry["materials"]),
+                "rule": f"fallback ({entry.get('rule', 'hand-written')})",
+            }
+            fell_back += 1
+        else:
+            unknown.append(name)
+    return {
+        "version": PRIOR_VERSION,
+        "source": f"measured from {source} (min_objects={min_objects}); "
+        + ("hand-written table as fallback" if fallback else "no fallback"),
+        "num_categories": len(lvis.get("categories", [])),
+        "min_objects": min_objects,
+        "num_measured": measured,
+        "num_fallback": fell_back,
+        "categories": table,
+        "unknown": unknown,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

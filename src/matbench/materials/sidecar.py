@@ -57,8 +57,22 @@ class BuildReport:
     from_prior: int = 0
     from_predictions: int = 0
     unlabelled: int = 0
+    #: Objects that both sources labelled (where the seeded choice was made).
+    both_sources: int = 0
     #: Category name -> number of objects, for categories without a prior material.
     unknown_categories: dict[str, int] = field(default_factory=dict)
+
+    def record(self) -> dict[str, Any]:
+        """The counts as a plain dict, with the realised share of each source."""
+        labelled = self.from_prior + self.from_predictions
+        return {
+            "objects": self.num_objects,
+            "from_prior": self.from_prior,
+            "from_predictions": self.from_predictions,
+            "unlabelled": self.unlabelled,
+            "prior_share": self.from_prior / labelled if labelled else None,
+            "both_sources": self.both_sources,
+        }
 
     def summary(self) -> str:
         lines = [
@@ -133,8 +147,11 @@ def read_sidecar(path: str | Path) -> dict[int, MaterialLabel]:
     return labels
 
 
-def write_sidecar(path: str | Path, labels: dict[int, MaterialLabel]) -> Path:
-    """Write ``labels`` as a sidecar JSON (vocabulary = the materials used, sorted)."""
+def write_sidecar(
+    path: str | Path, labels: dict[int, MaterialLabel], provenance: dict[str, Any] | None = None
+) -> Path:
+    """Write ``labels`` as a sidecar JSON (vocabulary = the materials used, sorted), with an
+    optional ``provenance`` record (how it was built; readers ignore it)."""
     path = Path(path)
     vocabulary = sorted({m for label in labels.values() for m in label.materials})
     annotations = {}
@@ -146,17 +163,30 @@ def write_sidecar(path: str | Path, labels: dict[int, MaterialLabel]) -> Path:
         if label.source is not None:
             entry["source"] = label.source
         annotations[str(ann_id)] = entry
-    data = {"version": SIDECAR_VERSION, "vocabulary": vocabulary, "annotations": annotations}
+    data: dict[str, Any] = {"version": SIDECAR_VERSION, "vocabulary": vocabulary}
+    if provenance:
+        data["provenance"] = provenance
+    data["annotations"] = annotations
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
     return path
 
 
 def read_predictions(path: str | Path) -> dict[int, list[str]]:
-    """Per-object material predictions: ``{"<annotation id>": name | [names]}``."""
+    """Per-object material predictions: ``{"<annotation id>": name | [names]}`` (optionally
+    under ``"annotations"``; an entry may be an object with ``materials``, as
+    ``matbench materials label`` writes)."""
+    return read_predictions_file(path)[0]
+
+
+def read_predictions_file(path: str | Path) -> tuple[dict[int, list[str]], dict[str, Any]]:
+    """:func:`read_predictions` and the file's other top-level fields (``lvis``, ``model``,
+    ``counts``… of a ``materials label`` file; empty for a plain mapping)."""
     path = Path(path)
     data = _read_json(path, "predictions file")
+    meta: dict[str, Any] = {}
     if isinstance(data, dict) and isinstance(data.get("annotations"), dict):
+        meta = {k: v for k, v in data.items() if k != "annotations"}
         data = data["annotations"]
     if not isinstance(data, dict):
         raise DatasetFormatError(path, "expected a JSON object: annotation id -> material(s)")
@@ -166,8 +196,10 @@ def read_predictions(path: str | Path) -> dict[int, list[str]]:
             ann_id = int(key)
         except ValueError as err:
             raise DatasetFormatError(path, f"annotation id '{key}' is not an integer") from err
+        if isinstance(value, dict):
+            value = value.get("materials")
         out[ann_id] = _materials(value, path, f"annotation {key}")
-    return out
+    return out, meta
 
 
 def build_sidecar(
@@ -214,6 +246,7 @@ def build_sidecar(
             unknown[category_names.get(cid, str(cid))] += 1
         predicted = predictions.get(ann_id)
         if from_prior and predicted:
+            report.both_sources += 1
             use_prior = rng.random() < prior_weight
         else:
             use_prior = bool(from_prior)

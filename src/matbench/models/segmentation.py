@@ -45,6 +45,10 @@ class Segmenter(nn.Module):
         class scores (argmax = prediction; averaging over windows is meaningful)."""
         raise NotImplementedError
 
+    def probabilities(self, scores: Tensor) -> Tensor:
+        """Class probabilities (B, C, H, W) from :meth:`scores` (softmax over classes)."""
+        return scores.softmax(1)
+
     def loss(self, image: Tensor, target: Tensor, ignore_index: int) -> tuple[Tensor, int]:
         """Training loss of (B, 3, H, W) images against (B, H, W) label maps, and how many
         images it scored (those with some labelled pixel)."""
@@ -156,6 +160,10 @@ class Mask2FormerSegmenter(Segmenter):
         )
         classes = out.class_queries_logits.softmax(-1)[..., :-1]
         return torch.einsum("bqc,bqhw->bchw", classes, masks.sigmoid())
+
+    def probabilities(self, scores: Tensor) -> Tensor:
+        """The query mixture is a per-class mass, not a distribution: normalised per pixel."""
+        return scores / scores.sum(1, keepdim=True).clamp_min(1e-12)
 
     def loss(self, image: Tensor, target: Tensor, ignore_index: int) -> tuple[Tensor, int]:
         mask_labels, class_labels = [], []

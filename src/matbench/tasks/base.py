@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import json
 import math
+import pickle
 import random
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -468,7 +469,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any] | None:
     or None when the file is not one (e.g. a bare state dict)."""
     try:
         checkpoint = torch.load(weights_file(str(path)), map_location="cpu", weights_only=True)
-    except (RuntimeError, ValueError, OSError, EOFError):
+    except (RuntimeError, ValueError, OSError, EOFError, pickle.UnpicklingError):
         return None
     if isinstance(checkpoint, dict) and isinstance(checkpoint.get("state_dict"), dict):
         return checkpoint

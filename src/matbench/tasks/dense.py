@@ -162,6 +162,10 @@ class DenseMaterialTask(BaseTask):
             return sliding_scores(self.model, image, hp.inference_size, hp.window, self.stride)
         return resized_scores(self.model, image, hp.inference_size)
 
+    def probabilities(self, image: Tensor) -> Tensor:
+        """(B, 3, H, W) in [0, 1] → (B, C, H, W) class probabilities (see :meth:`forward`)."""
+        return self.model.probabilities(self(image))
+
     def segment(self, images: Tensor | list[Tensor]) -> list[Tensor]:
         """Class scores (C, H, W) of each image at its own size: one forward for a stacked
         batch, one per image for a list of images of different sizes."""

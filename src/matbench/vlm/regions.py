@@ -84,16 +84,7 @@ def region_view(
         return _downsize(Image.fromarray(to_uint8(crop)), max_side)
     # mark at the output resolution, so that the outline has the same width in every view
     picture = _downsize(Image.fromarray(to_uint8(image)), max_side)
-    small = (
-        np.asarray(
-            Image.fromarray(mask.numpy().astype(np.uint8) * 255).resize(picture.size, Image.NEAREST)
-        )
-        > 127
-    )
-    if not small.any():  # a region thinner than one output pixel: keep its centre
-        ys, xs = np.nonzero(mask.numpy())
-        sy, sx = small.shape[0] / mask.shape[0], small.shape[1] / mask.shape[1]
-        small[int(ys.mean() * sy), int(xs.mean() * sx)] = True
+    small = _at_size(mask, picture.size)
     array = np.asarray(picture).copy()
     width = max(2, round(max(picture.size) / 200))
     if marker == "som":
@@ -102,11 +93,80 @@ def region_view(
     array[_ring(small, width)] = MARK_COLOR
     view = Image.fromarray(array)
     if marker == "som":
-        depth = ndimage.distance_transform_edt(np.pad(small, 1))[1:-1, 1:-1]
-        y, x = np.unravel_index(int(depth.argmax()), depth.shape)
-        draw = ImageDraw.Draw(view)
-        size = max(10, round(max(view.size) / 30))
-        box = (x - size // 2, y - size // 2, x + size // 2 + 1, y + size // 2 + 1)
-        draw.rectangle(box, fill=(0, 0, 0))
-        draw.text((x, y), "1", fill=(255, 255, 255), anchor="mm", font_size=size)
+        _draw_mark(view, small, "1")
+    return view
+
+
+def _at_size(mask: Tensor, size: tuple[int, int]) -> np.ndarray:
+    """A bool mask resized (nearest) to a picture's (width, height); a region thinner than
+    one output pixel keeps its centre pixel."""
+    small = (
+        np.asarray(Image.fromarray(mask.numpy().astype(np.uint8) * 255).resize(size, Image.NEAREST))
+        > 127
+    )
+    if not small.any():
+        ys, xs = np.nonzero(mask.numpy())
+        sy, sx = small.shape[0] / mask.shape[0], small.shape[1] / mask.shape[1]
+        small[int(ys.mean() * sy), int(xs.mean() * sx)] = True
+    return small
+
+
+def _draw_mark(view: Image.Image, region: np.ndarray, text: str) -> None:
+    """The Set-of-Marks label: ``text`` in white on a black box at the region's most interior
+    point (the farthest from its border)."""
+    depth = ndimage.distance_transform_edt(np.pad(region, 1))[1:-1, 1:-1]
+    y, x = np.unravel_index(int(depth.argmax()), depth.shape)
+    draw = ImageDraw.Draw(view)
+    size = max(10, round(max(view.size) / 30))
+    half = size // 2 + (size // 4) * (len(text) - 1)
+    box = (x - half, y - size // 2, x + half + 1, y + size // 2 + 1)
+    draw.rectangle(box, fill=(0, 0, 0))
+    draw.text((x, y), text, fill=(255, 255, 255), anchor="mm", font_size=size)
+
+
+#: Distinct tints of the numbered regions of a Set-of-Marks picture (cycled).
+MARK_PALETTE = (
+    (230, 25, 75),
+    (60, 180, 75),
+    (255, 225, 25),
+    (0, 130, 200),
+    (245, 130, 48),
+    (145, 30, 180),
+    (70, 240, 240),
+    (240, 50, 230),
+)
+
+
+def marks_view(image: Tensor, masks: Tensor, max_side: int = 768) -> Image.Image:
+    """The Set-of-Marks picture of several regions (Yang et al., 2023): each region tinted in
+    its own colour, outlined, and numbered 1..N at its most interior point; regions drawn
+    largest first, so that a small object on a large one stays visible.
+
+    Args:
+        image: (3, H, W) float image in [0, 1], full resolution.
+        masks: (N, H, W) bool masks (none empty), numbered in this order.
+        max_side: Longest side of the returned picture.
+    """
+    if masks.ndim != 3 or tuple(masks.shape[-2:]) != tuple(image.shape[-2:]):
+        raise ValueError(
+            f"masks {tuple(masks.shape)} must be (N, H, W) with the image's size "
+            f"{tuple(image.shape[-2:])}"
+        )
+    picture = _downsize(Image.fromarray(to_uint8(image)), max_side)
+    array = np.asarray(picture).copy()
+    width = max(2, round(max(picture.size) / 200))
+    smalls = []
+    for mask in masks.to(torch.bool):
+        if not bool(mask.any()):
+            raise ValueError("empty region mask")
+        smalls.append(_at_size(mask, picture.size))
+    order = sorted(range(len(smalls)), key=lambda i: -int(smalls[i].sum()))
+    for i in order:
+        colour = np.array(MARK_PALETTE[i % len(MARK_PALETTE)], dtype=np.float32)
+        region = smalls[i]
+        array[region] = (0.6 * array[region] + 0.4 * colour).round().astype(np.uint8)
+        array[_ring(region, width)] = colour.astype(np.uint8)
+    view = Image.fromarray(array)
+    for i in order:
+        _draw_mark(view, smalls[i], str(i + 1))
     return view
