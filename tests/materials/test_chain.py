@@ -14,12 +14,14 @@ from matbench.cli import main
 from matbench.materials.sidecar import read_sidecar
 from tests.data.lvis_materials.data import make as make_lvis
 from tests.golden.cases import CONFIGS, TINY_CLIP
-from tests.materials.helpers import fit_dense, write_class_map
+from tests.materials.helpers import write_class_map
 
 
 @pytest.mark.slow
-def test_dense_label_prior_build_caption_clip(tmp_path: Path, tiny_vlm: Path) -> None:
-    ckpt = fit_dense(tmp_path)
+def test_dense_label_prior_build_caption_clip(
+    tmp_path: Path, tiny_vlm: Path, dense_checkpoint: Path
+) -> None:
+    ckpt = dense_checkpoint  # fitted on fake DMS by the fixture (tests/materials/conftest.py)
     root = make_lvis(tmp_path / "lvis_materials", num_train=4, num_val=2)
     class_map = write_class_map(tmp_path / "class_map.json")
     files = {split: root / "lvis" / f"lvis_v1_{split}.json" for split in ("train", "val")}

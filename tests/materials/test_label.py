@@ -14,7 +14,7 @@ from matbench.materials.label import class_materials, label_objects, load_dense_
 from matbench.materials.prior import load_prior, measured_prior, read_prior
 from matbench.materials.sidecar import read_sidecar
 from tests.data.lvis_materials.data import make as make_lvis
-from tests.materials.helpers import fit_dense, write_class_map
+from tests.materials.helpers import write_class_map
 
 
 def test_label_objects_hand_worked() -> None:
@@ -88,8 +88,10 @@ def test_measured_prior_and_fallback() -> None:
 
 
 @pytest.mark.slow
-def test_label_prior_build_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    ckpt = fit_dense(tmp_path)
+def test_label_prior_build_cli(
+    tmp_path: Path, dense_checkpoint: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ckpt = dense_checkpoint
     ann, lvis = _lvis(tmp_path)
     images = ann.parents[1] / "coco"
     out = tmp_path / "labels.json"

@@ -73,11 +73,13 @@ def prompt_id(text: str) -> str:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The command line of ``matbench materials caption``."""
+    from matbench.vlm import add_model_arguments
+
     parser.add_argument("--lvis", required=True, help="LVIS annotation JSON")
     parser.add_argument("--images", required=True, help="COCO image root (train2017/, val2017/)")
     parser.add_argument("--sidecar", required=True, help="materials sidecar to caption")
     parser.add_argument("--out", help="sidecar to write (default: update --sidecar in place)")
-    parser.add_argument("--model", required=True, help="VLM: hf:<name or folder> or openai:<model>")
+    add_model_arguments(parser, max_new_tokens=160)
     parser.add_argument(
         "--check-model",
         help="optional text model that checks each caption against the object's category "
@@ -86,30 +88,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-marks", type=int, default=12, help="objects per picture")
     parser.add_argument("--max-side", type=int, default=768, help="longest side of a picture")
     parser.add_argument("--batch-size", type=int, default=4, help="pictures per model call")
-    parser.add_argument("--max-new-tokens", type=int, default=160)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtype", default="float32")
-    parser.add_argument("--base-url", help="API root of an openai back end")
-    parser.add_argument("--api-key-env", default="OPENAI_API_KEY")
     parser.add_argument("--no-progress", action="store_true")
 
 
 def run(args: argparse.Namespace) -> int:
     """``matbench materials caption`` from parsed arguments."""
-    from matbench.vlm import GenerationSettings, build_backend
+    from matbench.vlm import GenerationSettings, backend_from_args, build_backend
 
     if args.max_marks < 1 or args.batch_size < 1:
         raise ConfigError("--max-marks and --batch-size must be >= 1")
-    settings = GenerationSettings(max_new_tokens=args.max_new_tokens)
-    common = {"device": args.device, "dtype": args.dtype, "base_url": args.base_url}
-    vlm = build_backend(args.model, settings, api_key_env=args.api_key_env, **common)
+    vlm = backend_from_args(args)
     checker = None
     if args.check_model:
         checker = build_backend(
             args.check_model,
-            GenerationSettings(max_new_tokens=4),
+            GenerationSettings(max_new_tokens=4, seed=args.seed),
+            device=args.device,
+            dtype=args.dtype,
+            base_url=args.base_url,
             api_key_env=args.api_key_env,
-            **common,
+            concurrency=args.concurrency,
         )
     summary = caption_sidecar(
         args.lvis,
@@ -154,8 +152,8 @@ def caption_sidecar(
         parse_polygons,
         read_lvis_json,
     )
-    from matbench.materials.label import _progress
     from matbench.materials.sidecar import read_sidecar, write_sidecar
+    from matbench.utils.progress import progress_bar
     from matbench.vlm.base import Request
     from matbench.vlm.regions import marks_view, mask_sha256, pixels_sha256
     from matbench.vlm.store import AnswerStore, answer_id
@@ -187,7 +185,7 @@ def caption_sidecar(
     failures: dict[str, str] = {}
     checks: dict[str, str] = {}
     captions: dict[int, str] = {}
-    bar = _progress(sum(len(v) for v in objects.values()), progress, "object", "caption")
+    bar = progress_bar(sum(len(v) for v in objects.values()), "caption", "object", progress)
     pending: list[tuple[str, Request, list[int]]] = []
 
     def flush() -> None:

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -165,20 +164,6 @@ def load_dense_task(path: str | Path, map_location: str = "cpu") -> Any:
     return task.eval()
 
 
-def _progress(total: int, enabled: bool, unit: str, desc: str) -> Any:
-    from tqdm import tqdm
-
-    return tqdm(
-        total=total,
-        unit=unit,
-        desc=desc,
-        disable=not enabled,
-        file=sys.stderr,
-        mininterval=0.5,
-        dynamic_ncols=True,
-    )
-
-
 def label_lvis(
     lvis_path: str | Path,
     image_root: str | Path,
@@ -201,6 +186,7 @@ def label_lvis(
         parse_polygons,
         read_lvis_json,
     )
+    from matbench.utils.progress import progress_bar
     from matbench.vlm.store import AnswerStore
 
     if not 0.0 <= min_share <= 1.0 or not 0.0 <= min_confidence <= 1.0:
@@ -234,7 +220,7 @@ def label_lvis(
     ckpt_digest = hashlib.sha256(Path(checkpoint).read_bytes()).hexdigest()[:16]
     settings = f"{ckpt_digest}|{min_share}|{min_confidence}|{json.dumps(overrides, sort_keys=True)}"
     store = AnswerStore(out.with_name(out.name + ".progress.jsonl"))
-    bar = _progress(sum(len(objects[i]) for i in order), progress, "object", "label")
+    bar = progress_bar(sum(len(objects[i]) for i in order), "label", "object", progress)
     for image_id in order:
         key = hashlib.sha256(f"{settings}|{image_id}".encode()).hexdigest()
         if store.get(key) is not None:

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from matbench.results import atomic_write_text, package_versions, write_run
+from matbench.utils.progress import progress_bar
 from matbench.vlm import add_model_arguments, backend_from_args
 from matbench.vlm.base import MARKERS, Backend, Request
 from matbench.vlm.store import AnswerStore, answer_id
@@ -231,20 +232,6 @@ class RegionResult:
     cached: bool = False
 
 
-def _progress(total: int, enabled: bool) -> Any:
-    from tqdm import tqdm
-
-    return tqdm(
-        total=total,
-        unit="region",
-        desc="describe",
-        disable=not enabled,
-        file=sys.stderr,
-        mininterval=0.5,
-        dynamic_ncols=True,
-    )
-
-
 def _prepare_region(
     dataset: Any,
     index: int,
@@ -336,7 +323,7 @@ def ask_regions(
         except BaseException as err:  # noqa: BLE001 - handed to the main thread
             ready.put(("raise", err))
 
-    bar = _progress(len(regions), progress)
+    bar = progress_bar(len(regions), "describe", "region", progress)
     counts = {"cached": 0, "failed": 0}
     producer = threading.Thread(target=produce, name="describe-regions", daemon=True)
     producer.start()

@@ -1,0 +1,178 @@
+"""Benchmark: dense segmentation pipelines against the bare model forward, side by side (CPU).
+
+1. ``matbench materials label``, in objects/second: the whole path (LVIS JSON, image decode,
+   polygon masks, one forward per image at the configured inference size, the per-object
+   majority class, share and confidence, the resumable progress file, the output JSON)
+   against the bare forward (:meth:`DenseMaterialTask.probabilities`) over the same images,
+   held in memory, counted in the same objects. Target: label >= 85 % of the bare rate.
+2. ``matbench test`` of :class:`DenseMaterialTask` on DMS (``eval_full_size``: images and
+   label maps decoded in a loader worker at their own size, resized inference, the DMS
+   confusion matrix), in images/second, timed from the first test batch to the last, against
+   the bare forward and argmax over the same images in memory. Target: test >= 85 % of the
+   bare rate.
+
+The bare rates are measured before and after each pipeline and averaged (a shared machine).
+The segmenter is a random-init DeepLabV3+ on a timm ResNet-18 (``--backbone``), fitted one
+step on fake DMS so that a real checkpoint is labelled with.
+
+    python benchmarks/dense.py                       # the defaults reported in the docs
+    python benchmarks/dense.py --images 4 --size 160  # a quick run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from lightning.pytorch.callbacks import Callback
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from matbench.cli import main  # noqa: E402
+from matbench.datasets.lvis_materials import load_image  # noqa: E402
+from matbench.materials.label import label_lvis, load_dense_task  # noqa: E402
+from tests.data.dms.data import make as make_dms  # noqa: E402
+from tests.data.lvis_materials.data import make as make_lvis  # noqa: E402
+from tests.materials.helpers import write_class_map  # noqa: E402
+
+CONFIG = Path(__file__).resolve().parents[1] / "configs" / "dense" / "dms_resnet50.yaml"
+
+
+class TestTimer(Callback):
+    """Wall time from the first test batch's start to the last one's end, and images seen."""
+
+    def __init__(self) -> None:
+        self.start: float | None = None
+        self.end = 0.0
+        self.images = 0
+
+    def on_test_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:  # noqa: ANN001
+        if self.start is None:
+            self.start = time.perf_counter()
+
+    def on_test_batch_end(  # noqa: ANN001
+        self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0
+    ) -> None:
+        self.images += len(batch["image"])
+        self.end = time.perf_counter()
+
+    @property
+    def rate(self) -> float:
+        return self.images / (self.end - (self.start or self.end))
+
+
+def _common(root: Path, out: Path, args: argparse.Namespace) -> list[str]:
+    return [
+        "--config",
+        str(CONFIG),
+        f"--data.root={root}",
+        f"--data.image_size={args.train_size}",
+        "--data.batch_size=2",
+        "--data.num_workers=1",
+        f"--model.backbone={args.backbone}",
+        "--model.weights=null",
+        f"--model.inference_size={args.size}",
+        "--trainer.logger=false",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.accelerator=cpu",
+        f"--trainer.default_root_dir={out}",
+    ]
+
+
+def bare_label_rate(task, images: list[torch.Tensor], objects: int) -> float:  # noqa: ANN001
+    """Objects/second of the bare forward (probabilities) over in-memory images."""
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for image in images:
+            task.probabilities(image.unsqueeze(0))
+    return objects / (time.perf_counter() - start)
+
+
+def bare_test_rate(task, images: list[torch.Tensor]) -> float:  # noqa: ANN001
+    """Images/second of the bare forward and argmax over in-memory images."""
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for image in images:
+            task(image.unsqueeze(0)).argmax(1)
+    return len(images) / (time.perf_counter() - start)
+
+
+def run(args: argparse.Namespace) -> dict[str, float]:
+    torch.set_num_threads(args.threads)
+    tmp = Path(tempfile.mkdtemp(prefix="matbench_dense_bench_"))
+    size = (args.size * 4 // 3, args.size)
+    dms = make_dms(tmp / "DMS_v1", per_split=args.images, size=size)
+    common = _common(dms, tmp / "fit", args)
+    cli = main(["fit", *common, "--trainer.max_steps=1", "--trainer.limit_val_batches=1"])
+    ckpt = Path(cli.trainer.checkpoint_callback.last_model_path)
+    task = load_dense_task(ckpt)
+
+    # 1. label
+    lvis_root = make_lvis(tmp / "lvis", num_train=args.images, num_val=1, size=size)
+    ann = lvis_root / "lvis" / "lvis_v1_train.json"
+    lvis = json.loads(ann.read_text())
+    objects = len(lvis["annotations"])
+    images = [load_image(p) for p in sorted((lvis_root / "coco" / "train2017").glob("*.jpg"))]
+    class_map = write_class_map(tmp / "class_map.json")
+    bare_label_rate(task, images[:1], 1)  # warm-up
+    bare_before = bare_label_rate(task, images, objects)
+    start = time.perf_counter()
+    label_lvis(ann, lvis_root / "coco", ckpt, tmp / "labels.json", class_map=class_map,
+               progress=False)  # fmt: skip
+    label = objects / (time.perf_counter() - start)
+    bare_after = bare_label_rate(task, images, objects)
+    bare_label = (bare_before + bare_after) / 2
+
+    # 2. test
+    timer = TestTimer()
+    dms_images = [load_image(p) for p in sorted((dms / "images" / "validation").glob("*.jpg"))]
+    bare_before = bare_test_rate(task, dms_images)
+    # the callback is given as a Python object: LightningCLI takes it through `trainer`
+    from matbench.lightning_cli import run as cli_run
+
+    cli = cli_run(["--config", str(CONFIG), *common[2:]], run_subcommand=False)
+    cli.trainer.callbacks.append(timer)
+    cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=str(ckpt))
+    bare_after = bare_test_rate(task, dms_images)
+    bare_test = (bare_before + bare_after) / 2
+    return {
+        "objects": objects,
+        "label_objects_per_s": label,
+        "bare_label_objects_per_s": bare_label,
+        "label_ratio": label / bare_label,
+        "test_images_per_s": timer.rate,
+        "bare_test_images_per_s": bare_test,
+        "test_ratio": timer.rate / bare_test,
+    }
+
+
+def main_(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--images", type=int, default=12, help="images per fake split")
+    parser.add_argument("--size", type=int, default=320, help="image height; inference size")
+    parser.add_argument("--train-size", type=int, default=64)
+    parser.add_argument("--backbone", default="tu-resnet18")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    result = run(args)
+    print(f"label: {result['objects']} objects")
+    print(
+        f"  pipeline {result['label_objects_per_s']:.2f} objects/s, bare forward "
+        f"{result['bare_label_objects_per_s']:.2f} objects/s: "
+        f"{100 * result['label_ratio']:.1f} % (target >= 85 %)"
+    )
+    print(
+        f"test: pipeline {result['test_images_per_s']:.2f} images/s, bare forward "
+        f"{result['bare_test_images_per_s']:.2f} images/s: "
+        f"{100 * result['test_ratio']:.1f} % (target >= 85 %)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main_())
