@@ -114,3 +114,16 @@ def test_bad_settings(dms_root: Path, tmp_path: Path, capsys: pytest.CaptureFixt
     with pytest.raises(SystemExit):
         main(["test", *args, "--model.num_classes=10"])
     assert "num_classes=10 but the label maps of DMSDataModule" in capsys.readouterr().err
+
+
+def test_label_map_outside_dms(tmp_path: Path) -> None:
+    from matbench.datasets.dms import DMS
+    from matbench.errors import DatasetFormatError
+
+    root = make(tmp_path / "DMS_v1", per_split=1, size=(16, 12))
+    (label,) = (root / "labels" / "validation").glob("*.png")
+    array = np.asarray(Image.open(label)).copy()
+    array[0, 0] = 60
+    Image.fromarray(array).save(label)
+    with pytest.raises(DatasetFormatError, match=rf"{label.name}: label value 60 is not a DMS"):
+        DMS(root, split="validation", mode="dense", index_cache=None)[0]
