@@ -25,8 +25,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from matbench.errors import ConfigError, DatasetFormatError
 
 CAPTION_PROMPT_VERSION = "1"
@@ -142,6 +140,8 @@ def caption_sidecar(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Caption the sidecar's objects (see the module docstring); return the counts."""
+    import torch
+
     from matbench.datasets.lvis_materials import (
         decode_polygons,
         find_image_files,
@@ -217,7 +217,7 @@ def caption_sidecar(
         height, width = info["height"], info["width"]
         image = load_image(image_root / info["path"])
         image_sha = pixels_sha256(image)
-        kept: list[tuple[int, torch.Tensor]] = []
+        kept: list[tuple[int, Any]] = []
         for ann_id, _, segmentation in objects[image_id]:
             polygons = parse_polygons(segmentation, ann_id, width, height, lvis_path)
             mask = decode_polygons(polygons, height, width) if polygons else None

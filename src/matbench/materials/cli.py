@@ -20,7 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from matbench.materials.prior import load_prior, measured_prior, read_prior
-from matbench.materials.sidecar import build_sidecar, read_predictions_file, write_sidecar
+from matbench.materials.sidecar import (
+    build_sidecar,
+    check_predictions_match,
+    read_predictions_file,
+    write_sidecar,
+)
 from matbench.materials.vocabulary import VOCABULARY
 
 
@@ -125,8 +130,6 @@ def _read_lvis(path: Path) -> dict[str, Any]:
 
 
 def _predictions(path: str, lvis: dict[str, Any], lvis_path: Path) -> dict[int, list[str]]:
-    from matbench.materials.label import check_predictions_match
-
     predictions, meta = read_predictions_file(path)
     check_predictions_match(meta, set(predictions), lvis, lvis_path, Path(path))
     return predictions

@@ -36,42 +36,11 @@ import torch
 from torch import Tensor
 
 from matbench.errors import CheckpointError, ConfigError, DatasetFormatError
+from matbench.materials.sidecar import lvis_identity
 from matbench.materials.vocabulary import canonical, is_material
 
 LABELS_VERSION = 1
 LABELS_KIND = "matbench.dense_labels"
-
-
-def lvis_identity(lvis: dict[str, Any], path: str | Path) -> dict[str, Any]:
-    """What identifies an LVIS version: its category list (ids and names) by digest."""
-    pairs = sorted((int(c["id"]), str(c["name"])) for c in lvis.get("categories", []))
-    digest = hashlib.sha256(json.dumps(pairs).encode()).hexdigest()
-    return {"file": str(path), "num_categories": len(pairs), "categories_sha256": digest}
-
-
-def check_predictions_match(
-    meta: dict[str, Any], ann_ids: set[int], lvis: dict[str, Any], lvis_path: Path, path: Path
-) -> None:
-    """A predictions file made for another LVIS version, or naming annotations the LVIS file
-    does not have, is an error naming both files."""
-    recorded = meta.get("lvis")
-    if isinstance(recorded, dict) and recorded.get("categories_sha256"):
-        here = lvis_identity(lvis, lvis_path)
-        if recorded["categories_sha256"] != here["categories_sha256"]:
-            raise DatasetFormatError(
-                path,
-                f"made for another LVIS version: labelled with '{recorded.get('file')}' "
-                f"({recorded.get('num_categories')} categories), but '{lvis_path}' has "
-                f"{here['num_categories']} categories with other ids or names",
-            )
-    known = {int(a["id"]) for a in lvis.get("annotations", [])}
-    missing = sorted(ann_ids - known)
-    if missing:
-        raise DatasetFormatError(
-            path,
-            f"{len(missing)} annotation id(s) do not exist in '{lvis_path}', e.g. "
-            + ", ".join(map(str, missing[:5])),
-        )
 
 
 def class_materials(

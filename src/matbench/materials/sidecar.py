@@ -27,6 +27,7 @@ inside each mask. When both give a material for an object, one of the two is cho
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 from collections import Counter
@@ -200,6 +201,38 @@ def read_predictions_file(path: str | Path) -> tuple[dict[int, list[str]], dict[
             value = value.get("materials")
         out[ann_id] = _materials(value, path, f"annotation {key}")
     return out, meta
+
+
+def lvis_identity(lvis: dict[str, Any], path: str | Path) -> dict[str, Any]:
+    """What identifies an LVIS version: its category list (ids and names) by digest."""
+    pairs = sorted((int(c["id"]), str(c["name"])) for c in lvis.get("categories", []))
+    digest = hashlib.sha256(json.dumps(pairs).encode()).hexdigest()
+    return {"file": str(path), "num_categories": len(pairs), "categories_sha256": digest}
+
+
+def check_predictions_match(
+    meta: dict[str, Any], ann_ids: set[int], lvis: dict[str, Any], lvis_path: Path, path: Path
+) -> None:
+    """A predictions file made for another LVIS version, or naming annotations the LVIS file
+    does not have, is an error naming both files."""
+    recorded = meta.get("lvis")
+    if isinstance(recorded, dict) and recorded.get("categories_sha256"):
+        here = lvis_identity(lvis, lvis_path)
+        if recorded["categories_sha256"] != here["categories_sha256"]:
+            raise DatasetFormatError(
+                path,
+                f"made for another LVIS version: labelled with '{recorded.get('file')}' "
+                f"({recorded.get('num_categories')} categories), but '{lvis_path}' has "
+                f"{here['num_categories']} categories with other ids or names",
+            )
+    known = {int(a["id"]) for a in lvis.get("annotations", [])}
+    missing = sorted(ann_ids - known)
+    if missing:
+        raise DatasetFormatError(
+            path,
+            f"{len(missing)} annotation id(s) do not exist in '{lvis_path}', e.g. "
+            + ", ".join(map(str, missing[:5])),
+        )
 
 
 def build_sidecar(
