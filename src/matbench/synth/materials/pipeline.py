@@ -28,7 +28,6 @@ import json
 import math
 import os
 import queue
-import sys
 import threading
 import time
 from collections import Counter
@@ -216,18 +215,9 @@ def check_resume(out: Path, settings: dict[str, Any]) -> None:
 
 # -- the run -------------------------------------------------------------------------------------
 def _bar(total: int, desc: str, unit: str, enabled: bool, position: int) -> Any:
-    from tqdm import tqdm
+    from matbench.utils.progress import progress_bar
 
-    return tqdm(
-        total=total,
-        desc=desc,
-        unit=unit,
-        disable=not enabled,
-        file=sys.stderr,
-        position=position,
-        mininterval=0.5,
-        dynamic_ncols=True,
-    )
+    return progress_bar(total, desc, unit, enabled, position)
 
 
 class _Labeller:
