@@ -160,6 +160,10 @@ def test_tiny_causal_lm_answers_are_recorded_and_judged(tmp_path: Path) -> None:
     raw = [json.loads(line) for line in (tmp_path / "raw.jsonl").read_text().splitlines()]
     assert [r["class"] for r in raw] == CLASSES and all(r["answer"] for r in raw)
     assert "made of wood" in raw[2]["prompt"]
+    # the triplets are exactly what the recorded answers parse to
+    parsed = [P.parse_answer(r["answer"], r["class"]) for r in raw]
+    assert [t for found, _ in parsed for t in found] == triplets
+    assert sum(bad for _, bad in parsed) == unparseable
     kept, dropped = P.sanity_filter(triplets, CLASSES, P.load_deny_list())
     empty = [c for c in CLASSES if not kept[c]]
     if empty:

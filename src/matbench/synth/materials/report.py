@@ -104,6 +104,8 @@ def contact_sheet(
     for row, name in enumerate(classes):
         y = row * (TILE + 4)
         draw.text((4, y + TILE // 2 - 6), name, fill=(0, 0, 0))
+        if not kept[name]:
+            draw.text((label_width, y + TILE // 2 - 6), "no image kept", fill=(160, 0, 0))
         for col, r in enumerate(kept[name]):
             caption = f"{r['object']} {r['score']:.2f}"
             tile = _tile(out / r["image"], out / r["mask"], caption)
