@@ -6,6 +6,7 @@ output."""
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -293,6 +294,7 @@ def test_a_killed_run_resumes_to_the_uninterrupted_result(
     with pytest.raises(KeyboardInterrupt):
         synthesize(out, cfg, prompt_list, False, generator, grounder)
     monkeypatch.setattr(grounder, "detect", real_detect)
+    assert not [t for t in threading.enumerate() if t.name == "synth-label"]  # none left behind
     before = manifest(out)
     assert len(before) == 4  # two batches recorded, the rest lost
     finished = {p: p.stat().st_mtime_ns for p in (out / "image").rglob("*.jpg")}

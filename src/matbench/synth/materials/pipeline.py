@@ -252,7 +252,14 @@ class _Labeller:
                 continue
 
     def close(self) -> None:
-        self.put(None)
+        """Let the thread finish the batches handed over (it only drains them after an
+        error), then raise its error, if any."""
+        while self.thread.is_alive():
+            try:
+                self.queue.put(None, timeout=0.2)
+                break
+            except queue.Full:
+                continue
         self.thread.join()
         if self.error is not None:
             raise self.error
