@@ -153,7 +153,13 @@ def _prompt_builder(args: argparse.Namespace) -> Any:
             )
         kept, dropped = P.sanity_filter(candidates, classes, deny)
         dropped["unparseable"] += unparseable
-        return P.balance(kept, args.prompts_per_class, dropped, args.template, source)
+        try:
+            return P.balance(kept, args.prompts_per_class, dropped, args.template, source)
+        except P.PromptError as err:
+            if args.llm:
+                raw = Path(args.out).expanduser() / P.RAW_FILE
+                raise P.PromptError(f"{err} (the model's answers are in {raw})") from err
+            raise
 
     return build
 
