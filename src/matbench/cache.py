@@ -47,6 +47,20 @@ def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "_"
 
 
+def atomic_torch_save(path: Path, obj: Any) -> None:
+    """``torch.save`` through a temporary file and a rename: readers (other ranks, workers, a
+    resumed run) never see a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".pt")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 class FeatureCache:
     """Frozen features per (model, sample), in memory and optionally on disk.
 
@@ -118,16 +132,7 @@ class FeatureCache:
         if self.memory:
             self._store[key] = features
         if self.directory is not None:
-            path = self.path(fingerprint)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".pt")
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    torch.save(features, f)
-                os.replace(tmp, path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            atomic_torch_save(self.path(fingerprint), features)
 
     @property
     def entries(self) -> dict[str, Tensor]:

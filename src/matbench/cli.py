@@ -44,6 +44,10 @@ TOOL_COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("matbench.demo:main", "MatSeg end to end on generated data, on CPU (make demo)"),
     "benchmark": ("matbench.benchmark:main", "run a suite of `test` runs into one table"),
     "report": ("matbench.report:main", "rebuild results tables and plots from JSON files"),
+    "leaderboard": (
+        "matbench.leaderboard.cli:main",
+        "every model on every material benchmark: runs, HTML/Markdown/CSV leaderboard",
+    ),
     "describe": (
         "matbench.vlm.describe:main",
         "VLM appearance descriptions of regions (sidecar), or zero-shot VLM classes",
