@@ -138,6 +138,15 @@ def ref_evaluate(train, val, test, lr, epochs, batch_size, seed):
 WD_LIST = np.logspace(-6, 2, num=97).tolist()
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """The reference fits on one thread too (tiny layers: threads only add hand-offs)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 # -- tests ------------------------------------------------------------------------------------------
 def test_grid_and_schedule_match_the_reference() -> None:
     assert WEIGHT_DECAYS == WD_LIST
