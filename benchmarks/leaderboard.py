@@ -7,8 +7,9 @@ folder, then, on the CPU, in one process (imports done before timing):
    its feature extraction and weight decay sweep for all), through the same code as
    ``matbench leaderboard`` (configs, ``matbench test``, records, page);
 2. the bare forwards: for each run, the same number of images as that run put through its
-   model, as ready-made tensors at the model's input size, in batches of the same size:
-   the least work any evaluation of these models has to do.
+   model, as ready-made tensors at the model's input size, in batches of the same size (and,
+   for zero-shot, the text tower on as many prompts as the run encoded: classes x
+   templates): the least work any evaluation of these models has to do.
 
 Prints each run's images and seconds and the sweep's images/s against the bare forwards'
 (target >= 85 %).
@@ -54,6 +55,29 @@ def bare_seconds(name: str, images: int, batch_size: int) -> float:
     return time.perf_counter() - start
 
 
+def bare_text_seconds(record: dict, out: Path, batch_size: int) -> float:
+    """Seconds for the text tower on as many prompts as a zero-shot run encoded (classes x
+    templates): the other forward zero-shot needs."""
+    import json
+
+    import open_clip
+
+    from matbench.models.clip import create_open_clip
+
+    protocol = json.loads((out / record["results"]).read_text())["protocol"]
+    prompts = len(protocol["class_names"]) * len(protocol["templates"])
+    spec = resolve_model(record["model"]["name"])
+    model = create_open_clip(spec.arch, spec.weights).eval()
+    tokens = open_clip.get_tokenizer(
+        Path(spec.arch).stem if spec.arch.endswith(".json") else spec.arch
+    )(["a photo of a material."] * batch_size)
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for done in range(0, prompts, batch_size):
+            model.encode_text(tokens[: min(batch_size, prompts - done)])
+    return time.perf_counter() - start
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
@@ -63,7 +87,12 @@ def main() -> None:
     )
     parser.add_argument("--per-class", type=int, default=20, help="fake FMD images per class")
     parser.add_argument("--batch-size", type=int, default=32, help="batch size of both")
-    parser.add_argument("--workers", type=int, default=2, help="loader workers of the sweep")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="loader workers of the sweep (0: on 2 cores, workers take the model's cores)",
+    )
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -75,13 +104,20 @@ def main() -> None:
         start = time.perf_counter()
         code = leaderboard_main(
             [
-                "--models", args.models,
-                "--benchmarks", "fmd",
-                "--root", f"fmd={root}",
-                "--out", str(out),
-                "--batch_size", str(args.batch_size),
-                "--num_workers", str(args.workers),
-                "--override", f"data.init_args.batch_size={args.batch_size}",
+                "--models",
+                args.models,
+                "--benchmarks",
+                "fmd",
+                "--root",
+                f"fmd={root}",
+                "--out",
+                str(out),
+                "--batch_size",
+                str(args.batch_size),
+                "--num_workers",
+                str(args.workers),
+                "--override",
+                f"data.init_args.batch_size={args.batch_size}",
             ]  # fmt: skip
         )
         sweep = time.perf_counter() - start
@@ -93,6 +129,8 @@ def main() -> None:
         for record in records:
             images = int(record.get("images") or 0)
             bare = bare_seconds(record["model"]["name"], images, args.batch_size) if images else 0.0
+            if record["protocol"] == "zero_shot":
+                bare += bare_text_seconds(record, out, args.batch_size)
             total_images += images
             bare_total += bare
             print(f"{record['key'][-60:]:<60} {images:>7} {record['seconds']:>8.1f} {bare:>8.1f}")

@@ -181,10 +181,11 @@ def test_page_in_headless_chromium(board: Path, browser, tmp_path: Path) -> None
     assert _console_errors(browser) == []
 
 
-
 def test_console_errors_are_caught(browser, tmp_path: Path) -> None:
     page = tmp_path / "broken.html"
-    page.write_text("<!DOCTYPE html><html><body><script>undefinedFunction();</script></body></html>")
+    page.write_text(
+        "<!DOCTYPE html><html><body><script>undefinedFunction();</script></body></html>"
+    )
     _load(browser, page)
     errors = _console_errors(browser)
     assert errors and "undefinedFunction" in errors[0]["message"]

@@ -4,6 +4,7 @@ recorded failures and sharding."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -171,3 +172,56 @@ def test_missing_root_is_refused_before_anything_runs(tmp_path: Path, capsys) ->
     assert exit_info.value.code == 2
     assert "--root fmd=" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
+
+
+def test_matbench_checkpoints_run_what_their_task_supports(
+    data: dict[str, Path], tmp_path: Path
+) -> None:
+    import torch
+
+    from matbench.tasks import ClipMaterialTask, MatSegTask
+
+    def save(task: torch.nn.Module, path: Path) -> str:
+        # as LightningCLI saves them: the parsed init arguments and the task's class path
+        hparams = {k: v for k, v in task.hparams.items() if k != "ignore"}
+        hparams["_class_path"] = f"{type(task).__module__}.{type(task).__name__}"
+        checkpoint = {"state_dict": task.state_dict(), "hyper_parameters": hparams}
+        task.on_save_checkpoint(checkpoint)
+        torch.save({**checkpoint, "pytorch-lightning_version": "2.6.0"}, path)
+        return str(path)
+
+    clip = save(ClipMaterialTask(model=TINY_CLIP, text_tower="open_clip"), tmp_path / "clip.ckpt")
+    matseg = save(MatSegTask(encoder="tu-test_convnext", descriptor_dim=8), tmp_path / "ms.ckpt")
+    out = tmp_path / "board"
+    code = main(
+        [
+            "leaderboard",
+            "--models",
+            f"{clip},{matseg}",
+            "--benchmarks",
+            "fmd,matseg",
+            "--root",
+            f"fmd={data['fmd']}",
+            "--root",
+            f"matseg={data['matseg']}",
+            "--out",
+            str(out),
+            "--num_workers",
+            "0",
+            "--probe_epochs",
+            "1",
+        ]  # fmt: skip
+    )
+    assert code == 0
+    status = {(r["model"]["task"], r["benchmark"], r["protocol"]): r for r in load_records(out)}
+    assert {k: r["status"] for k, r in status.items()} == {
+        ("ClipMaterialTask", "fmd", "zero_shot"): "ok",
+        ("ClipMaterialTask", "fmd", "linear_probe"): "ok",
+        ("ClipMaterialTask", "matseg", "dense"): "skipped",
+        ("MatSegTask", "fmd", "zero_shot"): "skipped",
+        ("MatSegTask", "fmd", "linear_probe"): "ok",
+        ("MatSegTask", "matseg", "dense"): "ok",
+    }
+    zero_shot = status[("ClipMaterialTask", "fmd", "zero_shot")]
+    assert zero_shot["weights"] == "random" or "clip.ckpt" in json.dumps(zero_shot)
+    assert "checkpoint" in (out / zero_shot["config"]).read_text()

@@ -197,6 +197,9 @@ _IMAGE_TEXT_TASKS = ("ClipMaterialTask", "ZeroShotTask")
 
 def unsupported(spec: ModelSpec, protocol: str) -> str | None:
     """Why ``spec`` cannot run ``protocol`` (None when it can)."""
+    folder = spec.kind == "matbench" and Path(spec.arch).is_dir()
+    if folder and protocol != "linear_probe":
+        return "a save_pretrained folder runs the linear probe; give the .ckpt for the others"
     if protocol in ("zero_shot", "retrieval"):
         if spec.kind == "open_clip" or spec.task in _IMAGE_TEXT_TASKS:
             return None
@@ -266,10 +269,16 @@ def _hparams(spec: ModelSpec) -> dict[str, Any]:
 
 
 def _checkpoint_section(spec: ModelSpec) -> dict[str, Any]:
+    import importlib
+    import inspect
+
     hparams = _hparams(spec)
     class_path = hparams.pop("_class_path", None) or f"matbench.tasks.{spec.task}"
-    hparams = {k: v for k, v in hparams.items() if not k.startswith("_")}
-    return {"class_path": class_path, "init_args": hparams}
+    module, _, name = class_path.rpartition(".")
+    accepted = inspect.signature(getattr(importlib.import_module(module), name)).parameters
+    # the saved hyperparameters hold bookkeeping too (e.g. what save_hyperparameters ignored)
+    init_args = {k: v for k, v in hparams.items() if k in accepted and k != "ignore"}
+    return {"class_path": class_path, "init_args": init_args}
 
 
 # -- frozen image features (linear probe) ---------------------------------------------------------
