@@ -18,6 +18,7 @@ from matbench.leaderboard.probe import (
     cosine_lr,
     fit_probe,
     linear_probe,
+    one_cpu_thread,
     sweep_weight_decay,
 )
 
@@ -140,11 +141,9 @@ WD_LIST = np.logspace(-6, 2, num=97).tolist()
 
 @pytest.fixture(autouse=True)
 def _one_thread():
-    """The reference fits on one thread too (tiny layers: threads only add hand-offs)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    """The reference fits on one thread too, as the probe's (tiny layers)."""
+    with one_cpu_thread():
+        yield
 
 
 # -- tests ------------------------------------------------------------------------------------------
