@@ -9,25 +9,58 @@ scenes rendered with Blender (:mod:`~matbench.synth.render`, imported on demand)
 ``matbench synth matseg2d|pbr|render --out DIR --n N``.
 """
 
-from matbench.synth.benchmark import Annotation, annotate
-from matbench.synth.maps import CHANNELS, fuzzy_threshold, image_channel, soft_map
-from matbench.synth.scene import (
-    Scene,
-    SceneConfig,
-    TextureNotFoundError,
-    generate_scene,
-    make_scene,
-    scene_seed,
-)
-from matbench.synth.sources import NaturalImages, load_images
-from matbench.synth.textures import extract_texture, find_texture, js_distance
-from matbench.synth.writer import (
-    BenchmarkRecord,
-    NotEnoughImagesError,
-    SceneRecord,
-    write_benchmark,
-    write_scenes,
-)
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # type checkers and the API docs see the names; at run time they load lazily
+    from matbench.synth.benchmark import Annotation, annotate
+    from matbench.synth.maps import CHANNELS, fuzzy_threshold, image_channel, soft_map
+    from matbench.synth.scene import (
+        Scene,
+        SceneConfig,
+        TextureNotFoundError,
+        generate_scene,
+        make_scene,
+        scene_seed,
+    )
+    from matbench.synth.sources import NaturalImages, load_images
+    from matbench.synth.textures import extract_texture, find_texture, js_distance
+    from matbench.synth.writer import (
+        BenchmarkRecord,
+        NotEnoughImagesError,
+        SceneRecord,
+        write_benchmark,
+        write_scenes,
+    )
+
+#: Public name -> the module that defines it; loaded on first use, so that the command line
+#: (``matbench synth --help``) does not import NumPy and SciPy.
+_HOMES = {
+    "Annotation": "benchmark",
+    "annotate": "benchmark",
+    "CHANNELS": "maps",
+    "fuzzy_threshold": "maps",
+    "image_channel": "maps",
+    "soft_map": "maps",
+    "Scene": "scene",
+    "SceneConfig": "scene",
+    "TextureNotFoundError": "scene",
+    "generate_scene": "scene",
+    "make_scene": "scene",
+    "scene_seed": "scene",
+    "NaturalImages": "sources",
+    "load_images": "sources",
+    "extract_texture": "textures",
+    "find_texture": "textures",
+    "js_distance": "textures",
+    "BenchmarkRecord": "writer",
+    "NotEnoughImagesError": "writer",
+    "SceneRecord": "writer",
+    "write_benchmark": "writer",
+    "write_scenes": "writer",
+}
 
 __all__ = [
     "CHANNELS",
@@ -53,3 +86,14 @@ __all__ = [
     "write_benchmark",
     "write_scenes",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'matbench.synth' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"matbench.synth.{home}"), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_HOMES))

@@ -10,8 +10,6 @@ import time
 from matbench.errors import DatasetFormatError, DatasetNotFoundError
 from matbench.synth import cli_3d
 from matbench.synth.materials import cli as cli_materials
-from matbench.synth.scene import TextureNotFoundError
-from matbench.synth.writer import NotEnoughImagesError, write_benchmark, write_scenes
 
 
 def _non_negative(text: str) -> int:
@@ -119,6 +117,10 @@ def main(argv: list[str]) -> int:
         overwrite=args.overwrite,
         mode=args.mode,
     )
+    # the generators (NumPy, SciPy) load only when they run: `synth --help` stays light
+    from matbench.synth.scene import TextureNotFoundError
+    from matbench.synth.writer import NotEnoughImagesError, write_benchmark, write_scenes
+
     start = time.perf_counter()
     try:
         if bench:
