@@ -227,6 +227,11 @@ def index_child(root: Path, cache: Path) -> None:
         np.asarray(array).sum()
     touched = _rss_mb()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # Two loader workers (forked, as DataLoader does on Linux) read every index page too.
+    loader = torch.utils.data.DataLoader(
+        _TouchIndex(dataset), batch_size=None, num_workers=2, prefetch_factor=1
+    )
+    workers = list(loader)
     print(
         json.dumps(
             {
@@ -239,9 +244,40 @@ def index_child(root: Path, cache: Path) -> None:
                 "rss_loaded_mb": loaded,
                 "rss_touched_mb": touched,
                 "peak_rss_mb": peak,
+                "workers": workers,
             }
         )
     )
+
+
+def _memory_mb() -> dict[str, float]:
+    """This process's resident memory and the part of it no other process shares (MB)."""
+    fields = {}
+    for line in Path("/proc/self/smaps_rollup").read_text().splitlines()[1:]:
+        name, value = line.split(":", 1)
+        fields[name] = int(value.split()[0]) / 1024
+    return {
+        "rss": fields["Rss"],
+        "pss": fields["Pss"],
+        "private": fields["Private_Clean"] + fields["Private_Dirty"],
+    }
+
+
+class _TouchIndex(torch.utils.data.Dataset):
+    """Item i: loader worker i reads every page of the index, then reports its memory."""
+
+    def __init__(self, dataset) -> None:  # noqa: ANN001
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return 2
+
+    def __getitem__(self, index: int) -> dict[str, float]:
+        before = _memory_mb()
+        for array in self.dataset.index.arrays.values():
+            np.asarray(array).sum()
+        after = _memory_mb()
+        return {"private_before": before["private"], **after}
 
 
 def run_index_child(root: Path, cache: Path) -> dict:
@@ -354,8 +390,11 @@ def main() -> None:
     parser.add_argument("--objects-per-image", type=float, default=12.0)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--dms-images", type=int, default=300)
+    parser.add_argument("--matseg-scenes", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--only", choices=("index", "loader", "dms", "litdata"), action="append")
+    parser.add_argument(
+        "--only", choices=("index", "loader", "dms", "litdata", "matseg"), action="append"
+    )
     parser.add_argument(
         "--wall", action="store_true", help="loader rates in elapsed, not CPU, seconds"
     )
@@ -369,7 +408,7 @@ def main() -> None:
         return
     torch.set_num_threads(1)  # one loader worker
     cv2.setNumThreads(1)
-    parts = set(args.only or ("index", "loader", "dms", "litdata"))
+    parts = set(args.only or ("index", "loader", "dms", "litdata", "matseg"))
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         if "index" in parts:
@@ -378,6 +417,8 @@ def main() -> None:
             bench_loader(tmp, args, parts)
         if "dms" in parts:
             bench_dms(tmp, args)
+        if "matseg" in parts:
+            bench_matseg(tmp, args)
 
 
 def bench_index(tmp: Path, args: argparse.Namespace) -> None:
@@ -410,6 +451,13 @@ def bench_index(tmp: Path, args: argparse.Namespace) -> None:
         "pages are the page cache's, shared by every process of the machine)",
         flush=True,
     )
+    for k, worker in enumerate(warm["workers"]):
+        print(
+            f"index      loader worker {k} after reading every index page: RSS "
+            f"{worker['rss']:,.0f} MB, of which private {worker['private']:,.0f} MB (was "
+            f"{worker['private_before']:,.0f} MB before), proportional share {worker['pss']:,.0f} MB",
+            flush=True,
+        )
 
 
 def bench_loader(tmp: Path, args: argparse.Namespace, parts: set[str]) -> None:
@@ -540,6 +588,50 @@ def bench_dms(tmp: Path, args: argparse.Namespace) -> None:
     print(
         f"dms        region start cold {cold_s:6.2f} s ({args.dms_images / cold_s:.0f} label maps/s,"
         f" {len(cold)} regions) | cached {warm_s:.3f} s | ratio {cold_s / warm_s:,.0f}x",
+        flush=True,
+    )
+
+
+def write_matseg_scenes(root: Path, n: int, seed: int) -> Path:
+    """``n`` finished MatSeg scene folders of 6-10 soft masks each; the files are symbolic
+    links to one 640 x 480 image and one mask (the index reads headers, not pixels)."""
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True)
+    image, mask = root.parent / "matseg-image.jpg", root.parent / "matseg-mask.png"
+    Image.new("RGB", (640, 480), (90, 100, 110)).save(image, quality=80)
+    Image.new("L", (640, 480), 128).save(mask)
+    for i in range(n):
+        folder = root / f"scene_{i:06d}"
+        folder.mkdir()
+        os.symlink(image, folder / "RGB__RGB.jpg")
+        for k in range(int(rng.integers(6, 11))):
+            os.symlink(mask, folder / f"mask{k}.png")
+        (folder / "Finished.txt").write_text("")
+    return root
+
+
+def bench_matseg(tmp: Path, args: argparse.Namespace) -> None:
+    from matbench.datasets.matseg import MatSegScenes
+
+    start = time.perf_counter()
+    root = write_matseg_scenes(tmp / "matseg", args.matseg_scenes, seed=4)
+    print(
+        f"matseg data: {args.matseg_scenes} scene folders, 6-10 masks each "
+        f"({time.perf_counter() - start:.0f} s to generate)",
+        flush=True,
+    )
+    cache = tmp / "matseg-cache"
+    start = time.perf_counter()
+    cold = MatSegScenes(root, index_cache=str(cache))
+    cold_s = time.perf_counter() - start
+    start = time.perf_counter()
+    warm = MatSegScenes(root, index_cache=str(cache))
+    warm_s = time.perf_counter() - start
+    assert not cold.index.loaded and warm.index.loaded and len(cold) == len(warm)
+    print(
+        f"matseg     scene index cold {cold_s:6.2f} s ({len(cold) / cold_s:,.0f} scenes/s: every "
+        f"image and mask header read) | cached {warm_s:.3f} s (the files' names, sizes and "
+        f"times listed) | ratio {cold_s / warm_s:,.1f}x",
         flush=True,
     )
 
