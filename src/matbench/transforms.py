@@ -10,7 +10,6 @@ Boxes are ``(x0, y0, x1, y1)`` in integer pixels with exclusive ends (``image[:,
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -261,9 +260,8 @@ def finish_crop(
     mask. Run on the GPU after transfer it gives the CPU path's values. A uint8 crop is
     first converted as :func:`matbench.datasets.lvis_materials.load_image` converts.
 
-    On the CPU the resize (when it enlarges) and the blur run through OpenCV on one
-    channels-last array (:func:`finish_crop_cpu`): several times faster than PyTorch's CPU
-    kernels for these small images, equal to them within float rounding (< 1e-6)."""
+    On the CPU the blur runs through OpenCV (:func:`finish_crop_cpu`): several times faster
+    than PyTorch's CPU convolutions, equal to them within float rounding (< 1e-6)."""
     if crop.device.type == "cpu" and size is not None:
         return finish_crop_cpu(crop, crop_mask, size, blur_sigma)
     return finish_crop_torch(crop, crop_mask, size, blur_sigma)
@@ -273,34 +271,15 @@ def finish_crop_torch(
     crop: Tensor, crop_mask: Tensor, size: int | tuple[int, int] | None, blur_sigma: float
 ) -> tuple[Tensor, Tensor]:
     """:func:`finish_crop` in PyTorch operations (the GPU path, and the reference)."""
-    if crop.dtype == torch.uint8:
-        crop = crop.float().div_(255.0)
     if size is not None:
-        out_hw = _size_hw(size)
-        crop = F.interpolate(
-            crop.unsqueeze(0).float(), size=out_hw, mode="bilinear", antialias=True
-        ).squeeze(0)
-        crop = crop.clamp_(0.0, 1.0)
-        crop_mask = (
-            F.interpolate(crop_mask[None, None].float(), size=out_hw, mode="nearest")[0, 0] > 0.5
-        )
+        crop, crop_mask = _resize_crop(crop, crop_mask, _size_hw(size))
+    elif crop.dtype == torch.uint8:
+        crop = crop.float().div_(255.0)
     return blur_outside(crop, crop_mask, blur_sigma), crop_mask
 
 
 def _size_hw(size: int | tuple[int, int]) -> tuple[int, int]:
     return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
-
-
-def nearest_indices(in_size: int, out_size: int) -> np.ndarray:
-    """Source index of every output index of a nearest resize, as PyTorch computes it
-    (``floor(i * (in / out))`` in float32, clamped)."""
-    if out_size == in_size:
-        return np.arange(out_size)
-    if out_size == 2 * in_size:
-        return np.arange(out_size) >> 1
-    scale = np.float32(in_size) / np.float32(out_size)
-    source = np.floor(np.arange(out_size, dtype=np.float32) * scale).astype(np.int64)
-    return np.minimum(source, in_size - 1)
 
 
 def _avg_pool_hwc(x: np.ndarray, factor: int) -> np.ndarray:
@@ -339,89 +318,37 @@ def _gaussian_blur_hwc(x: np.ndarray, sigma: float) -> np.ndarray:
     return out.reshape(x.shape)  # OpenCV drops a channel axis of length 1
 
 
-@functools.lru_cache(maxsize=1024)
-def aa_bilinear_taps(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Source indices and weights, (out_size, taps) each, of PyTorch's antialiased bilinear
-    resize along one axis (``F.interpolate(..., mode="bilinear", antialias=True)``), computed
-    in float32 as PyTorch's CPU kernel computes them (a triangle filter widened by the
-    shrink factor, normalised per output pixel). Unused taps have weight 0."""
-    f32 = np.float32
-    scale = f32(in_size) / f32(out_size)
-    support = scale if scale >= 1.0 else f32(1.0)
-    invscale = f32(1.0) / scale if scale >= 1.0 else f32(1.0)
-    centers = (scale.astype(np.float64) * (np.arange(out_size) + 0.5)).astype(f32)
-    first = np.maximum((centers - support + 0.5).astype(np.float64).astype(np.int64), 0)
-    stop = np.minimum((centers + support + 0.5).astype(np.float64).astype(np.int64), in_size)
-    taps = int((stop - first).max())
-    offsets = np.arange(taps)
-    positions = first[:, None] + offsets[None, :]
-    distance = ((positions.astype(f32) - centers[:, None]).astype(np.float64) + 0.5) * np.float64(
-        invscale
-    )
-    distance = np.abs(distance.astype(f32))
-    weights = np.where(distance < 1, f32(1.0) - distance, f32(0.0)).astype(f32)
-    weights[offsets[None, :] >= (stop - first)[:, None]] = 0.0
-    total = np.zeros(out_size, f32)
-    for k in range(taps):  # summed in tap order, as the kernel does
-        total += weights[:, k]
-    nonzero = total != 0
-    weights[nonzero] /= total[nonzero, None]
-    indices = np.minimum(positions, in_size - 1)
-    indices.flags.writeable = weights.flags.writeable = False  # shared by the cache
-    return indices, weights
-
-
-def _resample_rows(x: np.ndarray, out_size: int) -> np.ndarray:
-    """Antialiased bilinear resize of an (H, W, C) array along H (whole rows gathered)."""
-    indices, weights = aa_bilinear_taps(x.shape[0], out_size)
-    out = x[indices[:, 0]] * weights[:, 0, None, None]
-    for k in range(1, indices.shape[1]):
-        out += x[indices[:, k]] * weights[:, k, None, None]
-    return out
-
-
-def aa_bilinear_resize_hwc(x: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
-    """``F.interpolate(..., mode="bilinear", antialias=True)`` of an (H, W, C) float32
-    array: width first, then height, as PyTorch's separable kernel (equal within float
-    rounding)."""
-    import cv2
-
-    if x.shape[1] != out_w:  # rows of the transposed image: whole-row gathers are fast
-        x = cv2.transpose(
-            _resample_rows(cv2.transpose(x).reshape(x.shape[1], x.shape[0], -1), out_w)
-        )
-        x = x.reshape(x.shape[0], out_w, -1)
-    if x.shape[0] != out_h:
-        x = _resample_rows(x, out_h)
-    return x
-
-
 def finish_crop_cpu(
     crop: Tensor, crop_mask: Tensor, size: int | tuple[int, int], blur_sigma: float
 ) -> tuple[Tensor, Tensor]:
-    """:func:`finish_crop` on the CPU, on one (H, W, C) float32 array: PyTorch's
-    antialiased bilinear resize written out with NumPy (the same taps and weights, width
-    then height), OpenCV's separable blur. Equal to :func:`finish_crop_torch` within float
-    rounding (the same terms summed in another order; < 1e-6)."""
-    out_h, out_w = _size_hw(size)
-    height, width = crop.shape[-2:]
-    if crop.dtype == torch.uint8:
-        crop = crop.float().div_(255.0)  # as load_image: the same values in any layout
-    x = np.ascontiguousarray(crop.permute(1, 2, 0).numpy())
-    resized = np.clip(aa_bilinear_resize_hwc(x, out_h, out_w), 0.0, 1.0, dtype=np.float32)
-    mask = crop_mask.numpy() if crop_mask.dtype == torch.bool else crop_mask.numpy() != 0
-    mask = np.ascontiguousarray(
-        mask[nearest_indices(height, out_h)][:, nearest_indices(width, out_w)]
-    )
-    if blur_sigma > 0:
-        import cv2
+    """:func:`finish_crop` on the CPU: PyTorch's resize (the same kernel and input layout,
+    so the same values), then the blur outside the mask through OpenCV on each channel plane
+    (PyTorch's grouped convolutions take several times longer on a CPU). Equal to
+    :func:`finish_crop_torch` within float rounding (the blur's terms are summed in another
+    order; < 1e-6)."""
+    import cv2
 
-        out = _gaussian_blur_hwc(resized, blur_sigma)
-        cv2.copyTo(resized, mask.view(np.uint8), out)  # the object's pixels stay sharp
+    image, mask = _resize_crop(crop, crop_mask, _size_hw(size))
+    if blur_sigma > 0:
+        planes = image.numpy()
+        keep = mask.numpy().view(np.uint8)
+        for plane in planes:
+            blurred = _gaussian_blur_hwc(plane[..., None], blur_sigma)[..., 0]
+            cv2.copyTo(blurred, 1 - keep, plane)  # outside the mask only: inside stays exact
+    return image, mask
+
+
+def _resize_crop(crop: Tensor, crop_mask: Tensor, out_hw: tuple[int, int]) -> tuple[Tensor, Tensor]:
+    """The resize of :func:`finish_crop_torch`: the crop converted to a contiguous float
+    image (whatever layout it was cut from), antialiased bilinear, clamped; the mask nearest."""
+    if crop.dtype == torch.uint8:
+        crop = crop.to(torch.float32, memory_format=torch.contiguous_format).div_(255.0)
     else:
-        out = resized
-    image = torch.from_numpy(out).permute(2, 0, 1).contiguous()
-    return image, torch.from_numpy(mask)
+        crop = crop.to(torch.float32, memory_format=torch.contiguous_format)
+    crop = F.interpolate(crop.unsqueeze(0), size=out_hw, mode="bilinear", antialias=True)
+    crop = crop.squeeze(0).clamp_(0.0, 1.0)
+    crop_mask = F.interpolate(crop_mask[None, None].float(), size=out_hw, mode="nearest")[0, 0]
+    return crop, crop_mask > 0.5
 
 
 class ObjectCrop:

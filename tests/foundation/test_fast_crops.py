@@ -1,23 +1,14 @@
-"""The fast CPU object path: polygon masks expanded only where the object is, and the crop's
-resize and blur on one channels-last array; each against the reference it replaces."""
+"""The fast CPU object path: polygon masks expanded only where the object is, and the blur
+outside the mask through OpenCV; each against the reference it replaces."""
 
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import torch
-import torch.nn.functional as F
 
 from matbench.datasets.lvis_materials import decode_polygons
 from matbench.datasets.rle import polygon_region, rle_counts
-from matbench.transforms import (
-    aa_bilinear_resize_hwc,
-    finish_crop,
-    finish_crop_cpu,
-    finish_crop_torch,
-    mask_box,
-    nearest_indices,
-)
+from matbench.transforms import finish_crop, finish_crop_cpu, finish_crop_torch, mask_box
 
 
 def _random_polygons(rng: np.random.Generator, height: int, width: int) -> list[list[float]]:
@@ -66,27 +57,9 @@ def test_rle_counts_reads_pycocotools_strings() -> None:
     assert np.array_equal(values.reshape(23, 37).T, mask)
 
 
-def test_nearest_indices_as_torch() -> None:
-    for size in range(1, 300):
-        for out in (224, 57, 2 * size):
-            source = torch.arange(size, dtype=torch.float32)[None, None, None]
-            expected = F.interpolate(source, size=(1, out), mode="nearest")[0, 0, 0]
-            assert np.array_equal(nearest_indices(size, out), expected.long().numpy())
-
-
-@pytest.mark.parametrize("shape", [(17, 40), (224, 224), (300, 90), (5, 5), (400, 260)])
-def test_resize_is_torchs_antialiased_bilinear(shape: tuple[int, int]) -> None:
-    g = torch.Generator().manual_seed(2)
-    image = torch.rand(3, *shape, generator=g)
-    for out in ((224, 224), (96, 150)):
-        expected = F.interpolate(image[None], size=out, mode="bilinear", antialias=True)[0]
-        got = aa_bilinear_resize_hwc(image.permute(1, 2, 0).contiguous().numpy(), *out)
-        assert (torch.from_numpy(got).permute(2, 0, 1) - expected).abs().max() < 1e-6
-
-
 def test_cpu_finish_equals_the_torch_finish() -> None:
     g = torch.Generator().manual_seed(3)
-    for trial in range(20):
+    for trial in range(12):
         height, width = (int(v) for v in torch.randint(1, 260, (2,), generator=g))
         crop = torch.randint(0, 256, (3, height, width), dtype=torch.uint8, generator=g)
         if trial % 4 == 0:  # a channels-first view of (H, W, 3) pixels, as the readers give
@@ -101,5 +74,7 @@ def test_cpu_finish_equals_the_torch_finish() -> None:
         assert torch.equal(out_mask, ref_mask)
         assert image.is_contiguous() and image.shape == ref_image.shape
         assert (image - ref_image).abs().max() < 1e-6, (height, width, size, sigma)
+        # the resize is PyTorch's own: the object's pixels (not blurred) are bit-equal
+        assert torch.equal(image[:, out_mask], ref_image[:, out_mask])
         # the dispatcher takes the CPU path on the CPU
         assert torch.equal(finish_crop(crop, mask, size, sigma)[0], image)
