@@ -53,7 +53,7 @@ def test_protocols_by_kind() -> None:
     assert "no text tower" in unsupported(timm, "zero_shot")
     assert "no text tower" in unsupported(hf, "retrieval")
     assert all(unsupported(m, "linear_probe") is None for m in (clip, timm, hf))
-    assert unsupported(timm, "dense") is None and "timm" in unsupported(hf, "dense")
+    assert unsupported(timm, "dense") is None and unsupported(hf, "dense") is None
 
 
 def test_slugs_differ_by_weights() -> None:
@@ -61,15 +61,22 @@ def test_slugs_differ_by_weights() -> None:
     assert a.slug != b.slug and a.identity() != b.identity()
 
 
-def test_hugging_face_folder_featurizer(tmp_path: Path) -> None:
+@pytest.fixture
+def tiny_dinov2(tmp_path: Path) -> Path:
     from transformers import Dinov2Config, Dinov2Model
 
     folder = tmp_path / "tiny-dinov2"
     config = Dinov2Config(
         hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
-        image_size=28, patch_size=14,
+        image_size=28, patch_size=14, num_register_tokens=0,
     )  # fmt: skip
+    torch.manual_seed(0)
     Dinov2Model(config).save_pretrained(folder)
+    return folder
+
+
+def test_hugging_face_folder_featurizer(tiny_dinov2: Path) -> None:
+    folder = tiny_dinov2
     spec = resolve_model(str(folder))
     assert spec.kind == "hf"
     featurizer = build_featurizer(spec)
@@ -80,3 +87,27 @@ def test_hugging_face_folder_featurizer(tmp_path: Path) -> None:
     # the folder's own weights are loaded (random init would differ)
     again = build_featurizer(resolve_model(str(folder)))
     torch.testing.assert_close(again(crops, masks), features)
+
+
+def test_hugging_face_dense_descriptors(tiny_dinov2: Path) -> None:
+    from transformers import AutoModel
+
+    from matbench.leaderboard.models import task_section
+    from matbench.models.dense import DenseFeatureDescriptor
+
+    spec = resolve_model(f"hf:{tiny_dinov2}")
+    section, ckpt = task_section(spec, "matseg", "dense")
+    assert section["init_args"]["encoder"] == f"hf:{tiny_dinov2}" and ckpt == ""
+    dense = DenseFeatureDescriptor(section["init_args"]["encoder"], None)
+    image = torch.rand(2, 3, 30, 44)  # resized to 28 x 42: a 2 x 3 patch grid
+    out = dense(image)
+    assert out.shape == (2, 32, 30, 44)
+    torch.testing.assert_close(out.norm(dim=1), torch.ones(2, 30, 44))
+    # the patch tokens of the transformers model itself, class token dropped
+    net = AutoModel.from_pretrained(tiny_dinov2).eval()
+    small = torch.nn.functional.interpolate(image, size=(28, 42), mode="bilinear")
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        tokens = net(pixel_values=(small - mean) / std).last_hidden_state[:, 1:]
+    torch.testing.assert_close(dense.grid(image), tokens.transpose(1, 2).reshape(2, 32, 2, 3))

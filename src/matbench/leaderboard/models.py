@@ -19,7 +19,7 @@ A name is one of (a ``kind:`` prefix may always be given to say which):
 
 What a kind supports: image-text models (open_clip, a CLIP material checkpoint) run zero-shot
 and retrieval; every image model runs the linear probe; ViTs and CNNs (open_clip ViT towers,
-timm, a MatSeg checkpoint) run dense descriptors. The rest is skipped with the reason.
+timm, Hugging Face ViTs, a MatSeg checkpoint) run dense descriptors. The rest is skipped with the reason.
 """
 
 from __future__ import annotations
@@ -207,10 +207,8 @@ def unsupported(spec: ModelSpec, protocol: str) -> str | None:
     if protocol == "linear_probe":
         return None
     if protocol == "dense":
-        if spec.kind in ("open_clip", "timm") or spec.task == "MatSegTask":
+        if spec.kind in ("open_clip", "timm", "hf") or spec.task == "MatSegTask":
             return None
-        if spec.kind == "hf":
-            return "dense descriptors take timm or open_clip backbones (use the timm name)"
         return f"{_describe(spec)} has no dense descriptors"
     raise ConfigError(f"unknown protocol '{protocol}'")
 
@@ -229,7 +227,7 @@ def task_section(spec: ModelSpec, benchmark: str, protocol: str) -> tuple[dict[s
     if protocol == "dense":
         if spec.kind == "matbench":
             return _checkpoint_section(spec), spec.arch
-        encoder = spec.arch if spec.kind == "timm" else f"open_clip:{spec.arch}"
+        encoder = spec.arch if spec.kind == "timm" else f"{spec.kind}:{spec.arch}"
         return {
             "class_path": "matbench.tasks.MatSegTask",
             "init_args": {"model": "dense", "encoder": encoder, "encoder_weights": spec.weights},

@@ -1,8 +1,9 @@
 """Zero-shot dense descriptors from a foundation model's patch features.
 
-The patch-token grid of a timm ViT (DINOv2 by default) or of an open_clip image tower is
-upsampled to the input's pixels (bilinear) and L2-normalised per pixel, and used directly as a
-MatSeg descriptor map: no training, the baseline a reader asks for first.
+The patch-token grid of a timm ViT (DINOv2 by default), of an open_clip image tower or of a
+Hugging Face ``transformers`` ViT is upsampled to the input's pixels (bilinear) and
+L2-normalised per pixel, and used directly as a MatSeg descriptor map: no training, the
+baseline a reader asks for first.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from matbench.models.utils import Freezable
 
 #: Prefix of ``backbone`` names that select an open_clip image tower.
 OPEN_CLIP_PREFIX = "open_clip:"
+#: Prefix of ``backbone`` names that select a Hugging Face ``transformers`` ViT.
+HF_PREFIX = "hf:"
 
 
 def _patch_multiple_size(
@@ -85,6 +88,58 @@ class _OpenCLIPGrid(nn.Module):
         return out["image_intermediates"][-1]
 
 
+class _HFGrid(nn.Module):
+    """The last layer's patch tokens of a Hugging Face ``transformers`` ViT (DINOv2, ViT,
+    ...), class and register tokens dropped, at a size that is a multiple of its patch (the
+    position embedding interpolated), as :class:`_TimmGrid`."""
+
+    def __init__(self, name: str, weights: str | None, image_size: int | None) -> None:
+        super().__init__()
+        import inspect
+        import json
+        from pathlib import Path
+
+        from transformers import AutoConfig, AutoModel
+
+        from matbench.utils.weights import loading_weights
+
+        with loading_weights("encoder", name):
+            if weights in ("none", "random"):
+                self.net = AutoModel.from_config(AutoConfig.from_pretrained(name))
+            else:
+                self.net = AutoModel.from_pretrained(name)
+        config = self.net.config
+        if not hasattr(config, "patch_size") or not hasattr(config, "hidden_size"):
+            raise ValueError(f"Hugging Face model '{name}' is not a ViT with patch tokens")
+        patch = config.patch_size
+        self.patch = tuple(patch) if isinstance(patch, (list, tuple)) else (int(patch),) * 2
+        self.prefix = 1 + int(getattr(config, "num_register_tokens", 0) or 0)
+        self.dim = int(config.hidden_size)
+        self.image_size = image_size
+        self.interpolate = (
+            "interpolate_pos_encoding" in inspect.signature(self.net.forward).parameters
+        )
+        mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+        processor = Path(name).expanduser() / "preprocessor_config.json"
+        if processor.is_file():
+            cfg = json.loads(processor.read_text(encoding="utf-8"))
+            mean, std = cfg.get("image_mean", mean), cfg.get("image_std", std)
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, image: Tensor) -> Tensor:
+        size = _patch_multiple_size(*image.shape[-2:], self.patch, self.image_size)
+        if size != tuple(image.shape[-2:]):
+            image = F.interpolate(image, size=size, mode="bilinear", align_corners=False)
+        extra = {"interpolate_pos_encoding": True} if self.interpolate else {}
+        tokens = self.net(pixel_values=(image - self.mean) / self.std, **extra).last_hidden_state
+        grid = (size[0] // self.patch[0], size[1] // self.patch[1])
+        patches = tokens[:, self.prefix :]
+        if patches.shape[1] != grid[0] * grid[1]:
+            raise ValueError(f"got {patches.shape[1]} patch tokens for a {grid[0]}x{grid[1]} grid")
+        return patches.transpose(1, 2).reshape(image.shape[0], self.dim, *grid)
+
+
 class DenseFeatureDescriptor(Freezable):
     """Foundation-model patch features as per-pixel MatSeg descriptors (zero-shot, frozen).
 
@@ -95,11 +150,13 @@ class DenseFeatureDescriptor(Freezable):
     and width and L2-normalised per pixel.
 
     Args:
-        backbone: A timm ViT name (default DINOv2 ViT-S/14) or ``open_clip:<arch>`` (an open_clip
-            architecture name or a JSON model config path).
+        backbone: A timm ViT name (default DINOv2 ViT-S/14), ``open_clip:<arch>`` (an open_clip
+            architecture name or a JSON model config path) or ``hf:<name or folder>`` (a
+            Hugging Face ``transformers`` ViT, e.g. ``hf:facebook/dinov2-small``).
         weights: Backbone weights: for timm, ``"timm"`` (the default pretrained tag), a timm
             tag, a local file or None; for open_clip, a pretrained tag, a local file or None
-            (random init).
+            (random init); for Hugging Face, None (the model's own) or ``"none"`` (random
+            init from its config).
         image_size: Longest side a timm ViT sees (None = the image's own size).
     """
 
@@ -114,6 +171,8 @@ class DenseFeatureDescriptor(Freezable):
             raise ValueError(f"image_size must be >= 1 or None, got {image_size}")
         if backbone.startswith(OPEN_CLIP_PREFIX):
             self.grid: nn.Module = _OpenCLIPGrid(backbone[len(OPEN_CLIP_PREFIX) :], weights)
+        elif backbone.startswith(HF_PREFIX):
+            self.grid = _HFGrid(backbone[len(HF_PREFIX) :], weights, image_size)
         else:
             self.grid = _TimmGrid(backbone, weights, image_size)
         self.descriptor_dim = int(self.grid.dim)

@@ -176,7 +176,8 @@ class MatSegTask(BaseTask):
             foundation-model patch features) or ``official``
             (:class:`~matbench.models.matseg_official.OfficialMatSegNet`).
         encoder: ``unet``: smp encoder, e.g. ``tu-convnext_atto`` (any timm model as ``tu-``);
-            ``dense``: a timm ViT (e.g. ``vit_small_patch14_dinov2``) or ``open_clip:<arch>``;
+            ``dense``: a timm ViT (e.g. ``vit_small_patch14_dinov2``), ``open_clip:<arch>`` or
+            ``hf:<name or folder>`` (a ``transformers`` ViT);
             ``official``: ``convnext_base`` (the release) or a smaller variant.
         encoder_weights: Pretrained encoder weights (``unet``, ``dense``): hub name or tag,
             local file path, or None.
