@@ -8,10 +8,11 @@
 2. ``matbench test`` of :class:`DenseMaterialTask` on DMS (``eval_full_size``: images and
    label maps decoded in a loader worker at their own size, resized inference, the DMS
    confusion matrix), in images/second, timed from the first test batch to the last, against
-   the bare forward and argmax over the same images in memory. Target: test >= 85 % of the
-   bare rate.
+   the bare forward and argmax over the same images in memory (the pipeline's first batch is
+   a warm-up, left out of its rate). Target: test >= 85 % of the bare rate.
 
-The bare rates are measured before and after each pipeline and averaged (a shared machine).
+Bare and pipeline runs alternate ``--repeat`` times (the bare one once more at the end) and
+the best rate of each is compared: on a shared machine the best run is the least disturbed.
 The segmenter is a random-init DeepLabV3+ on a timm ResNet-18 (``--backbone``), fitted one
 step on fake DMS so that a real checkpoint is labelled with.
 
@@ -44,20 +45,20 @@ CONFIG = Path(__file__).resolve().parents[1] / "configs" / "dense" / "dms_resnet
 
 
 class TestTimer(Callback):
-    """Wall time from the first test batch's start to the last one's end, and images seen."""
+    """Wall time from the end of the first test batch (a warm-up: the freshly loaded model's
+    first forward) to the end of the last one, and the images of the batches in between."""
 
     def __init__(self) -> None:
         self.start: float | None = None
         self.end = 0.0
         self.images = 0
 
-    def on_test_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:  # noqa: ANN001
-        if self.start is None:
-            self.start = time.perf_counter()
-
     def on_test_batch_end(  # noqa: ANN001
         self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0
     ) -> None:
+        if self.start is None:
+            self.start = time.perf_counter()
+            return
         self.images += len(batch["image"])
         self.end = time.perf_counter()
 
@@ -112,7 +113,7 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     ckpt = Path(cli.trainer.checkpoint_callback.last_model_path)
     task = load_dense_task(ckpt)
 
-    # 1. label
+    # 1. label: bare and pipeline alternate; each one's best rate counts (a shared machine)
     lvis_root = make_lvis(tmp / "lvis", num_train=args.images, num_val=1, size=size)
     ann = lvis_root / "lvis" / "lvis_v1_train.json"
     lvis = json.loads(ann.read_text())
@@ -120,34 +121,39 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     images = [load_image(p) for p in sorted((lvis_root / "coco" / "train2017").glob("*.jpg"))]
     class_map = write_class_map(tmp / "class_map.json")
     bare_label_rate(task, images[:1], 1)  # warm-up
-    bare_before = bare_label_rate(task, images, objects)
-    start = time.perf_counter()
-    label_lvis(ann, lvis_root / "coco", ckpt, tmp / "labels.json", class_map=class_map,
-               progress=False)  # fmt: skip
-    label = objects / (time.perf_counter() - start)
-    bare_after = bare_label_rate(task, images, objects)
-    bare_label = (bare_before + bare_after) / 2
+    bare_labels, labels = [], []
+    for repeat in range(args.repeat):
+        bare_labels.append(bare_label_rate(task, images, objects))
+        start = time.perf_counter()
+        out = tmp / f"labels_{repeat}.json"  # a fresh file: no resume from an earlier repeat
+        label_lvis(ann, lvis_root / "coco", ckpt, out, class_map=class_map, progress=False)
+        labels.append(objects / (time.perf_counter() - start))
+    bare_labels.append(bare_label_rate(task, images, objects))
+    label, bare_label = max(labels), max(bare_labels)
 
     # 2. test
-    timer = TestTimer()
     dms_images = [load_image(p) for p in sorted((dms / "images" / "validation").glob("*.jpg"))]
-    bare_before = bare_test_rate(task, dms_images)
     # the callback is given as a Python object: LightningCLI takes it through `trainer`
     from matbench.lightning_cli import run as cli_run
 
-    cli = cli_run(["--config", str(CONFIG), *common[2:]], run_subcommand=False)
-    cli.trainer.callbacks.append(timer)
-    cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=str(ckpt))
-    bare_after = bare_test_rate(task, dms_images)
-    bare_test = (bare_before + bare_after) / 2
+    bare_tests, tests = [], []
+    for _ in range(args.repeat):
+        bare_tests.append(bare_test_rate(task, dms_images))
+        timer = TestTimer()
+        cli = cli_run(["--config", str(CONFIG), *common[2:]], run_subcommand=False)
+        cli.trainer.callbacks.append(timer)
+        cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=str(ckpt))
+        tests.append(timer.rate)
+    bare_tests.append(bare_test_rate(task, dms_images))
+    test, bare_test = max(tests), max(bare_tests)
     return {
         "objects": objects,
         "label_objects_per_s": label,
         "bare_label_objects_per_s": bare_label,
         "label_ratio": label / bare_label,
-        "test_images_per_s": timer.rate,
+        "test_images_per_s": test,
         "bare_test_images_per_s": bare_test,
-        "test_ratio": timer.rate / bare_test,
+        "test_ratio": test / bare_test,
     }
 
 
@@ -158,6 +164,9 @@ def main_(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-size", type=int, default=64)
     parser.add_argument("--backbone", default="tu-resnet18")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="alternating runs; the best rate of each counts"
+    )
     args = parser.parse_args(argv)
     result = run(args)
     print(f"label: {result['objects']} objects")

@@ -87,6 +87,12 @@ def _dms(root: Path) -> list[str]:
     return [f"--data.root={make_dms(root / 'DMS_v1', per_split=3, size=(70, 50))}"]
 
 
+def _dms_mask2former(root: Path) -> list[str]:
+    from tests.dense.tiny import write_mask2former_config
+
+    return [*_dms(root), f"--model.config={write_mask2former_config(root / 'm2f.json')}"]
+
+
 def _fgovd(root: Path) -> list[str]:
     return [f"--data.root={make_fgovd(root)}"]
 
@@ -224,6 +230,21 @@ DDP_ONLY_CASES = {
         _lvis,
         [*CASES["clip_lvis"].overrides, "--model.text_tower=open_clip", "--model.lock_text=false"],
         fit=CASES["clip_lvis"].fit,
+    ),
+    # Mask2Former under DDP: every parameter must get a gradient (DDP refuses unused ones),
+    # and the test metrics equal the single-process ones.
+    "dense_dms_mask2former": Case(
+        "dense_dms_mask2former",
+        "dense/dms_mask2former.yaml",
+        _dms_mask2former,
+        [
+            "--model.weights=null",
+            "--model.inference_size=64",
+            "--data.image_size=64",
+            "--data.batch_size=2",
+            "--data.num_workers=0",
+        ],
+        fit=["--trainer.max_steps=2", *CONSTANT_LR],
     ),
 }
 

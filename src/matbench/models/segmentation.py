@@ -8,7 +8,7 @@ release's scripts and Mask2Former's image processor do) and return per-class sco
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -152,6 +152,51 @@ class Mask2FormerSegmenter(Segmenter):
                 f"Mask2Former '{weights or config}' has {self.net.config.num_labels} classes, "
                 f"expected {num_classes}"
             )
+        self.unused = self._freeze_unused()
+
+    def _freeze_unused(self) -> list[str]:
+        """Freeze the parameters that no output depends on (e.g. the backbone's pooled-output
+        norm): DDP refuses parameters without a gradient. Found by one small forward and
+        backward in eval mode (no dropout, the global RNG untouched)."""
+        params = dict(self.net.named_parameters())
+        if any(p.is_meta for p in params.values()):
+            return []
+        was_training = self.net.training
+        with torch.random.fork_rng(devices=[]), torch.enable_grad():
+            self.net.eval()
+            out = self.net(pixel_values=torch.zeros(1, 3, 128, 128))
+            total = out.class_queries_logits.sum() + out.masks_queries_logits.sum()
+            used = torch.autograd.grad(
+                total, [p for p in params.values() if p.requires_grad], allow_unused=True
+            )
+        self.net.train(was_training)
+        trainable = [n for n, p in params.items() if p.requires_grad]
+        unused = [n for n, g in zip(trainable, used, strict=True) if g is None]
+        for name in unused:
+            params[name].requires_grad_(False)
+        return unused
+
+    # transformers installs output-capturing forward hooks that are local functions, which
+    # cannot be pickled (ddp_spawn pickles the task): the net travels as config and weights.
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        modules = dict(state["_modules"])
+        net = modules.pop("net")
+        state["_modules"] = modules
+        state["_net"] = (net.config.to_dict(), net.state_dict(), net.training)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        from transformers import Mask2FormerConfig, Mask2FormerForUniversalSegmentation
+
+        config, weights, training = state.pop("_net")
+        super().__setstate__(state)
+        net = Mask2FormerForUniversalSegmentation(Mask2FormerConfig.from_dict(config))
+        net.load_state_dict(weights)
+        params = dict(net.named_parameters())
+        for name in self.unused:
+            params[name].requires_grad_(False)
+        self.net = net.train(training)
 
     def scores(self, image: Tensor) -> Tensor:
         out = self.net(pixel_values=self.normalise(image))
