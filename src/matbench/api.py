@@ -160,7 +160,7 @@ class MaterialModel:
                 )
             probs = self._zero_shot(tensor, region, names)
         else:
-            from matbench.datasets.folder import FALLBACK_DESCRIPTION
+            from matbench.datasets.descriptions import FALLBACK_DESCRIPTION
 
             size = int(self.task.hparams.image_size)
             resized = F.interpolate(

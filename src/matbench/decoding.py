@@ -15,11 +15,13 @@ transparency without looking at it. Here:
   decompression-bomb pixel limit) become :class:`~matbench.errors.DatasetFormatError` naming
   the file.
 
-Only PIL and numpy are imported: the scene generator's worker processes use this too.
+Only PIL and numpy are imported: the scene generator's worker processes use this too (the
+torch-level readers build on it in :mod:`matbench.datasets.utils`).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,6 +31,8 @@ from PIL import Image, ImageOps
 
 from matbench.errors import DatasetFormatError
 
+#: Image file endings every folder reader accepts (lower case, with the dot).
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 #: EXIF tag of the orientation, and the orientations that swap width and height.
 EXIF_ORIENTATION = 0x0112
 _SWAPS_AXES = {5, 6, 7, 8}
@@ -122,13 +126,20 @@ def as_rgb(im: Image.Image, path: str | Path = "<image>", exif: bool = True) -> 
     return im if im.mode == "RGB" else im.convert("RGB")
 
 
-def decode_rgb(path: str | Path, draft_size: int | None = None, exif: bool = True) -> np.ndarray:
-    """An image file as an (H, W, 3) uint8 RGB array, EXIF orientation applied.
+def open_rgb(
+    path: str | Path, draft_size: int | None = None, reduce: int = 1, exif: bool = True
+) -> tuple[Image.Image, float]:
+    """An image file as an 8-bit RGB PIL image (see :func:`as_rgb`), and the factor a JPEG was
+    reduced by while decoding (1.0 for a full decode).
+
+    A JPEG may be decoded at 1/2, 1/4 or 1/8 of its size (libjpeg's DCT scaling, PIL's
+    ``draft``: far less work than a full decode): with ``draft_size`` as long as both stored
+    sides stay at least that large, with ``reduce`` by at most that factor.
 
     Args:
         path: The image file.
-        draft_size: For JPEG, let the decoder use a reduced scale that keeps the longest side
-            at least this large (the caller resizes afterwards).
+        draft_size: Smallest side a reduced JPEG decode may have (the caller resizes after).
+        reduce: Largest reduction factor of a JPEG decode.
         exif: Apply the EXIF orientation (False: the stored pixel grid).
 
     Raises:
@@ -136,9 +147,23 @@ def decode_rgb(path: str | Path, draft_size: int | None = None, exif: bool = Tru
             limit, or of a mode that cannot be an RGB photo.
     """
     with open_image(path) as im:
-        if draft_size is not None and im.format == "JPEG":
-            im.draft("RGB", (draft_size, draft_size))
-        return np.array(as_rgb(im, path, exif=exif), dtype=np.uint8)
+        scale = 1.0
+        if im.format == "JPEG" and (draft_size is not None or reduce > 1):
+            width, height = im.size
+            if draft_size is not None:
+                im.draft("RGB", (draft_size, draft_size))
+            else:
+                im.draft("RGB", (math.ceil(width / reduce), math.ceil(height / reduce)))
+            scale = width / im.size[0]
+        rgb = as_rgb(im, path, exif=exif)
+        rgb.load()
+        return rgb, scale
+
+
+def decode_rgb(path: str | Path, draft_size: int | None = None, exif: bool = True) -> np.ndarray:
+    """An image file as an (H, W, 3) uint8 RGB array, EXIF orientation applied (see
+    :func:`open_rgb` for the arguments and errors)."""
+    return np.array(open_rgb(path, draft_size=draft_size, exif=exif)[0], dtype=np.uint8)
 
 
 def decode_gray(path: str | Path) -> tuple[np.ndarray, int]:

@@ -258,7 +258,7 @@ def finish_crop(
     """The second half of :func:`crop_object`, on a cut-out region (any device): resize the
     crop (bilinear, antialiased) and its mask (nearest) to ``size``, then blur outside the
     mask. Run on the GPU after transfer it gives the CPU path's values. A uint8 crop is
-    first converted as :func:`matbench.datasets.lvis_materials.load_image` converts.
+    first converted as :func:`matbench.datasets.utils.read_image` converts.
 
     On the CPU the blur runs through OpenCV (:func:`finish_crop_cpu`): several times faster
     than PyTorch's CPU convolutions, equal to them within float rounding (< 1e-6)."""

@@ -11,17 +11,17 @@ import pytest
 import torch
 from PIL import Image
 
-from matbench.datasets.dms import DMS, DMS46_INDICES, dms46_class_names, dms46_lut
-from matbench.datasets.errors import DatasetFormatError, DatasetNotFoundError
-from matbench.datasets.fmd import FMD, FMD_CLASSES, fmd_split
-from matbench.datasets.folder import (
+from matbench.datasets.descriptions import (
     FALLBACK_DESCRIPTION,
-    MaterialFolder,
     assign_descriptions,
     names_class,
     redact_class,
-    split_per_class,
 )
+from matbench.datasets.dms import DMS, DMS46_INDICES, dms46_class_names, dms46_lut
+from matbench.datasets.errors import DatasetFormatError, DatasetNotFoundError
+from matbench.datasets.fmd import FMD, FMD_CLASSES, fmd_split
+from matbench.datasets.folder import MaterialFolder
+from matbench.datasets.utils import split_per_class
 from tests.data.dms.data import make as make_dms
 from tests.data.fmd.data import make as make_fmd
 

@@ -10,7 +10,8 @@ import torch
 
 from matbench.cache import feature_collate
 from matbench.datamodules.base import BaseDataModule, list_collate, split_sha256
-from matbench.datasets.folder import MaterialFolder, split_per_class
+from matbench.datasets.folder import MaterialFolder
+from matbench.datasets.utils import split_per_class
 
 
 class RandomHorizontalFlip:
@@ -55,7 +56,7 @@ def read_split_file(path: str | Path) -> dict[str, list[str]]:
 class MaterialFolderDataModule(BaseDataModule):
     """A seeded per-class train/val/test split of a :class:`MaterialFolder`.
 
-    The split (see :func:`matbench.datasets.folder.split_per_class`) is written as
+    The split (see :func:`matbench.datasets.utils.split_per_class`) is written as
     ``<split_name>.json`` into the run's log directory (``trainer.log_dir``, when the run has
     a logger), with the settings that made it; pass that file as ``split_file`` to reuse it
     exactly. The results JSON records the split's sizes and SHA-256 (:meth:`describe`).
@@ -185,8 +186,8 @@ class MaterialFolderDataModule(BaseDataModule):
         sidecar = self.hparams.descriptions
         if sidecar is None or self.splits is None:
             return
+        from matbench.datasets.descriptions import load_descriptions
         from matbench.datasets.errors import DatasetFormatError
-        from matbench.datasets.folder import load_descriptions
 
         known = {key for part in self.splits.values() for key in part}
         unknown = sorted(set(load_descriptions(sidecar)) - known)

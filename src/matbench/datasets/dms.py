@@ -39,16 +39,17 @@ from torch.utils.data import Dataset
 
 from matbench.cache import cached_sample
 from matbench.datasets.batched import load_once
+from matbench.datasets.descriptions import FALLBACK_DESCRIPTION, assign_descriptions
 from matbench.datasets.errors import DatasetFormatError, DatasetNotFoundError
-from matbench.datasets.folder import (
-    FALLBACK_DESCRIPTION,
+from matbench.datasets.index_cache import Index, cached_index
+from matbench.datasets.utils import (
     Sample,
-    assign_descriptions,
     file_digest,
+    open_image,
+    oriented_size,
+    read_image,
     resize_sample,
 )
-from matbench.datasets.index_cache import Index, cached_index
-from matbench.datasets.utils import open_image, oriented_size, read_image
 
 DMS_SPLITS = ("train", "validation", "test")
 #: Taxonomy indices that are not materials: No label, I cannot tell, Not on list,
@@ -152,7 +153,7 @@ class DMS(Dataset):
         descriptions: Region mode: JSON sidecar ``{key: description}``; None = the fallback.
         on_label_leak: ``"redact"``, ``"fallback"``, ``"keep"`` or ``"error"``: what to do with
             descriptions naming their own class (see
-            :func:`matbench.datasets.folder.assign_descriptions`).
+            :func:`matbench.datasets.descriptions.assign_descriptions`).
         transforms: Optional callable applied to each sample dict last.
         label_space: Region mode: relabel regions into a label space through its ``dms`` map
             (``classes21`` gives DMS-test-21). Regions of DMS46 classes without a counterpart

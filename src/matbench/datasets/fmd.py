@@ -16,7 +16,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from matbench.datasets.errors import DatasetNotFoundError
-from matbench.datasets.folder import MaterialFolder, Sample, split_per_class
+from matbench.datasets.folder import MaterialFolder
+from matbench.datasets.utils import Sample, split_per_class
 
 #: The 10 FMD classes; ids are alphabetical (the documented order).
 FMD_CLASSES = (
@@ -49,7 +50,7 @@ class FMD(MaterialFolder):
         descriptions: JSON sidecar ``{key: description}``; None = the class-agnostic fallback.
         on_label_leak: ``"redact"``, ``"fallback"``, ``"keep"`` or ``"error"``: what to do with
             descriptions naming their own class (see
-            :func:`matbench.datasets.folder.assign_descriptions`).
+            :func:`matbench.datasets.descriptions.assign_descriptions`).
         transforms: Optional callable applied to each sample dict last.
         split: Name of the split these keys form.
         label_space: Relabel into a label space through its ``fmd`` map (e.g. ``classes21``);
@@ -121,5 +122,5 @@ def fmd_split(
     root: str | Path, train_fraction: float = 0.5, val_fraction: float = 0.0, seed: int = 0
 ) -> dict[str, list[str]]:
     """The seeded per-class split of an FMD copy (see
-    :func:`matbench.datasets.folder.split_per_class`): ``train``, ``val`` and ``test`` keys."""
+    :func:`matbench.datasets.utils.split_per_class`): ``train``, ``val`` and ``test`` keys."""
     return split_per_class(fmd_keys(root), train_fraction, val_fraction, seed)

@@ -2,253 +2,49 @@
 
 This is the shape of the Flickr Material Database, so a user's own photos sorted into one
 folder per material work the same way as FMD (:class:`matbench.datasets.fmd.FMD` is this
-class plus FMD's fixed class list and checks).
-
-Also here, shared by the material classification datasets:
-
-- appearance descriptions (:func:`load_descriptions`, :data:`FALLBACK_DESCRIPTION`): a sample's
-  ``description`` comes from an optional JSON sidecar ``{sample key: description}``; a sample
-  missing from it (or every sample, without a sidecar) gets the fixed, class-agnostic
-  :data:`FALLBACK_DESCRIPTION`. The fallback is a constant, so it cannot depend on the label;
-  a sidecar description that names the sample's own class would hand the answer to the text
-  stream: by default its class words are redacted (:data:`LABEL_LEAK_POLICIES`).
-- a seeded per-class split (:func:`split_per_class`),
-- the sample resize (:func:`resize_sample`); image and mask decoding (:func:`read_image`,
-  :func:`read_mask`) is re-exported from :mod:`matbench.datasets.utils`,
-- the cheap per-sample fingerprint used by the feature cache (:meth:`MaterialFolder.fingerprint`).
+class plus FMD's fixed class list and checks). The helpers it shares with the other readers
+live in :mod:`matbench.datasets.utils` (decoding, resizing, digests, splits) and
+:mod:`matbench.datasets.descriptions` (descriptions, label leaks); their names stay importable
+from here for one release.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import random
-import re
 import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from matbench.cache import cached_sample
+from matbench.datasets.descriptions import (  # noqa: F401 - re-exported (last release's path)
+    FALLBACK_DESCRIPTION,
+    LABEL_LEAK_POLICIES,
+    REDACTION,
+    assign_descriptions,
+    load_descriptions,
+    names_class,
+    redact_class,
+)
 from matbench.datasets.errors import DatasetFormatError, DatasetNotFoundError
-from matbench.datasets.utils import MASK_THRESHOLD, read_image, read_mask
-
-#: Image file extensions read by :class:`MaterialFolder` (lower case).
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
-#: The description of a sample that has none in the sidecar. A constant: it can never
-#: depend on (nor leak) the sample's class.
-FALLBACK_DESCRIPTION = "a photo of a material surface"
-
-Sample = dict[str, Any]
-
-
-# -- decoding (see matbench.datasets.utils) ---------------------------------------------
-def file_digest(path: Path) -> str:
-    """Short content hash of a file (part of the feature cache key)."""
-    return hashlib.blake2b(path.read_bytes(), digest_size=12).hexdigest()
-
-
-def resize_sample(sample: Sample, size: int | None) -> Sample:
-    """Resize ``image`` (bilinear, antialiased) and ``mask`` (nearest) to ``size`` × ``size``.
-
-    The aspect ratio is not kept on purpose: a crop could cut the material region away.
-    A dense int64 ``mask`` (label map) is resized by nearest neighbour too.
-    """
-    if size is None:
-        return sample
-    image = sample["image"]
-    if tuple(image.shape[-2:]) != (size, size):
-        image = F.interpolate(image[None], size=(size, size), mode="bilinear", antialias=True)
-        sample["image"] = image[0].clamp_(0.0, 1.0)
-    mask = sample.get("mask")
-    if mask is not None and tuple(mask.shape) != (size, size):
-        dtype = mask.dtype
-        mask = F.interpolate(mask[None, None].float(), size=(size, size), mode="nearest")[0, 0]
-        sample["mask"] = mask.to(dtype)
-    return sample
+from matbench.datasets.utils import (  # noqa: F401 - re-exported (last release's path)
+    IMAGE_EXTENSIONS,
+    MASK_THRESHOLD,
+    Sample,
+    file_digest,
+    read_image,
+    read_mask,
+    resize_sample,
+    split_per_class,
+)
 
 
 def _is_empty_mask(path: Path) -> bool:
     return not bool(read_mask(path).any())
-
-
-# -- splits ------------------------------------------------------------------------------------
-def split_per_class(
-    keys_by_class: Mapping[str, Sequence[str]],
-    train_fraction: float = 0.5,
-    val_fraction: float = 0.0,
-    seed: int = 0,
-) -> dict[str, list[str]]:
-    """A seeded per-class split into ``train``, ``val`` and ``test`` key lists.
-
-    For every class the sorted keys are shuffled with ``random.Random(f"{seed}:{class}")``;
-    the first ``round(train_fraction * n)`` go to training (the rest to test), and
-    ``val_fraction`` of those training keys (at least one when the fraction is positive and
-    the class has two or more training keys) are held out for validation. The result only
-    depends on the key names, the fractions and the seed.
-    """
-    if not 0.0 < train_fraction < 1.0:
-        raise ValueError(f"train_fraction must be in (0, 1), got {train_fraction}")
-    if not 0.0 <= val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
-    split: dict[str, list[str]] = {"train": [], "val": [], "test": []}
-    for name in sorted(keys_by_class):
-        keys = sorted(keys_by_class[name])
-        random.Random(f"{seed}:{name}").shuffle(keys)
-        n_train = min(max(1, round(train_fraction * len(keys))), len(keys))
-        train, test = keys[:n_train], keys[n_train:]
-        n_val = 0
-        if val_fraction > 0 and len(train) >= 2:
-            n_val = min(max(1, round(val_fraction * len(train))), len(train) - 1)
-        split["val"] += sorted(train[:n_val])
-        split["train"] += sorted(train[n_val:])
-        split["test"] += sorted(test)
-    return split
-
-
-# -- descriptions ------------------------------------------------------------------------------
-#: What a dataset does with a sidecar description that names the sample's own class:
-#: ``redact`` replaces the class words (and their derived forms) by :data:`REDACTION`,
-#: ``fallback`` replaces the whole description by :data:`FALLBACK_DESCRIPTION`, ``keep`` keeps
-#: it (the label leaks: for ablations), ``error`` stops with the first such sample.
-LABEL_LEAK_POLICIES = ("redact", "fallback", "keep", "error")
-#: The word that replaces a class word in a redacted description.
-REDACTION = "material"
-# Suffixes of the common derived forms: plurals, and adjectives such as wooden, woollen,
-# metallic, glassy, stony, leathery, plastics, wood-like.
-_DERIVED = r"(?:s|es|en|n|len|y|ey|ic|lic|ish|like|-like)"
-# Count key of each policy's outcome ("error" raises before any count is read).
-_OUTCOME = {"redact": "redacted", "fallback": "fallback", "keep": "kept", "error": "kept"}
-
-
-def _class_word_pattern(class_name: str) -> re.Pattern[str] | None:
-    """A regex of the words of ``class_name`` (its ``/``-separated parts, before a comma) and
-    their derived forms, as whole words, ignoring case; None for a name without such words."""
-    head = class_name.lower().split(",")[0]
-    forms = []
-    for part in (p.strip() for p in head.split("/")):
-        if len(part) <= 2:
-            continue
-        word = re.escape(part)
-        forms.append(rf"{word}{_DERIVED}?")
-        if part.endswith("e"):  # stone -> stony
-            forms.append(rf"{re.escape(part[:-1])}{_DERIVED}")
-    if not forms:
-        return None
-    return re.compile(rf"\b(?:{'|'.join(forms)})\b", re.IGNORECASE)
-
-
-def names_class(text: str, class_name: str) -> bool:
-    """True when ``text`` contains a word of ``class_name`` (one of its ``/``-separated parts,
-    or its part before a comma) or a derived form of it (plural, ``wooden``, ``metallic``,
-    ``glassy``, ``stony``, ...) as a whole word, ignoring case."""
-    pattern = _class_word_pattern(class_name)
-    return bool(pattern and pattern.search(text))
-
-
-def redact_class(text: str, class_name: str) -> str:
-    """``text`` with every word of ``class_name`` and its derived forms replaced by
-    :data:`REDACTION` (``"a wooden table"`` -> ``"a material table"`` for ``Wood``)."""
-    pattern = _class_word_pattern(class_name)
-    return pattern.sub(REDACTION, text) if pattern else text
-
-
-def load_descriptions(path: str | Path) -> dict[str, str]:
-    """Read a description sidecar: a JSON object ``{sample key: description}``."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"description sidecar '{path}' does not exist")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise DatasetFormatError(path, f"not valid JSON ({err})") from err
-    if not isinstance(data, dict):
-        raise DatasetFormatError(path, "expected a JSON object {sample key: description}")
-    bad = [k for k, v in data.items() if not isinstance(v, str) or not v.strip()]
-    if bad:
-        raise DatasetFormatError(
-            path, f"{len(bad)} descriptions are not non-empty strings (e.g. key '{bad[0]}')"
-        )
-    return {str(k): v.strip() for k, v in data.items()}
-
-
-def assign_descriptions(
-    keys: Sequence[str],
-    labels: Sequence[int],
-    class_names: Sequence[str],
-    sidecar: str | Path | None,
-    on_label_leak: str = "redact",
-) -> tuple[list[str], dict[str, Any]]:
-    """One description per sample: the sidecar's, or :data:`FALLBACK_DESCRIPTION`; and the
-    label-leak counts.
-
-    A sidecar description that names the sample's own class (see :func:`names_class`) gives
-    the answer away; ``on_label_leak`` (one of :data:`LABEL_LEAK_POLICIES`) decides what
-    happens: ``redact`` (default) replaces the class words by :data:`REDACTION`,
-    ``fallback`` the whole description by the fallback, ``keep`` keeps it, ``error`` raises
-    :class:`DatasetFormatError` naming the sidecar and the first such key. The labels are used
-    for this check only.
-
-    Returns:
-        The descriptions, and ``{"policy", "described", "leaks", "redacted", "fallback",
-        "kept"}``: how many samples had a sidecar description, how many of those named their
-        class, and what became of them.
-    """
-    if on_label_leak not in LABEL_LEAK_POLICIES:
-        raise ValueError(
-            f"on_label_leak must be one of {LABEL_LEAK_POLICIES}, got '{on_label_leak}'"
-        )
-    counts: dict[str, Any] = {"policy": on_label_leak, "described": 0, "leaks": 0}
-    counts.update({outcome: 0 for outcome in _OUTCOME.values()})
-    if sidecar is None:
-        return [FALLBACK_DESCRIPTION] * len(keys), counts
-    table = load_descriptions(sidecar)
-    if keys and table and not any(key in table for key in keys):
-        raise DatasetFormatError(
-            Path(sidecar),
-            f"none of its {len(table)} keys matches a sample (e.g. key '{next(iter(table))}', "
-            f"sample '{keys[0]}'): is it the sidecar of another dataset or split?",
-        )
-    out = []
-    first_leak = None
-    for key, label in zip(keys, labels, strict=True):
-        text = table.get(key)
-        if text is None:
-            out.append(FALLBACK_DESCRIPTION)
-            continue
-        counts["described"] += 1
-        name = class_names[label]
-        if names_class(text, name):
-            counts["leaks"] += 1
-            first_leak = first_leak or (key, text, name)
-            if on_label_leak == "redact":
-                text = redact_class(text, name)
-            elif on_label_leak == "fallback":
-                text = FALLBACK_DESCRIPTION
-            counts[_OUTCOME[on_label_leak]] += 1
-        out.append(text)
-    missing = [k for k in keys if k not in table]
-    if missing:
-        warnings.warn(
-            f"{sidecar}: {len(missing)} of {len(keys)} samples have no description (e.g. "
-            f"'{missing[0]}') and get the fallback",
-            stacklevel=2,
-        )
-    if first_leak is not None:
-        key, text, name = first_leak
-        msg = (
-            f"{counts['leaks']} descriptions name their sample's own class (e.g. '{key}': "
-            f"'{text}' for class '{name}'), which leaks the label to the text stream"
-        )
-        if on_label_leak == "error":
-            raise DatasetFormatError(Path(sidecar), msg)
-        done = {"redact": "redacted", "fallback": "replaced by the fallback", "keep": "kept"}
-        warnings.warn(f"{sidecar}: {msg}; they were {done[on_label_leak]}", stacklevel=2)
-    return out, counts
 
 
 # -- the dataset -------------------------------------------------------------------------------

@@ -37,7 +37,7 @@ from matbench.datasets.batched import load_once
 from matbench.datasets.errors import DatasetFormatError, DatasetNotFoundError
 from matbench.datasets.index_cache import Index, StringTable, cached_index, pack_strings
 from matbench.datasets.rle import polygon_region
-from matbench.datasets.utils import as_rgb, open_image
+from matbench.datasets.utils import read_image_reduced
 from matbench.materials.sidecar import MaterialLabel, read_sidecar
 
 Sample = dict[str, Any]
@@ -243,28 +243,11 @@ def outside_image(polygons: list[list[float]], width: int, height: int) -> bool:
 
 def load_image(path: Path) -> Tensor:
     """RGB float tensor (3, H, W) in [0, 1], EXIF orientation applied."""
-    return load_image_reduced(path)[0]
+    return read_image_reduced(path)[0]
 
 
-def load_image_reduced(path: Path, reduce: int = 1, as_uint8: bool = False) -> tuple[Tensor, float]:
-    """Like :func:`load_image`, but a JPEG may be decoded at 1/2, 1/4 or 1/8 of its size
-    (libjpeg's DCT scaling, PIL's ``draft``: far less work than a full decode), at most by
-    ``reduce``. Returns the image (uint8 (3, H, W) with ``as_uint8``) and the factor it was
-    reduced by (1.0 for a full decode). The uint8 image is a channels-first view of the
-    decoded (H, W, 3) array."""
-    with open_image(path) as img:
-        scale = 1.0
-        if reduce > 1 and img.format == "JPEG":
-            width = img.size[0]
-            img.draft("RGB", (math.ceil(img.size[0] / reduce), math.ceil(img.size[1] / reduce)))
-            scale = width / img.size[0]
-        # the shared decoder: EXIF, 16-bit and other modes, errors naming the file
-        array = np.array(as_rgb(img, path), dtype=np.uint8)
-    image = torch.from_numpy(array).permute(2, 0, 1)
-    if as_uint8:  # a (3, H, W) view of the (H, W, 3) pixels: crops are cut before any copy
-        return image, scale
-    # channels first while still uint8: converting a strided view to float is slow
-    return image.contiguous().float().div_(255.0), scale
+#: The reduced JPEG decode (see :func:`matbench.datasets.utils.read_image_reduced`).
+load_image_reduced = read_image_reduced
 
 
 class LVISObjects(Sequence[dict[str, Any]]):

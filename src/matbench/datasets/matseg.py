@@ -22,16 +22,23 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from PIL import Image
-from torch import Tensor
 from torch.utils.data import Dataset
 
 from matbench.datasets.errors import DatasetFormatError, DatasetNotFoundError
 from matbench.datasets.index_cache import Index, StringTable, cached_index, pack_strings
-from matbench.datasets.utils import decode_gray, decode_rgb, header_size, oriented_size
+from matbench.datasets.utils import (  # noqa: F401 - IMAGE_EXTENSIONS re-exported
+    IMAGE_EXTENSIONS,
+    decode_gray,
+    decode_rgb,
+    header_size,
+    list_images,
+    load_rgb,
+    oriented_size,
+    to_tensor,
+)
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 #: Ground-truth weight of two points in the same group, in "[...]" and "(...)" relations.
 SAME_WEIGHT, SQUARE_WEIGHT, ROUND_WEIGHT = 1.0, 0.6, 0.3
 #: Soft-mask total (0–255 units) below which a pixel is outside the region of interest.
@@ -135,23 +142,6 @@ def parse_relations(path: Path, group_ids: list[str]) -> dict[tuple[str, str], f
     return pairs
 
 
-def load_rgb(path: Path, max_side: int | None = None) -> Image.Image:
-    """Decode an image as RGB with EXIF orientation applied (see
-    :func:`matbench.decoding.decode_rgb`).
-
-    With ``max_side``, JPEG decoding may use a reduced scale that still keeps the longest side
-    at least ``max_side`` (the final resize is done by the caller).
-    """
-    return Image.fromarray(decode_rgb(path, draft_size=max_side))
-
-
-def to_tensor(image: np.ndarray) -> Tensor:
-    """(H, W, 3) uint8 → (3, H, W) float32 in [0, 1]."""
-    if not image.flags.writeable:
-        image = image.copy()
-    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0)
-
-
 class MatSegBenchmark(Dataset):
     """The MatSeg zero-shot material-state benchmark (point annotations).
 
@@ -176,9 +166,7 @@ class MatSegBenchmark(Dataset):
         expected = ["images/<stem>.jpg", "data/<stem>/data.json"]
         if not images_dir.is_dir():
             raise DatasetNotFoundError(type(self).__name__, self.root, expected)
-        files = sorted(
-            p for p in images_dir.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-        )
+        files = list_images(images_dir)
         if not files:
             raise DatasetNotFoundError(type(self).__name__, self.root, expected)
         self.records: list[dict[str, Any]] = []

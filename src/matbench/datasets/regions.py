@@ -20,22 +20,16 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from matbench.datasets.errors import DatasetFormatError, DatasetNotFoundError
-from matbench.datasets.matseg import IMAGE_EXTENSIONS, load_rgb, oriented_size, to_tensor
+from matbench.datasets.utils import (
+    list_images,
+    load_rgb,
+    oriented_size,
+    resized_size,
+    to_tensor,
+)
 
 RegionLayout = Literal["auto", "masks", "labels"]
 _MASK_EXTENSIONS = (".png", ".bmp", ".tif", ".tiff", ".jpg", ".jpeg")
-
-
-def resized_size(width: int, height: int, max_size: int | None) -> tuple[int, int]:
-    """``(width, height)`` after shrinking so that the longest side is at most ``max_size``
-    (never enlarged; sides rounded half up, at least 1)."""
-    longest = max(width, height)
-    if max_size is None or longest <= max_size:
-        return width, height
-    return (
-        max(1, int(np.floor(width * max_size / longest + 0.5))),
-        max(1, int(np.floor(height * max_size / longest + 0.5))),
-    )
 
 
 def _read_single_channel(path: Path) -> np.ndarray:
@@ -95,9 +89,7 @@ class RegionDataset(Dataset):
         if layout not in ("masks", "labels"):
             raise ValueError(f"layout must be 'auto', 'masks' or 'labels', got {layout!r}")
         self.layout = layout
-        files = sorted(
-            p for p in images_dir.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-        )
+        files = list_images(images_dir)
         if not files:
             raise DatasetNotFoundError(type(self).__name__, self.root, expected)
         self.records = [self._index(p) for p in files]

@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from matbench.decoding import IMAGE_EXTENSIONS, open_rgb  # torch-free, like this module
+
 #: Photographs and real textures shipped inside the scikit-image wheel (no download needed).
 #: Synthetic drawings (chessboard, logo, text, page, horse, phantom, colour chart) are left out.
 SKIMAGE_PHOTOS: tuple[str, ...] = (
@@ -29,10 +31,6 @@ SKIMAGE_PHOTOS: tuple[str, ...] = (
     "rocket.jpg",
 )
 
-#: File endings read from an image folder (case-insensitive).
-IMAGE_EXTENSIONS: frozenset[str] = frozenset(
-    {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
-)
 
 #: Longest side images are reduced to on loading (bounds memory and time per scene).
 MAX_SIDE = 1024
@@ -82,15 +80,12 @@ def skimage_data_dir() -> Path:
 
 
 def _read_rgb(path: Path) -> np.ndarray:
-    from matbench.decoding import as_rgb, open_image  # torch-free, like this module
-
-    with open_image(path) as im:
-        im = as_rgb(im, path)
-        if max(im.size) > MAX_SIDE:
-            scale = MAX_SIDE / max(im.size)
-            size = (max(1, round(im.width * scale)), max(1, round(im.height * scale)))
-            im = im.resize(size, Image.Resampling.BILINEAR)
-        array = np.asarray(im, dtype=np.uint8).copy()
+    im = open_rgb(path)[0]
+    if max(im.size) > MAX_SIDE:
+        scale = MAX_SIDE / max(im.size)
+        size = (max(1, round(im.width * scale)), max(1, round(im.height * scale)))
+        im = im.resize(size, Image.Resampling.BILINEAR)
+    array = np.asarray(im, dtype=np.uint8).copy()
     if min(array.shape[:2]) < MIN_SIDE:
         raise _format_error(
             path,

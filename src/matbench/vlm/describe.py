@@ -371,7 +371,7 @@ def provenance_path(output: Path) -> Path:
 
 
 def _label_leaks(results: Sequence[RegionResult], classes: Sequence[str]) -> list[dict[str, str]]:
-    from matbench.datasets.folder import names_class
+    from matbench.datasets.descriptions import names_class
 
     return [
         {"key": r.key, "class": classes[r.label], "description": r.text}

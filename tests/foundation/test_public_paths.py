@@ -1,0 +1,37 @@
+"""The import paths of the last release keep working for one release (re-exports of the
+helpers that moved to their one home)."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+# (old module, name, new module): the old path must give the very object of the new home.
+MOVED = [
+    ("matbench.datasets.folder", "split_per_class", "matbench.datasets.utils"),
+    ("matbench.datasets.folder", "resize_sample", "matbench.datasets.utils"),
+    ("matbench.datasets.folder", "file_digest", "matbench.datasets.utils"),
+    ("matbench.datasets.folder", "read_image", "matbench.datasets.utils"),
+    ("matbench.datasets.folder", "read_mask", "matbench.datasets.utils"),
+    ("matbench.datasets.folder", "IMAGE_EXTENSIONS", "matbench.decoding"),
+    ("matbench.datasets.folder", "FALLBACK_DESCRIPTION", "matbench.datasets.descriptions"),
+    ("matbench.datasets.folder", "LABEL_LEAK_POLICIES", "matbench.datasets.descriptions"),
+    ("matbench.datasets.folder", "assign_descriptions", "matbench.datasets.descriptions"),
+    ("matbench.datasets.folder", "load_descriptions", "matbench.datasets.descriptions"),
+    ("matbench.datasets.folder", "names_class", "matbench.datasets.descriptions"),
+    ("matbench.datasets.folder", "redact_class", "matbench.datasets.descriptions"),
+    ("matbench.datasets.matseg", "IMAGE_EXTENSIONS", "matbench.decoding"),
+    ("matbench.datasets.matseg", "load_rgb", "matbench.datasets.utils"),
+    ("matbench.datasets.matseg", "to_tensor", "matbench.datasets.utils"),
+    ("matbench.datasets.regions", "resized_size", "matbench.datasets.utils"),
+    ("matbench.datasets.lvis_materials", "load_image_reduced", "matbench.datasets.utils"),
+    ("matbench.synth.sources", "IMAGE_EXTENSIONS", "matbench.decoding"),
+]
+
+
+@pytest.mark.parametrize(("old", "name", "new"), MOVED, ids=lambda v: str(v))
+def test_old_import_path_gives_the_new_home(old: str, name: str, new: str) -> None:
+    moved = getattr(importlib.import_module(old), name)
+    home = importlib.import_module(new)
+    assert moved is getattr(home, {"load_image_reduced": "read_image_reduced"}.get(name, name))
