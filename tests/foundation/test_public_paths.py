@@ -27,11 +27,31 @@ MOVED = [
     ("matbench.datasets.regions", "resized_size", "matbench.datasets.utils"),
     ("matbench.datasets.lvis_materials", "load_image_reduced", "matbench.datasets.utils"),
     ("matbench.synth.sources", "IMAGE_EXTENSIONS", "matbench.decoding"),
+    ("matbench.datasets.matseg", "FINISHED", "matbench.formats.matseg"),
+    ("matbench.datasets.matseg", "SCENE_IMAGE", "matbench.formats.matseg"),
+    ("matbench.datasets.matseg", "SQUARE_WEIGHT", "matbench.formats.matseg"),
+    ("matbench.datasets.matseg", "ROUND_WEIGHT", "matbench.formats.matseg"),
+    ("matbench.datasets.matseg", "ROI_MIN_TOTAL", "matbench.formats.matseg"),
+    ("matbench.datasets.matseg", "parse_points", "matbench.formats.matseg"),
+    ("matbench.datasets.matseg", "parse_relations", "matbench.formats.matseg"),
+    ("matbench.datasets.matseg", "check_group_ids", "matbench.formats.matseg"),
+    ("matbench.synth.writer", "FINISHED", "matbench.formats.matseg"),
+    ("matbench.synth.benchmark", "EVAL_MAX_SIDE", "matbench.formats.matseg"),
 ]
+
+#: Names that changed on the move: old name -> name in the new home.
+RENAMED = {"load_image_reduced": "read_image_reduced"}
 
 
 @pytest.mark.parametrize(("old", "name", "new"), MOVED, ids=lambda v: str(v))
 def test_old_import_path_gives_the_new_home(old: str, name: str, new: str) -> None:
     moved = getattr(importlib.import_module(old), name)
     home = importlib.import_module(new)
-    assert moved is getattr(home, {"load_image_reduced": "read_image_reduced"}.get(name, name))
+    assert moved is getattr(home, RENAMED.get(name, name))
+
+
+def test_old_names_of_the_relation_weights() -> None:
+    from matbench.formats.matseg import ROUND_WEIGHT, SQUARE_WEIGHT
+    from matbench.synth.benchmark import WEIGHT_ROUND, WEIGHT_SQUARE
+
+    assert (WEIGHT_SQUARE, WEIGHT_ROUND) == (SQUARE_WEIGHT, ROUND_WEIGHT) == (0.6, 0.3)

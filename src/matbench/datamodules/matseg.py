@@ -13,7 +13,8 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler
 
 from matbench.datamodules.base import BaseDataModule, EpochSeededSampler, list_collate
 from matbench.datasets.errors import DatasetNotFoundError
-from matbench.datasets.matseg import FINISHED, MatSegBenchmark, MatSegScenes
+from matbench.datasets.matseg import MatSegBenchmark, MatSegScenes
+from matbench.formats.matseg import FINISHED, SCENE_IMAGE, finished_scenes
 from matbench.utils.distributed import world_and_rank
 
 log = logging.getLogger(__name__)
@@ -321,7 +322,7 @@ class MatSegDataModule(BaseDataModule):
         root = Path(root_path)
         if not root.is_dir():
             raise DatasetNotFoundError("MatSegScenes", root, [f"<scene>/{FINISHED}"])
-        names = sorted(p.name for p in root.iterdir() if (p / FINISHED).is_file())
+        names = [p.name for p in finished_scenes(root)]
         if len(names) < 2:
             return names, names
         order = np.random.default_rng(self.hparams.seed).permutation(len(names))
@@ -341,7 +342,7 @@ class MatSegDataModule(BaseDataModule):
             train, val = self._split(root)
             if not train:
                 raise DatasetNotFoundError(
-                    "MatSegScenes", root, [f"<scene>/{FINISHED}", "<scene>/RGB__RGB.jpg"]
+                    "MatSegScenes", root, [f"<scene>/{FINISHED}", f"<scene>/{SCENE_IMAGE}"]
                 )
             common = dict(
                 min_crop_fraction=hp.min_crop_fraction,
@@ -387,7 +388,7 @@ class MatSegDataModule(BaseDataModule):
             train, val = self._split(root)
             if not train:
                 raise DatasetNotFoundError(
-                    "MatSegScenes", root, [f"<scene>/{FINISHED}", "<scene>/RGB__RGB.jpg"]
+                    "MatSegScenes", root, [f"<scene>/{FINISHED}", f"<scene>/{SCENE_IMAGE}"]
                 )
             if stage in ("fit", None):
                 train_parts.append(

@@ -1,6 +1,7 @@
 """MatSeg: the point-annotated material-state benchmark and the soft-mask training scenes.
 
-Layouts are described in ``docs/formats.md`` (MatSeg sections):
+Layouts are described in ``docs/formats.md`` (MatSeg sections); the names and the annotation
+readers live in :mod:`matbench.formats.matseg`:
 
 - :class:`MatSegBenchmark` reads ``<root>/images/<stem>.<ext>`` with ``data/<stem>/data.json``
   points and an optional ``data/<stem>/group_relations.txt``.
@@ -11,10 +12,8 @@ Layouts are described in ``docs/formats.md`` (MatSeg sections):
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
-import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -36,110 +35,26 @@ from matbench.datasets.utils import (  # noqa: F401 - IMAGE_EXTENSIONS re-export
     oriented_size,
     to_tensor,
 )
+from matbench.formats.matseg import (  # noqa: F401 - the format's names, re-exported
+    DATA_DIR,
+    FINISHED,
+    IMAGES_DIR,
+    MASK_PATTERN,
+    POINTS_FILE,
+    RELATIONS_FILE,
+    ROI_MIN_TOTAL,
+    ROUND_WEIGHT,
+    SAME_WEIGHT,
+    SCENE_IMAGE,
+    SQUARE_WEIGHT,
+    annotation_dir,
+    check_group_ids,
+    finished_scenes,
+    parse_points,
+    parse_relations,
+)
 
 log = logging.getLogger(__name__)
-
-#: Ground-truth weight of two points in the same group, in "[...]" and "(...)" relations.
-SAME_WEIGHT, SQUARE_WEIGHT, ROUND_WEIGHT = 1.0, 0.6, 0.3
-#: Soft-mask total (0–255 units) below which a pixel is outside the region of interest.
-ROI_MIN_TOTAL = 10.0
-SCENE_IMAGE = "RGB__RGB.jpg"
-FINISHED = "Finished.txt"
-_MASK_RE = re.compile(r"^mask(\d+)\.png$", re.IGNORECASE)
-
-
-# -- benchmark ---------------------------------------------------------------------------------
-def check_group_ids(ids: list[str], path: Path) -> None:
-    """Group ids are compared after stripping spaces (as ``group_relations.txt`` writes
-    them): two ids that become equal (``"1"`` and ``" 1"``) would merge silently."""
-    seen: dict[str, str] = {}
-    for gid in ids:
-        key = str(gid).strip()
-        if not key:
-            raise DatasetFormatError(path, f"group id {gid!r} is empty")
-        if key in seen:
-            raise DatasetFormatError(
-                path, f"group ids {seen[key]!r} and {gid!r} are the same after removing spaces"
-            )
-        seen[key] = gid
-
-
-def parse_points(path: Path) -> dict[str, np.ndarray]:
-    """Read ``data.json``: group id → (n, 3) int array of full-resolution ``x, y, r``."""
-    top_level_keys: list[list[str]] = []
-
-    def keep_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        top_level_keys.append([k for k, _ in pairs])  # the outermost object comes last
-        return dict(pairs)
-
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=keep_keys)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise DatasetFormatError(path, f"cannot be read as JSON ({err})") from err
-    if not isinstance(data, dict) or not data:
-        raise DatasetFormatError(path, "expected a non-empty object of groups {id: {pt_im: ...}}")
-    check_group_ids(top_level_keys[-1], path)  # with repeats, which json.loads would merge
-    groups: dict[str, np.ndarray] = {}
-    for gid, entry in data.items():
-        if not isinstance(entry, dict) or "pt_im" not in entry:
-            raise DatasetFormatError(path, f"group '{gid}' has no 'pt_im' list")
-        try:
-            pts = np.asarray(entry["pt_im"], dtype=np.float64)
-        except (TypeError, ValueError) as err:
-            raise DatasetFormatError(path, f"group '{gid}': 'pt_im' is not numeric") from err
-        if pts.size == 0:
-            continue
-        if pts.ndim != 2 or pts.shape[1] != 3 or not np.isfinite(pts).all():
-            raise DatasetFormatError(
-                path, f"group '{gid}': 'pt_im' must be a list of [x, y, r], got shape {pts.shape}"
-            )
-        if (pts[:, 2] < 0).any():
-            raise DatasetFormatError(path, f"group '{gid}': negative radius")
-        groups[str(gid).strip()] = np.rint(pts).astype(np.int64)
-    if not groups:
-        raise DatasetFormatError(path, "no group holds any point")
-    return groups
-
-
-def parse_relations(path: Path, group_ids: list[str]) -> dict[tuple[str, str], float]:
-    """Read ``group_relations.txt``: pair of distinct group ids → weight (0.6 or 0.3).
-
-    One relation per line: ``[a,b,...]`` (weight 0.6) or ``(a,b,...)`` (weight 0.3); every pair
-    on a line gets the weight; blank lines and spaces are ignored; a later line overrides an
-    earlier one. An unknown group id or a malformed line raises :class:`DatasetFormatError`
-    naming the file and the line.
-    """
-    known = set(group_ids)
-    pairs: dict[tuple[str, str], float] = {}
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as err:
-        raise DatasetFormatError(path, f"cannot be read as text ({err})") from err
-    for lineno, raw in enumerate(lines, start=1):
-        line = raw.strip()
-        if not line:
-            continue
-        if line[0] == "[" and line[-1] == "]":
-            weight = SQUARE_WEIGHT
-        elif line[0] == "(" and line[-1] == ")":
-            weight = ROUND_WEIGHT
-        else:
-            raise DatasetFormatError(
-                path, f"line {lineno}: expected '[a,b,...]' or '(a,b,...)', got {raw!r}"
-            )
-        ids = [tok.strip() for tok in line[1:-1].split(",") if tok.strip()]
-        for gid in ids:
-            if gid not in known:
-                raise DatasetFormatError(
-                    path,
-                    f"line {lineno}: unknown group id '{gid}' (data.json has groups "
-                    f"{sorted(known)})",
-                )
-        for i, a in enumerate(ids):
-            for b in ids[i + 1 :]:
-                if a != b:
-                    pairs[(a, b)] = pairs[(b, a)] = weight
-    return pairs
 
 
 class MatSegBenchmark(Dataset):
@@ -162,8 +77,8 @@ class MatSegBenchmark(Dataset):
         self.max_size = max_size
         if max_size is not None and max_size < 1:
             raise ValueError(f"max_size must be >= 1, got {max_size}")
-        images_dir = self.root / "images"
-        expected = ["images/<stem>.jpg", "data/<stem>/data.json"]
+        images_dir = self.root / IMAGES_DIR
+        expected = [f"{IMAGES_DIR}/<stem>.jpg", f"{DATA_DIR}/<stem>/{POINTS_FILE}"]
         if not images_dir.is_dir():
             raise DatasetNotFoundError(type(self).__name__, self.root, expected)
         files = list_images(images_dir)
@@ -182,7 +97,7 @@ class MatSegBenchmark(Dataset):
 
     def _index(self, image_path: Path) -> dict[str, Any]:
         stem = image_path.stem
-        json_path = self.root / "data" / stem / "data.json"
+        json_path = annotation_dir(self.root, stem) / POINTS_FILE
         if not json_path.is_file():
             raise DatasetFormatError(image_path, f"no point annotation file {json_path}")
         groups = parse_points(json_path)
@@ -201,7 +116,7 @@ class MatSegBenchmark(Dataset):
         points = np.concatenate([groups[g] for g in ids])
         group_index = np.concatenate([np.full(len(groups[g]), i) for i, g in enumerate(ids)])
         weight = (group_index[:, None] == group_index[None, :]).astype(np.float32)
-        rel_path = json_path.parent / "group_relations.txt"
+        rel_path = json_path.parent / RELATIONS_FILE
         has_relations = rel_path.is_file()
         if has_relations:
             for (a, b), value in parse_relations(rel_path, ids).items():
@@ -342,7 +257,7 @@ class SceneRecords(Sequence[dict[str, Any]]):
 
 
 def _mask_files(folder: Path) -> list[Path]:
-    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := _MASK_RE.match(p.name))]
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := MASK_PATTERN.match(p.name))]
     return [p for _, p in sorted(found)]
 
 
@@ -492,11 +407,11 @@ class MatSegScenes(Dataset):
         masks = _mask_files(folder)
         if not masks:
             raise DatasetFormatError(folder, "scene has no mask*.png file")
-        numbers = [int(_MASK_RE.match(p.name).group(1)) for p in masks]
+        numbers = [int(MASK_PATTERN.match(p.name).group(1)) for p in masks]
         start = 0 if numbers[0] == 0 else 1
         for expected, (number, path) in enumerate(zip(numbers, masks, strict=True), start=start):
             if number != expected:
-                digits = len(_MASK_RE.match(path.name).group(1))
+                digits = len(MASK_PATTERN.match(path.name).group(1))
                 missing = folder / f"mask{expected:0{digits}d}.png"
                 raise DatasetFormatError(missing, "mask file is missing (the numbering has a gap)")
         size = header_size(image_path)

@@ -9,17 +9,16 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from matbench.formats.matseg import EVAL_MAX_SIDE, ROUND_WEIGHT, SQUARE_WEIGHT  # noqa: F401
+
 #: A pixel belongs to a pure region when one material's fraction exceeds this.
 PURE_FRACTION = 0.9
 #: A mixed region holds exactly two materials, each with a fraction in this range ...
 MIX_RANGE = (0.4, 0.6)
 #: ... that together make up at least this fraction.
 MIX_TOTAL = 0.95
-#: Relation weights of the benchmark format: ``[a,b]`` lines and ``(a,b)`` lines.
-WEIGHT_SQUARE = 0.6
-WEIGHT_ROUND = 0.3
-#: Longest side the benchmark protocol resizes images to (points are scaled and rounded).
-EVAL_MAX_SIDE = 700
+#: Relation weights of the benchmark format (old names of the format module's constants).
+WEIGHT_SQUARE, WEIGHT_ROUND = SQUARE_WEIGHT, ROUND_WEIGHT
 
 
 @dataclass
@@ -160,12 +159,12 @@ def annotate(
     for pair, gid in mixed_ids.items():
         for material in pair:
             if material in pure_ids:
-                annotation.relations.append(((gid, pure_ids[material]), WEIGHT_SQUARE))
+                annotation.relations.append(((gid, pure_ids[material]), SQUARE_WEIGHT))
     pairs = list(mixed_ids)
     for k, a in enumerate(pairs):
         for b in pairs[k + 1 :]:
             if len(set(a) & set(b)) == 1:
-                annotation.relations.append(((mixed_ids[a], mixed_ids[b]), WEIGHT_ROUND))
+                annotation.relations.append(((mixed_ids[a], mixed_ids[b]), ROUND_WEIGHT))
     if len(annotation.groups) < 2:
         return None
     return annotation

@@ -35,10 +35,19 @@ from typing import Any, Literal
 import numpy as np
 from PIL import Image
 
+from matbench.formats.matseg import (
+    CAMERA_PARAMETERS,
+    NO_GROUND_PLANE,
+    OBJECT_MASK,
+    SCENE_IMAGE,
+    is_finished,
+    mark_finished,
+    mask_name,
+)
 from matbench.synth.maps import random_view, soft_map
 from matbench.synth.pbr import PBRConfig, list_materials, make_material, save_material
 from matbench.synth.scene import resolve_images, scene_seed
-from matbench.synth.writer import FINISHED, JPEG_QUALITY, _prepare_out, check_run, scene_name
+from matbench.synth.writer import JPEG_QUALITY, _prepare_out, check_run, scene_name
 
 log = logging.getLogger(__name__)
 
@@ -530,15 +539,15 @@ def collect_scene(spec: dict[str, Any], work: Path, config: RenderConfig) -> tup
     scene.mkdir()
     with Image.open(work / "rgb.png") as im:
         rgb = im.convert("RGB")
-    rgb.save(scene / "RGB__RGB.jpg", format="JPEG", quality=JPEG_QUALITY)
-    Image.fromarray(np.round(objects * 255).astype(np.uint8)).save(scene / "ObjectMaskOcluded.png")
+    rgb.save(scene / SCENE_IMAGE, format="JPEG", quality=JPEG_QUALITY)
+    Image.fromarray(np.round(objects * 255).astype(np.uint8)).save(scene / OBJECT_MASK)
     for i, mask in enumerate(quantise_masks(weights), start=1):
-        Image.fromarray(mask).save(scene / f"mask{i:03d}.png", format="PNG")
-    shutil.copyfile(work / "camera.json", scene / "CameraParameters.json")
+        Image.fromarray(mask).save(scene / mask_name(i, digits=3), format="PNG")
+    shutil.copyfile(work / "camera.json", scene / CAMERA_PARAMETERS)
     if spec["ground"] is None:
-        (scene / "NoGroundPlane.txt").write_text("")
+        (scene / NO_GROUND_PLANE).write_text("")
     (scene / "scene.json").write_text(json.dumps(_portable(spec, work), indent=1))
-    (scene / FINISHED).write_text("")
+    mark_finished(scene)
     return scene, coverage
 
 
@@ -642,7 +651,7 @@ def _prepare_resume(out: Path, settings: dict[str, Any]) -> set[int]:
     done = set()
     for folder in out.iterdir():
         if folder.is_dir() and folder.name.isdigit():
-            if (folder / FINISHED).is_file():
+            if is_finished(folder):
                 done.add(int(folder.name))
             else:
                 shutil.rmtree(folder)

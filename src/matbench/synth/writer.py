@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import multiprocessing
 import shutil
 import sys
@@ -16,7 +15,18 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from matbench.synth.benchmark import WEIGHT_SQUARE, Annotation, annotate, scene_maker
+from matbench.formats.matseg import (  # noqa: F401 - FINISHED re-exported
+    FINISHED,
+    IMAGES_DIR,
+    SCENE_IMAGE,
+    annotation_dir,
+    mark_finished,
+    mask_name,
+    unmark_finished,
+    write_points,
+    write_relations,
+)
+from matbench.synth.benchmark import Annotation, annotate, scene_maker
 from matbench.synth.scene import (
     STREAM_BENCHMARK,
     STREAM_SCENES,
@@ -28,8 +38,6 @@ from matbench.synth.scene import (
 JPEG_QUALITY = 95
 #: How worker processes name the image set: a resolved folder path, or None (scikit-image).
 NaturalImagesKey = str | None
-#: Name of the marker file; a scene counts only once it exists.
-FINISHED = "Finished.txt"
 
 
 class NotEnoughImagesError(RuntimeError):
@@ -158,11 +166,11 @@ def _scene_job(args: tuple[str, int, int, SceneConfig, NaturalImagesKey, str]) -
     )
     folder = Path(out) / scene_name(index)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / FINISHED).unlink(missing_ok=True)
-    _save_jpeg(folder / "RGB__RGB.jpg", scene.rgb)
+    unmark_finished(folder)
+    _save_jpeg(folder / SCENE_IMAGE, scene.rgb)
     for i, mask in enumerate(scene.masks):
-        Image.fromarray(mask).save(folder / f"mask{i}.png", format="PNG")
-    (folder / FINISHED).write_text("")
+        Image.fromarray(mask).save(folder / mask_name(i), format="PNG")
+    mark_finished(folder)
     h, w = scene.rgb.shape[:2]
     return SceneRecord(folder, h, w, len(scene.masks), scene.hard)
 
@@ -238,9 +246,9 @@ def _benchmark_job(
     if annotation is None:
         return None
     stem = benchmark_stem(candidate)
-    image = Path(out) / "images" / f"{stem}.jpg"
+    image = Path(out) / IMAGES_DIR / f"{stem}.jpg"
     _save_jpeg(image, scene.rgb)
-    write_annotation(Path(out) / "data" / stem, annotation)
+    write_annotation(annotation_dir(Path(out), stem), annotation)
     return BenchmarkRecord(
         image=image,
         groups=len(annotation.groups),
@@ -253,17 +261,8 @@ def _benchmark_job(
 def write_annotation(folder: Path, annotation: Annotation) -> None:
     """Write ``data.json`` (and ``group_relations.txt`` if there are relations) to ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
-    data = {
-        str(gid): {"pt_im": [list(p) for p in points], "pt_pg": [list(p) for p in points]}
-        for gid, points in annotation.groups.items()
-    }
-    (folder / "data.json").write_text(json.dumps(data))
-    if annotation.relations:
-        lines = []
-        for ids, weight in annotation.relations:
-            body = ",".join(str(i) for i in ids)
-            lines.append(f"[{body}]" if weight == WEIGHT_SQUARE else f"({body})")
-        (folder / "group_relations.txt").write_text("\n".join(lines) + "\n")
+    write_points(folder, annotation.groups)
+    write_relations(folder, annotation.relations)
 
 
 def write_benchmark(

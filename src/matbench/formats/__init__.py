@@ -1,0 +1,1 @@
+"""On-disk formats that both readers and writers use (torch-free)."""
