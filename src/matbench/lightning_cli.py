@@ -21,7 +21,7 @@ from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from matbench.datamodules.base import BaseDataModule
 from matbench.errors import DatasetNotFoundError, ResultsWriteError
 from matbench.results import check_writable, plain, write_run
-from matbench.tasks.base import BaseTask
+from matbench.tasks.base import BaseTask, datamodule_class_names, datamodule_dataloader_names
 from matbench.utils.weights import (
     check_checkpoint_task,
     checkpoint_overrides,
@@ -267,8 +267,8 @@ class ResultsWriter(Callback):
         if not trainer.is_global_zero:
             return
         datamodule = trainer.datamodule
-        names = getattr(datamodule, "dataloader_names", None)
-        class_names = getattr(datamodule, "class_names", None)
+        names = datamodule_dataloader_names(datamodule)
+        class_names = datamodule_class_names(datamodule)
         loaders = trainer.test_dataloaders
         loaders = list(loaders) if isinstance(loaders, (list, tuple)) else [loaders]
         for idx, metrics in enumerate(getattr(pl_module, "results", {}).get("test", [])):
@@ -279,7 +279,7 @@ class ResultsWriter(Callback):
             elif datamodule is not None:
                 data.setdefault("dataset", type(datamodule).__name__.removesuffix("DataModule"))
             if class_names is not None:
-                data["class_names"] = [str(c) for c in class_names]
+                data["class_names"] = class_names
             dataset = getattr(loaders[idx], "dataset", None) if idx < len(loaders) else None
             if dataset is not None and hasattr(dataset, "__len__"):
                 data["num_samples"] = len(dataset)

@@ -216,7 +216,9 @@ class ClassProbabilityWriter(BasePredictionWriter):
         import csv
 
         log_dir_path = self.resolve(trainer)  # every rank asks (log_dir broadcasts)
-        names = self.class_names or getattr(trainer.datamodule, "class_names", None)
+        from matbench.tasks.base import datamodule_class_names
+
+        names = self.class_names or datamodule_class_names(trainer.datamodule)
         width = len(self._rows[0]) - 1 if self._rows else len(names or [])
         names = [str(n) for n in names] if names else [f"class_{i}" for i in range(width)]
         path = log_dir_path

@@ -174,6 +174,7 @@ def test_datamodule_batches(fake_root: Path) -> None:
     dm = LVISMaterialsDataModule(
         root=str(fake_root), image_size=32, batch_size=4, context_size=24, crop_blur_sigma=1.0
     )
+    assert dm.class_names is None  # not known before setup
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
     assert batch["image"].shape == (4, 3, 32, 32)

@@ -88,3 +88,50 @@ def test_training_workers_are_restarted_each_epoch() -> None:
     dm.setup()
     assert not dm.train_dataloader().persistent_workers
     assert dm.val_dataloader().persistent_workers
+
+
+def test_class_and_dataloader_names_are_declared_once() -> None:
+    import lightning as L
+
+    from matbench.datamodules import (
+        CrossDatasetDataModule,
+        DMSDataModule,
+        FMDDataModule,
+        LVISMaterialsDataModule,
+        MaterialFolderDataModule,
+        MatSegDataModule,
+        StreamingDataModule,
+    )
+    from matbench.tasks.base import datamodule_class_names, datamodule_dataloader_names
+
+    base = BaseDataModule()
+    assert base.class_names is None and base.dataloader_names is None
+    # one behaviour: a property of the class, never an attribute set somewhere in setup()
+    for cls in (
+        BaseDataModule,
+        CrossDatasetDataModule,
+        DMSDataModule,
+        FMDDataModule,
+        LVISMaterialsDataModule,
+        MaterialFolderDataModule,
+        MatSegDataModule,
+        StreamingDataModule,
+    ):
+        assert isinstance(cls.class_names, property), cls
+        assert isinstance(cls.dataloader_names, property), cls
+    with pytest.raises(AttributeError):
+        base.class_names = ["a"]  # a subclass overrides the property instead
+
+    class Named(BaseDataModule):
+        @property
+        def class_names(self) -> list[str]:
+            return ["glass", 7]
+
+    assert datamodule_class_names(Named()) == ["glass", "7"]
+    assert datamodule_class_names(None) is None
+    assert datamodule_dataloader_names(Named()) is None
+    # a plain LightningDataModule that declares nothing has no classes (no getattr default
+    # hiding a misspelt name in the tasks: they all read through these two functions)
+    plain = L.LightningDataModule()
+    plain.class_names_typo = ["x"]
+    assert datamodule_class_names(plain) is None

@@ -89,7 +89,9 @@ class BaseDataModule(L.LightningDataModule):
 
     Subclasses declare their own explicit, typed ``__init__`` arguments (never ``**kwargs``),
     pass ``batch_size``/``num_workers`` here, and set ``train_dataset``, ``val_dataset``,
-    ``test_dataset`` and ``predict_dataset`` in :meth:`setup`.
+    ``test_dataset`` and ``predict_dataset`` in :meth:`setup`. Datamodules with classes
+    override :attr:`class_names`, those with several evaluation sets :attr:`dataloader_names`
+    (both properties: tasks read them, see ``docs/dev/contracts.md``).
 
     Validation, test and predict loaders use an *unpadded* distributed sampler, so under DDP
     every sample is seen exactly once (Lightning's default sampler repeats samples to even out
@@ -126,6 +128,20 @@ class BaseDataModule(L.LightningDataModule):
         self.val_dataset: Dataset | None = None
         self.test_dataset: Dataset | None = None
         self.predict_dataset: Dataset | None = None
+
+    # -- the contract tasks and tools read ------------------------------------------------------
+    @property
+    def class_names(self) -> list[str] | None:
+        """The class names in label order, or None for data without a fixed class list
+        (retrieval, MatSeg) and while the classes are not known yet (before :meth:`setup`
+        where they come from the data)."""
+        return None
+
+    @property
+    def dataloader_names(self) -> list[str] | None:
+        """Names of the evaluation dataloaders, in order, used in logged keys and the results
+        JSON; None for the single unnamed dataloader of each stage."""
+        return None
 
     def save_hyperparameters(self, *args: Any, **kwargs: Any) -> None:
         """Lightning's ``save_hyperparameters``, except that a datamodule nested in another

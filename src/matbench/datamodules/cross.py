@@ -50,7 +50,7 @@ class CrossDatasetDataModule(BaseDataModule):
         """The model's label space: the training datamodule's classes (else the first test
         set's)."""
         module = self.train_module or next(iter(self.test_modules.values()))
-        names = getattr(module, "class_names", None)
+        names = module.class_names
         return list(names) if names is not None else None
 
     def _children(self) -> list[BaseDataModule]:
@@ -69,7 +69,7 @@ class CrossDatasetDataModule(BaseDataModule):
             expected = self.class_names
             for name, module in self.test_modules.items():
                 module.setup("test" if stage in (None, "test") else "predict")
-                got = getattr(module, "class_names", None)
+                got = module.class_names
                 if expected is not None and got is not None and list(got) != expected:
                     raise ValueError(
                         f"test set '{name}' ({type(module).__name__}) has {len(got)} classes "

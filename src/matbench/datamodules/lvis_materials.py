@@ -303,7 +303,7 @@ class LVISMaterialsDataModule(BaseDataModule):
         if split not in ("seeded", "files"):
             raise ValueError(f"split must be 'seeded' or 'files', got '{split}'")
         self.root = Path(root)
-        self.class_names: list[str] = []
+        self._materials: list[str] | None = None
         on_val = split == "files" and test_annotations is None
         self.test_split = "val" if on_val else "test"
         #: The seeded split (image ids per split), once computed or read.
@@ -391,14 +391,19 @@ class LVISMaterialsDataModule(BaseDataModule):
             return LVISSplit(parts)
         return LVISSplit([(self._file("val"), images[split])])
 
+    @property
+    def class_names(self) -> list[str] | None:
+        """The material names of the split set up last (None before :meth:`setup`)."""
+        return None if self._materials is None else list(self._materials)
+
     def setup(self, stage: str) -> None:
         if stage == "fit":
             self.train_dataset = self._dataset("train", train=True)
             self.val_dataset = self._dataset("val")
-            self.class_names = self.train_dataset.materials
+            self._materials = self.train_dataset.materials
         elif stage == "validate":
             self.val_dataset = self._dataset("val")
-            self.class_names = self.val_dataset.materials
+            self._materials = self.val_dataset.materials
         elif stage == "test":
             if self.test_split == "val" and not self.hparams.test_on_val:
                 raise ValueError(
@@ -408,10 +413,10 @@ class LVISMaterialsDataModule(BaseDataModule):
                     "test_annotations, or pass test_on_val: true to test on them anyway"
                 )
             self.test_dataset = self._dataset("test")
-            self.class_names = self.test_dataset.materials
+            self._materials = self.test_dataset.materials
         elif stage == "predict":
             self.predict_dataset = self._dataset("predict")
-            self.class_names = self.predict_dataset.materials
+            self._materials = self.predict_dataset.materials
 
     def describe(self) -> dict[str, Any]:
         info = super().describe()

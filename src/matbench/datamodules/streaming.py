@@ -304,7 +304,7 @@ def export_main(argv: Sequence[str]) -> int:
         from matbench.datamodules.sampler import group_index
 
         order = group_index(dataset.sample_groups())[0].tolist()
-    class_names = getattr(datamodule, "class_names", None)
+    class_names = datamodule.class_names if isinstance(datamodule, BaseDataModule) else None
     meta = {
         "datamodule": cls.__name__,
         "init_args": {k: str(v) if isinstance(v, Path) else v for k, v in init_args.items()},

@@ -29,6 +29,26 @@ from matbench.models.utils import Freezable, state_hash
 from matbench.utils.weights import load_state_dict_file, weights_file
 
 
+def datamodule_class_names(datamodule: Any) -> list[str] | None:
+    """The class names ``datamodule`` declares (:attr:`BaseDataModule.class_names
+    <matbench.datamodules.base.BaseDataModule.class_names>`), or None: no datamodule, one
+    without classes, or a plain ``LightningDataModule`` that does not declare them."""
+    if datamodule is None or not hasattr(type(datamodule), "class_names"):
+        return None
+    names = datamodule.class_names
+    return None if names is None else [str(n) for n in names]
+
+
+def datamodule_dataloader_names(datamodule: Any) -> list[str] | None:
+    """The evaluation dataloaders' names ``datamodule`` declares
+    (:attr:`BaseDataModule.dataloader_names
+    <matbench.datamodules.base.BaseDataModule.dataloader_names>`), or None."""
+    if datamodule is None or not hasattr(type(datamodule), "dataloader_names"):
+        return None
+    names = datamodule.dataloader_names
+    return None if names is None else [str(n) for n in names]
+
+
 class BaseTask(
     L.LightningModule,
     PyTorchModelHubMixin,
@@ -233,7 +253,7 @@ class BaseTask(
             checkpoint["matbench_frozen"] = frozen
         datamodule = getattr(self._trainer, "datamodule", None) if self._trainer else None
         try:
-            names = getattr(datamodule, "class_names", None) if datamodule is not None else None
+            names = datamodule_class_names(datamodule)
         except (OSError, ValueError, RuntimeError):
             names = None  # a datamodule that cannot list its classes yet
         names = names or self.class_names
@@ -446,7 +466,7 @@ class BaseTask(
 
     def dataloader_name(self, stage: str, idx: int) -> str:
         """Name used in logged keys when a stage has several dataloaders."""
-        names = getattr(self.trainer.datamodule, "dataloader_names", None)
+        names = datamodule_dataloader_names(self.trainer.datamodule)
         if names is not None and idx < len(names):
             return str(names[idx])
         return f"dataloader_{idx}"

@@ -31,7 +31,7 @@ from matbench.models.clip import (
     OpenCLIPTextTower,
     ProjectedMiniLM,
 )
-from matbench.tasks.base import BaseTask, stores_frozen_weights_elsewhere
+from matbench.tasks.base import BaseTask, datamodule_class_names, stores_frozen_weights_elsewhere
 from matbench.transforms import blur_outside, crop_object, expand_box, mask_box
 
 
@@ -577,7 +577,7 @@ class ZeroShotTask(ClipMaterialTask):
             return names
         if given:
             return list(given)
-        names = getattr(getattr(self.trainer, "datamodule", None), "class_names", None)
+        names = datamodule_class_names(getattr(self.trainer, "datamodule", None))
         if not names:
             raise ValueError(
                 "ZeroShotTask needs class names: pass --model.class_names or use a datamodule "

@@ -17,7 +17,7 @@ from matbench.cache import FeatureCache
 from matbench.errors import ConfigError
 from matbench.models.two_stream import TwoStreamModel
 from matbench.plots import save_confusion_matrix
-from matbench.tasks.base import BaseTask
+from matbench.tasks.base import BaseTask, datamodule_class_names
 
 
 def _stage_datasets(datamodule: Any, stage: str) -> list[Any]:
@@ -33,7 +33,7 @@ def check_fits_data(task: TwoStreamTask, datamodule: Any) -> None:
     if datamodule is None:
         return
     h = task.hparams
-    names = getattr(datamodule, "class_names", None)
+    names = datamodule_class_names(datamodule)
     data_name = type(datamodule).__name__
     if names is not None and len(names) != h.num_classes:
         raise ConfigError(
@@ -347,11 +347,7 @@ class TwoStreamTask(BaseTask):
         out_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir)
         if not self.trainer.is_global_zero:
             return
-        names = (
-            getattr(self.trainer.datamodule, "class_names", None)
-            if self.trainer.datamodule
-            else None
-        )
+        names = datamodule_class_names(self.trainer.datamodule)
         results = self.results.get("test", [])
         for idx, metrics in enumerate(results):
             matrix = metrics.get("confusion_matrix")
