@@ -153,6 +153,15 @@ def blur_outside(image: Tensor, mask: Tensor, sigma: float) -> Tensor:
     return torch.where(keep, image, gaussian_blur(image, sigma))
 
 
+def blur_outside_at(
+    image: Tensor, mask: Tensor, sigma: float, output_size: int | Sequence[int]
+) -> Tensor:
+    """:func:`blur_outside` of an image that the model will resize so that its short side is
+    the short side of ``output_size``: ``sigma`` is given in those output pixels."""
+    out = (output_size, output_size) if isinstance(output_size, int) else tuple(output_size)
+    return blur_outside(image, mask, sigma * min(image.shape[-2:]) / min(out))
+
+
 def crop_object(
     image: Tensor,
     mask: Tensor,
@@ -359,7 +368,9 @@ class ObjectCrop:
     ``box`` entry ``(x0, y0, x1, y1)`` is used when the mask is empty, and is replaced by the
     crop box. See :func:`crop_object` for the arguments. With
     ``finish_on_device`` only the region is cut out (:func:`crop_region`); the resize and the
-    blur are left to :func:`finish_object_batch` after the batch reaches its device.
+    blur are left to :func:`finish_object_batch` after the batch reaches its device. With
+    ``keep_size`` the region keeps its own size, blurred as if resized to ``size``: for a
+    model's own eval transform (:class:`matbench.models.preprocess.RegionPreprocessor`).
     """
 
     def __init__(
@@ -370,7 +381,10 @@ class ObjectCrop:
         context: float = 0.0,
         square: bool = False,
         finish_on_device: bool = False,
+        keep_size: bool = False,
     ) -> None:
+        if keep_size and (finish_on_device or size is None):
+            raise ValueError("keep_size needs a size and no finish_on_device")
         if min_size < 1:
             raise ValueError(f"min_size must be >= 1, got {min_size}")
         if blur_sigma < 0:
@@ -383,6 +397,7 @@ class ObjectCrop:
         self.context = context
         self.square = square
         self.finish_on_device = finish_on_device
+        self.keep_size = keep_size
 
     def __call__(self, sample: dict[str, Any]) -> dict[str, Any]:
         box = sample.get("box")
@@ -393,7 +408,7 @@ class ObjectCrop:
         elif box is not None:
             box = None  # the mask's tight box is exact; the stored box may be rounded
         scale = float(sample.get("image_scale", 1.0))
-        if self.finish_on_device:
+        if self.finish_on_device or self.keep_size:
             image, mask, crop_box = crop_region(
                 sample["image"],
                 sample["mask"],
@@ -405,6 +420,9 @@ class ObjectCrop:
             )
             # copies: a view would carry the whole image's storage to the main process
             image, mask = image.clone(), mask.clone()
+            if self.keep_size:
+                image = image.float().div_(255.0) if image.dtype == torch.uint8 else image
+                image = blur_outside_at(image, mask, self.blur_sigma, self.size)
         else:
             image, mask, crop_box = crop_object(
                 sample["image"],
@@ -427,5 +445,5 @@ class ObjectCrop:
         return (
             f"{type(self).__name__}(size={self.size}, min_size={self.min_size}, "
             f"blur_sigma={self.blur_sigma}, context={self.context}, square={self.square}, "
-            f"finish_on_device={self.finish_on_device})"
+            f"finish_on_device={self.finish_on_device}, keep_size={self.keep_size})"
         )

@@ -250,3 +250,41 @@ def test_seeded_split_by_image_and_refused_test_on_val(fake_root: Path, tmp_path
     files = LVISMaterialsDataModule(root=str(fake_root), split="files", test_on_val=True)
     files.setup("test")
     assert len(files.test_dataset) == 10 and files.describe()["split"] == "val"
+
+
+def test_predict_uses_open_clips_own_eval_transform_on_the_region(fake_root: Path) -> None:
+    """``predict`` with the open_clip image tower: each object's region (the datamodule's one
+    crop rule, at its own size) goes through open_clip's ``preprocess_val``; the embeddings
+    equal open_clip's own pipeline on the PIL region to 1e-6 (issue 11, item 5)."""
+    import open_clip
+    import torch.nn.functional as F
+
+    from matbench.tasks.clip import ClipMaterialTask
+
+    tiny = str(Path(__file__).with_name("tiny_clip.json"))
+    open_clip.add_model_config(tiny)
+    clip, _, preprocess_val = open_clip.create_model_and_transforms("tiny_clip")
+    clip.eval()
+    dm = LVISMaterialsDataModule(
+        root=str(fake_root), image_size=32, crop_min_size=20, crop_blur_sigma=0.0, batch_size=3
+    )
+    dm.setup("predict")
+    batch = next(iter(dm.predict_dataloader()))
+    assert isinstance(batch["image"], list)
+    assert {tuple(i.shape[-2:]) for i in batch["image"]} != {(32, 32)}  # own sizes
+    task = ClipMaterialTask(model=tiny, text_tower="minilm-random").eval()
+    task.model.image.visual.load_state_dict(clip.visual.state_dict())
+    with torch.no_grad():
+        got = task.predict_step(batch, 0)["embeddings"]
+    whole = LVISMaterials(
+        fake_root / "lvis" / "lvis_v1_val.json", fake_root / "coco", index_cache=None
+    )
+    by_key = {str(obj["id"]): i for i, obj in enumerate(whole.objects)}
+    regions = []
+    for key, box in zip(batch["key"], batch["box"], strict=True):
+        image = whole[by_key[key]]["image"]  # the decoded file, RGB in [0, 1]
+        pixels = image.mul(255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+        regions.append(Image.fromarray(pixels).crop(tuple(int(v) for v in box)))
+    with torch.no_grad():
+        expected = F.normalize(clip.encode_image(torch.stack([preprocess_val(r) for r in regions])))
+    assert torch.allclose(got, expected, atol=1e-6)

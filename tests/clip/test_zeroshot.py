@@ -116,6 +116,20 @@ def test_user_class_list_and_list_batches(monkeypatch: pytest.MonkeyPatch) -> No
         trainer.test(no_names, dataloaders=loader, verbose=False)
 
 
+def test_one_crop_switch(tmp_path: Path) -> None:
+    """A datamodule that crops objects and a task that crops regions would crop twice: refused
+    with the two settings named."""
+    from matbench.errors import ConfigError
+
+    dm = MaterialFolderDataModule(
+        str(_folder(tmp_path / "folder")), image_size=64, train_fraction=0.5, object_crop=True
+    )
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False)
+    with pytest.raises(ConfigError, match="cropped twice") as err:
+        trainer.test(ZeroShotTask(model=TINY), datamodule=dm, verbose=False)
+    assert "region full" in err.value.hint and "object_crop false" in err.value.hint
+
+
 def _open_clip_tiny():
     """open_clip's own tiny model and eval transform (``create_model_and_transforms``)."""
     import open_clip

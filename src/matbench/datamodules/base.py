@@ -143,6 +143,12 @@ class BaseDataModule(L.LightningDataModule):
         JSON; None for the single unnamed dataloader of each stage."""
         return None
 
+    @property
+    def object_crops(self) -> bool:
+        """True when the samples' images are object crops already (the datamodule cut each
+        object out): a model-side region crop would crop twice."""
+        return False
+
     def save_hyperparameters(self, *args: Any, **kwargs: Any) -> None:
         """Lightning's ``save_hyperparameters``, except that a datamodule nested in another
         (the test sets of a ``CrossDatasetDataModule``) keeps its own arguments: LightningCLI
@@ -202,7 +208,12 @@ class BaseDataModule(L.LightningDataModule):
             )
         return dataset
 
-    def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
+    def _loader(
+        self,
+        dataset: Dataset,
+        train: bool,
+        collate_fn: Callable[[list[Any]], Any] | None = None,
+    ) -> DataLoader:
         world, rank = world_and_rank()
         if train:
             # Order and worker seeds are functions of (seed, epoch): Lightning calls
@@ -222,7 +233,7 @@ class BaseDataModule(L.LightningDataModule):
             batch_size=self.batch_size if train else self.eval_batch_size,
             sampler=sampler,
             num_workers=self.num_workers,
-            collate_fn=self.loader_collate_fn(train),
+            collate_fn=collate_fn or self.loader_collate_fn(train),
             # Training workers start afresh each epoch, seeded from (seed, epoch, rank), so
             # their augmentations do not depend on how many epochs this process has run.
             persistent_workers=self.num_workers > 0 and not train,

@@ -82,6 +82,11 @@ class FMDDataModule(MaterialFolderDataModule):
         )
 
     @property
+    def object_crops(self) -> bool:
+        """Whether the samples are object crops (``object_crop``)."""
+        return bool(self.hparams.object_crop)
+
+    @property
     def class_names(self) -> list[str]:
         """The 10 FMD classes in id order, or the label space's classes."""
         if self.hparams.label_space is not None:

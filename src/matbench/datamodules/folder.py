@@ -145,6 +145,11 @@ class MaterialFolderDataModule(BaseDataModule):
         )
 
     @property
+    def object_crops(self) -> bool:
+        """Whether the samples are object crops (``object_crop``)."""
+        return bool(self.hparams.object_crop)
+
+    @property
     def class_names(self) -> list[str]:
         """The class names, in id order."""
         return list(self._dataset(None, "all").classes)

@@ -11,7 +11,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 from torch.utils.data._utils.collate import default_collate
 
 from matbench.datamodules.base import BaseDataModule, split_sha256
@@ -43,7 +43,8 @@ class _ObjectTransform:
             size = (self.context_size, self.context_size)
             context = F.interpolate(context[None], size=size, mode="bilinear", antialias=True)[0]
             sample["context"] = context.flip(-1) if flip else context
-        sample.pop("box", None)
+        if not self.crop.keep_size:
+            sample.pop("box", None)  # regions keep their box (x0, y0, x1, y1) in the image
         return sample
 
 
@@ -311,12 +312,13 @@ class LVISMaterialsDataModule(BaseDataModule):
         self.split_path: Path | None = None
         self._files: dict[tuple[str, bool], LVISMaterials] = {}
 
-    def _file(self, split: str, train: bool = False) -> LVISMaterials:
-        """The whole annotation file of ``split`` with the training or evaluation transforms
-        (one reader per file and kind; the index cache makes a second one cheap)."""
+    def _file(self, split: str, train: bool = False, regions: bool = False) -> LVISMaterials:
+        """The whole annotation file of ``split`` with the training or evaluation transforms,
+        or (``regions``) giving each object's region at its own size, for the model's own eval
+        transform (one reader per file and kind; the index cache makes a second one cheap)."""
         hp = self.hparams
         annotations, sidecar = hp[f"{split}_annotations"], hp[f"{split}_sidecar"]
-        key = (str(annotations), train)
+        key = (str(annotations), train, regions)
         if key not in self._files:
             crop = ObjectCrop(
                 size=hp.image_size,
@@ -324,7 +326,8 @@ class LVISMaterialsDataModule(BaseDataModule):
                 blur_sigma=hp.crop_blur_sigma,
                 context=hp.crop_context,
                 square=hp.crop_square,
-                finish_on_device=hp.crop_on_device,
+                finish_on_device=hp.crop_on_device and not regions,
+                keep_size=regions,
             )
             self._files[key] = LVISMaterials(
                 self.root / annotations,
@@ -375,21 +378,27 @@ class LVISMaterialsDataModule(BaseDataModule):
             self.split_path = path
         return record
 
-    def _dataset(self, split: str, train: bool = False) -> LVISSplit:
+    def _dataset(self, split: str, train: bool = False, regions: bool = False) -> LVISSplit:
         hp = self.hparams
         if hp.split == "files":
             if split in ("test", "predict") and hp[f"{split}_annotations"] is None:
-                return self._dataset("test" if split == "predict" else "val")
-            return LVISSplit([(self._file(split, train), None)])
+                return self._dataset("test" if split == "predict" else "val", regions=regions)
+            return LVISSplit([(self._file(split, train, regions), None)])
         if split == "predict" and hp.predict_annotations is not None:
-            return LVISSplit([(self._file("predict"), None)])
+            return LVISSplit([(self._file("predict", regions=regions), None)])
         if split == "predict":
             split = "test"
         images = {k: set(v) for k, v in self._split()["splits"].items()}
         if split == "train":
             parts = [(self._file("train", True), None), (self._file("val", True), images["train"])]
             return LVISSplit(parts)
-        return LVISSplit([(self._file("val"), images[split])])
+        return LVISSplit([(self._file("val", regions=regions), images[split])])
+
+    @property
+    def object_crops(self) -> bool:
+        """Training and test samples are object crops; predict gives the regions uncut by
+        size, still one crop (see :meth:`predict_dataloader`)."""
+        return True
 
     @property
     def class_names(self) -> list[str] | None:
@@ -415,7 +424,8 @@ class LVISMaterialsDataModule(BaseDataModule):
             self.test_dataset = self._dataset("test")
             self._materials = self.test_dataset.materials
         elif stage == "predict":
-            self.predict_dataset = self._dataset("predict")
+            # the regions at their own size: the model's own eval transform finishes them
+            self.predict_dataset = self._dataset("predict", regions=True)
             self._materials = self.predict_dataset.materials
 
     def describe(self) -> dict[str, Any]:
@@ -428,8 +438,13 @@ class LVISMaterialsDataModule(BaseDataModule):
                 info["split_file"] = str(self.split_path)
         return info
 
+    def predict_dataloader(self) -> DataLoader:
+        """The regions of different sizes, as lists (:func:`region_collate`)."""
+        return self._loader(self._require("predict"), train=False, collate_fn=region_collate)
+
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """With ``crop_on_device``: resize, blur and flip the object crops on the device."""
-        if not self.hparams.crop_on_device:
+        predicting = self.trainer is not None and self.trainer.predicting
+        if not self.hparams.crop_on_device or predicting:  # predict: regions stay as they are
             return batch
         return finish_object_batch(batch, self.hparams.image_size, self.hparams.crop_blur_sigma)

@@ -29,6 +29,14 @@ from matbench.models.utils import Freezable, state_hash
 from matbench.utils.weights import load_state_dict_file, weights_file
 
 
+def datamodule_object_crops(datamodule: Any) -> bool:
+    """Whether ``datamodule`` declares that its samples are object crops already
+    (:attr:`BaseDataModule.object_crops <matbench.datamodules.base.BaseDataModule.object_crops>`)."""
+    if datamodule is None or not hasattr(type(datamodule), "object_crops"):
+        return False
+    return bool(datamodule.object_crops)
+
+
 def datamodule_class_names(datamodule: Any) -> list[str] | None:
     """The class names ``datamodule`` declares (:attr:`BaseDataModule.class_names
     <matbench.datamodules.base.BaseDataModule.class_names>`), or None: no datamodule, one

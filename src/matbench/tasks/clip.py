@@ -20,10 +20,10 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch import Tensor
 from torchmetrics import Metric, MetricCollection
 
+from matbench.errors import ConfigError
 from matbench.metrics import ClassificationMetrics, RetrievalMetrics
 from matbench.models.clip import (
     ContrastiveLoss,
@@ -31,8 +31,13 @@ from matbench.models.clip import (
     OpenCLIPTextTower,
     ProjectedMiniLM,
 )
-from matbench.tasks.base import BaseTask, datamodule_class_names, stores_frozen_weights_elsewhere
-from matbench.transforms import blur_outside, crop_object, expand_box, mask_box
+from matbench.models.preprocess import RegionPreprocessor
+from matbench.tasks.base import (
+    BaseTask,
+    datamodule_class_names,
+    datamodule_object_crops,
+    stores_frozen_weights_elsewhere,
+)
 
 
 class ClipMaterialTask(BaseTask):
@@ -237,7 +242,21 @@ class ClipMaterialTask(BaseTask):
         }
 
     def _predict_images(self, batch: dict[str, Any]) -> Tensor:
-        return self.model.encode_image(batch["image"], batch.get("context"))
+        images = batch["image"]
+        if isinstance(images, (list, tuple)):  # regions at their own size (LVIS predict)
+            images = self.preprocessor(images).to(self.device)
+        return self.model.encode_image(images, batch.get("context"))
+
+    @property
+    def preprocessor(self) -> RegionPreprocessor:
+        """The model's own eval transform (open_clip's ``preprocess_val``) of regions that a
+        datamodule cut out at their own size (LVIS-materials ``predict``)."""
+        if getattr(self, "_preprocessor", None) is None:
+            tower = self.model.image
+            self._preprocessor = RegionPreprocessor(
+                tower.image_size, tower.visual.preprocess_cfg, region="full", crop_blur_sigma=0.0
+            )
+        return self._preprocessor
 
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
         super().optimizer_step(*args, **kwargs)
@@ -512,7 +531,7 @@ class ZeroShotTask(ClipMaterialTask):
         self._class_embeddings: Tensor | None = None
         self._classes: list[str] | None = None
         self._prompts: dict[str, Any] = {}
-        self._transform: Any = None
+        self._preprocessor: RegionPreprocessor | None = None
         super(ClipMaterialTask, self).__init__()  # BaseTask: skip ClipMaterialTask.__init__
         # A ClipMaterialTask checkpoint given by --ckpt_path may hold extra loss parameters
         # (SigLIP bias); the model weights must still match (see load_task_checkpoint).
@@ -616,6 +635,14 @@ class ZeroShotTask(ClipMaterialTask):
         return F.normalize(torch.stack([e.mean(0) for e in embeddings]), dim=-1)
 
     def _prepare(self) -> None:
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer else None
+        if self.hparams.region == "crop" and datamodule_object_crops(datamodule):
+            raise ConfigError(
+                f"ZeroShotTask(region='crop') on {type(datamodule).__name__}, whose samples are "
+                "object crops already: the object would be cropped twice",
+                hint="set --model.region full, or turn the datamodule's crop off "
+                "(--data.object_crop false)",
+            )
         classes = self.classes
         self._classes = classes
         self._class_embeddings = self.class_embeddings(classes)
@@ -635,73 +662,32 @@ class ZeroShotTask(ClipMaterialTask):
     def on_predict_epoch_start(self) -> None:
         self._prepare()
 
+    @property
+    def preprocessor(self) -> RegionPreprocessor:
+        """The model-owned preprocessing of the samples' regions (``region``,
+        ``image_transform``, ``crop_min_size``, ``crop_blur_sigma``)."""
+        if self._preprocessor is None:
+            hp = self.hparams
+            tower = self.model.image
+            self._preprocessor = RegionPreprocessor(
+                tower.image_size,
+                tower.visual.preprocess_cfg if hp.image_transform == "open_clip" else None,
+                image_transform=hp.image_transform,
+                region=hp.region,
+                crop_min_size=hp.crop_min_size,
+                crop_blur_sigma=hp.crop_blur_sigma,
+            )
+        return self._preprocessor
+
     def model_transform(self) -> Any:
-        """The model's own eval transform without its final ``Normalize`` (the image tower
-        normalises with the same mean/std): open_clip's ``preprocess_val``, from the model's
-        ``preprocess_cfg``."""
-        if self._transform is None:
-            from open_clip.transform import PreprocessCfg, image_transform_v2
-            from torchvision.transforms import Compose, Normalize
-
-            cfg = PreprocessCfg(**self.model.image.visual.preprocess_cfg)
-            steps = image_transform_v2(cfg, is_train=False).transforms
-            self._transform = Compose([t for t in steps if not isinstance(t, Normalize)])
-        return self._transform
-
-    @staticmethod
-    def _object_mask(mask: Tensor | None) -> Tensor:
-        if mask is None:
-            raise ValueError("region='crop' needs a 'mask' in every sample")
-        if mask.dtype != torch.bool:
-            raise ValueError(f"region='crop' needs bool masks, got {mask.dtype}")
-        return mask if bool(mask.any()) else torch.ones_like(mask)
-
-    def _region(self, image: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
-        """The object's crop (box padded to >= crop_min_size, square) and its mask."""
-        mask = self._object_mask(mask)
-        x0, y0, x1, y1 = expand_box(
-            mask_box(mask), tuple(image.shape[-2:]), self.hparams.crop_min_size, square=True
-        )
-        return image[:, y0:y1, x0:x1], mask[y0:y1, x0:x1]
-
-    def _open_clip_input(self, image: Tensor, mask: Tensor | None) -> Tensor:
-        if self.hparams.region == "crop":
-            image, mask = self._region(image, mask)
-            # blur_sigma is in model-input pixels: the transform scales the short side to S
-            scale = min(image.shape[-2:]) / min(self.model.image.image_size)
-            image = blur_outside(image, mask, self.hparams.crop_blur_sigma * scale)
-        pixels = image.clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0)
-        return self.model_transform()(Image.fromarray(pixels.cpu().numpy()))
-
-    def _squashed_input(self, image: Tensor, mask: Tensor | None) -> Tensor:
-        size = self.model.image.image_size
-        if self.hparams.region == "full":
-            return F.interpolate(image[None], size=size, mode="bilinear", antialias=True)[0]
-        crop, _, _ = crop_object(
-            image,
-            self._object_mask(mask),
-            size=size,
-            min_size=self.hparams.crop_min_size,
-            blur_sigma=self.hparams.crop_blur_sigma,
-            square=True,
-        )
-        return crop
+        """The model's own eval transform without its final ``Normalize`` (open_clip's
+        ``preprocess_val``, from the model's ``preprocess_cfg``)."""
+        return self.preprocessor.model_transform()
 
     def preprocess(self, batch: dict[str, Any]) -> Tensor:
         """Model-size (B, 3, S, S) inputs in [0, 1] of a batch (stacked or list-collated): the
-        region (``region``) through ``image_transform``."""
-        images = batch["image"]
-        masks = batch.get("mask")
-        to_input = (
-            self._open_clip_input
-            if self.hparams.image_transform == "open_clip"
-            else self._squashed_input
-        )
-        out = [
-            to_input(images[i].float(), None if masks is None else masks[i])
-            for i in range(len(images))
-        ]
-        return torch.stack(out).to(self.device)
+        region (``region``) through ``image_transform`` (see :class:`RegionPreprocessor`)."""
+        return self.preprocessor(batch["image"], batch.get("mask")).to(self.device)
 
     def logits(self, batch: dict[str, Any]) -> Tensor:
         """(B, C) cosine similarities of a batch to the class embeddings."""
@@ -725,13 +711,10 @@ class ZeroShotTask(ClipMaterialTask):
         return self.model.encode_image(self.preprocess(batch))
 
     def protocol(self) -> dict[str, Any]:
-        transform = self.hparams.image_transform
         return {
             **self._prompts,
             "region": self.hparams.region,
-            "image_transform": repr(self.model_transform())
-            if transform == "open_clip"
-            else transform,
+            "image_transform": self.preprocessor.describe(),
         }
 
     def _end_eval(self, stage: str) -> None:
