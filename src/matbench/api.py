@@ -182,8 +182,7 @@ class MaterialModel:
         if task._classes != names:
             task._classes, task._class_embeddings = names, task.class_embeddings(names)
         batch = {"image": [image.to(self.device)], "mask": [region.to(self.device)]}
-        # cosines scaled by the model's logit scale (1 / temperature), as CLIP's zero-shot
-        return (task.logits(batch) * task.criterion.scale).softmax(1)[0].cpu()
+        return task.probabilities(batch)[0].cpu()
 
     # -- MatSeg ----------------------------------------------------------------------------------
     @torch.no_grad()

@@ -21,8 +21,9 @@ def load_task(config: str | None, ckpt: str | None) -> Any:
     into it; with only a checkpoint, the task is rebuilt from the hyperparameters it saved
     (a `matbench.tasks.clip.ClipMaterialTask`).
     """
-    from matbench.tasks.base import stores_frozen_weights_elsewhere
-    from matbench.tasks.clip import ClipMaterialTask
+    from matbench.tasks.base import pretrained_unless_replaced
+    from matbench.tasks.clip import ClipMaterialTask, load_clip_task_weights
+    from matbench.tasks.zeroshot import ZeroShotTask
     from matbench.utils.config import config_section
 
     if config is None and ckpt is None:
@@ -32,32 +33,25 @@ def load_task(config: str | None, ckpt: str | None) -> Any:
     cls, init_args = config_section(
         config, "model", "matbench.tasks", default="matbench.tasks.clip.ClipMaterialTask"
     )
-    if not (isinstance(cls, type) and issubclass(cls, ClipMaterialTask)):
+    if not (isinstance(cls, type) and issubclass(cls, (ClipMaterialTask, ZeroShotTask))):
         raise ConfigFileError(
             config,
             f"model.class_path is {getattr(cls, '__name__', cls)}: embed-text needs a CLIP "
             "material model (ClipMaterialTask or ZeroShotTask)",
         )
     if ckpt is not None and "pretrained" in init_args:
-        if not stores_frozen_weights_elsewhere(ckpt):
-            init_args["pretrained"] = None  # the checkpoint's weights replace them: no download
+        init_args["pretrained"] = pretrained_unless_replaced(init_args["pretrained"], ckpt)
     task = cls(**init_args)
     if ckpt is not None:
-        state = task.checkpoint_state(ckpt)
-        missing, unexpected = task.load_state_dict(state, strict=False)
-        model_missing = [k for k in missing if k.startswith("model.")]
-        if model_missing or unexpected:
-            raise ValueError(
-                f"{ckpt}: weights do not match the model of {config} "
-                f"(missing {model_missing[:3]}, unexpected {unexpected[:3]})"
-            )
+        load_clip_task_weights(task.model, ckpt, task.checkpoint_state(ckpt))
     return task
 
 
 def clip_task_of_checkpoint(ckpt: str) -> Any:
     """The CLIP task class a Lightning checkpoint was saved by; :class:`CheckpointError` for
     another task or a file that is not a readable checkpoint."""
-    from matbench.tasks.clip import ClipMaterialTask, ZeroShotTask
+    from matbench.tasks.clip import ClipMaterialTask
+    from matbench.tasks.zeroshot import ZeroShotTask
     from matbench.utils.weights import read_checkpoint_hparams, weights_file
 
     saved = read_checkpoint_hparams(weights_file(ckpt)).get("_class_path")

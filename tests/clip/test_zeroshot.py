@@ -293,3 +293,35 @@ def test_zeroshot_dms_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     assert len(metrics["class_names"]) == 46
     assert np.array(metrics["confusion_matrix"]).sum() > 0
     assert 0.0 <= metrics["accuracy"] <= metrics["top5_accuracy"] <= 1.0
+
+
+def test_zero_shot_task_is_its_own_task(tmp_path: Path) -> None:
+    """ZeroShotTask is a BaseTask of its own (no ClipMaterialTask parent, no fusion argument to
+    refuse, no loss); a ClipMaterialTask checkpoint loads strictly into it by --ckpt_path, its
+    learned temperature scaling the probabilities; the old import path still works."""
+    import inspect
+
+    from matbench.tasks import clip as clip_module
+    from matbench.tasks.base import BaseTask, pretrained_unless_replaced
+    from matbench.tasks.clip import ClipMaterialTask
+
+    assert issubclass(ZeroShotTask, BaseTask) and not issubclass(ZeroShotTask, ClipMaterialTask)
+    assert "fusion" not in inspect.signature(ZeroShotTask).parameters
+    assert clip_module.ZeroShotTask is ZeroShotTask
+    task = ZeroShotTask(model=TINY, text_tower="minilm-random", class_names=["a", "b"])
+    assert not hasattr(task, "criterion")
+    assert all(k.startswith("model.") for k in task.state_dict())
+    # a trained ClipMaterialTask checkpoint (its loss holds the temperature)
+    trained = ClipMaterialTask(model=TINY, text_tower="minilm-random", temperature=0.5)
+    ckpt = tmp_path / "clip.ckpt"
+    torch.save({"state_dict": trained.state_dict(), "hyper_parameters": {}}, ckpt)
+    checkpoint = torch.load(ckpt, weights_only=True)
+    task.on_load_checkpoint(checkpoint)
+    task.load_state_dict(checkpoint["state_dict"], strict=True)
+    assert task.probability_scale == pytest.approx(2.0)
+    assert torch.equal(
+        task.model.image.visual.conv1.weight, trained.model.image.visual.conv1.weight
+    )
+    # D1: a checkpoint that holds every weight replaces the pretrained ones (nothing fetched)
+    assert pretrained_unless_replaced("laion2b_s34b_b79k", None) == "laion2b_s34b_b79k"
+    assert pretrained_unless_replaced("laion2b_s34b_b79k", str(ckpt)) is None

@@ -511,6 +511,15 @@ def stores_frozen_weights_elsewhere(path: str | Path) -> bool:
     return bool(checkpoint and checkpoint.get("matbench_frozen"))
 
 
+def pretrained_unless_replaced(pretrained: str | None, checkpoint: str | None) -> str | None:
+    """The pretrained weights to build a model with when ``checkpoint``'s weights will be
+    loaded into it: None (nothing to fetch) when the checkpoint replaces them all, else
+    ``pretrained`` (no checkpoint, or one that left frozen pretrained towers out)."""
+    if checkpoint and not stores_frozen_weights_elsewhere(checkpoint):
+        return None
+    return pretrained
+
+
 def _is_default_checkpoint(callback: ModelCheckpoint) -> bool:
     """True for the `ModelCheckpoint()` Lightning adds when the user configured none."""
     return (

@@ -24,7 +24,7 @@ from torch import Tensor
 from matbench.metrics import CandidateRankMetrics
 from matbench.models.clip import MaterialCLIP
 from matbench.models.reprojection import FGCLIPReProjection, HingeTripletLoss
-from matbench.tasks.base import BaseTask, stores_frozen_weights_elsewhere
+from matbench.tasks.base import BaseTask, pretrained_unless_replaced
 from matbench.tasks.clip import load_clip_task_weights
 
 
@@ -103,12 +103,7 @@ class FineGrainedMatchingTask(BaseTask):
         hp = self.hparams
         self.model = MaterialCLIP(
             model=hp.model,
-            # A fine-tuned checkpoint replaces the pretrained weights: do not fetch them.
-            pretrained=(
-                None
-                if hp.checkpoint and not stores_frozen_weights_elsewhere(hp.checkpoint)
-                else hp.pretrained
-            ),
+            pretrained=pretrained_unless_replaced(hp.pretrained, hp.checkpoint),
             text_tower=hp.text_tower,
             lock_image=True,
             lock_text=True,
