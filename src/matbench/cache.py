@@ -14,9 +14,9 @@ On disk an entry is ``<directory>/<dataset>/<split>/<model_id[:16]>/<hash>.pt``,
 atomically (temporary file + rename), so that DDP ranks (each caching its own samples) and
 loader workers never read a half-written file.
 
-A dataset with a cache attached (``dataset.feature_cache = cache``) checks it in
-``__getitem__`` (:func:`cached_sample`) and, on a hit, returns the features instead of decoding
-the image; :func:`feature_collate` batches such samples with ordinary ones. A loader worker
+A datamodule serves its datasets through :class:`CachedFeatures` views once a task attaches
+a cache (``BaseDataModule.use_feature_cache``): on a hit the view returns the features instead
+of decoding the image; :func:`feature_collate` batches such samples with ordinary ones. A loader worker
 sees the disk cache, and the memory cache as it was when the worker started; the task checks
 the in-process memory cache again for samples that arrive decoded.
 
@@ -36,6 +36,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import Tensor
+from torch.utils.data import Dataset
 from torch.utils.data._utils.collate import default_collate
 
 from matbench.utils.distributed import world_and_rank
@@ -173,19 +174,62 @@ def gather_entries(store: dict[str, Tensor]) -> dict[str, Tensor]:
     return union
 
 
-def cached_sample(dataset: Any, index: int, meta: dict[str, Any]) -> dict[str, Any] | None:
-    """For a dataset with ``feature_cache`` attached: the sample with cached ``features``
-    (no image decoded), or None on a miss. ``meta`` holds the sample's label, key, index and
-    description; the sample's ``fingerprint`` is added to it in both cases."""
-    cache = getattr(dataset, "feature_cache", None)
-    if cache is None:
-        return None
-    fingerprint = dataset.fingerprint(index)
-    meta["fingerprint"] = fingerprint
-    features = cache.lookup(fingerprint)
-    if features is None:
-        return None
-    return {**meta, "features": features}
+class CachedFeatures(Dataset):
+    """A view of a dataset that serves a sample's cached frozen ``features`` instead of
+    decoding its image (the readers know nothing of the cache).
+
+    The dataset gives, without decoding anything, ``fingerprint(index)`` (the cache key's
+    data part, see the module docstring) and ``sample_meta(index)``: the sample's label, key,
+    index and description, or None for a sample that is never served from the cache. A hit
+    is ``{**meta, "features": ..., "fingerprint": ...}``; a miss is the dataset's own sample
+    with its ``fingerprint`` added, so the task can store the features it computes. Other
+    attributes (``labels``, ``sample_groups``, ...) are the dataset's.
+
+    Args:
+        dataset: The dataset.
+        cache: The cache; None serves the dataset's samples unchanged.
+    """
+
+    def __init__(self, dataset: Any, cache: FeatureCache | None = None) -> None:
+        self.dataset = dataset
+        self.cache = cache
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "dataset":  # not set yet (unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return self.__getitems__([index])[0]
+
+    def __getitems__(self, indices: list[int]) -> list[dict[str, Any]]:
+        out: list[dict[str, Any] | None] = [None] * len(indices)
+        misses: list[tuple[int, int, Fingerprint | None]] = []
+        for position, index in enumerate(indices):
+            meta = self.dataset.sample_meta(index) if self.cache is not None else None
+            if meta is None:
+                misses.append((position, index, None))
+                continue
+            fingerprint = self.dataset.fingerprint(index)
+            features = self.cache.lookup(fingerprint)
+            if features is None:
+                misses.append((position, index, fingerprint))
+            else:
+                out[position] = {**meta, "fingerprint": fingerprint, "features": features}
+        if misses:
+            wanted = [index for _, index, _ in misses]
+            if hasattr(self.dataset, "__getitems__"):
+                loaded = self.dataset.__getitems__(wanted)
+            else:
+                loaded = [self.dataset[index] for index in wanted]
+            for (position, _, fingerprint), sample in zip(misses, loaded, strict=True):
+                if fingerprint is not None:
+                    sample["fingerprint"] = fingerprint
+                out[position] = sample
+        return out  # type: ignore[return-value]
 
 
 def feature_collate(samples: list[dict[str, Any]]) -> dict[str, Any]:

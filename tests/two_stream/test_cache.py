@@ -174,8 +174,11 @@ def test_cache_off_for_full_finetuning_and_augmented_training(
     data = make_data(fmd_root, augment=True)
     with pytest.warns(UserWarning, match="augmentation"):
         trainer(tmp_path, epochs=2).fit(augmented, datamodule=data)
-    assert data.train_dataset.feature_cache is None
-    assert data.val_dataset.feature_cache is augmented.cache
+    # the readers know nothing of the cache: the datamodule serves them through views
+    assert not hasattr(data.train_dataset, "feature_cache")
+    assert data.train_dataloader().dataset.cache is None
+    assert data.val_dataloader().dataset.cache is augmented.cache
+    assert data.val_dataloader().dataset.dataset is data.val_dataset
     # only validation samples are cached: 10 misses then 10 hits
     assert augmented.cache.misses == 10 and augmented.cache.hits == 10
 

@@ -18,6 +18,7 @@ from lightning.pytorch.loggers.logger import DummyLogger
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, SequentialSampler
 from torch.utils.data._utils.collate import default_collate
 
+from matbench.cache import CachedFeatures, FeatureCache
 from matbench.errors import EvaluationError
 from matbench.results import atomic_write_text, plain
 from matbench.utils.distributed import world_and_rank
@@ -110,6 +111,8 @@ class BaseDataModule(L.LightningDataModule):
     group_by_image: bool = False
     #: Collate function of every loader.
     collate_fn: Callable[[list[Any]], Any] = staticmethod(default_collate)
+    #: Training samples are randomly augmented (their inputs change between epochs).
+    augment: bool = False
 
     def __init__(
         self, batch_size: int = 8, num_workers: int = 0, eval_batch_size: int | None = None
@@ -128,6 +131,8 @@ class BaseDataModule(L.LightningDataModule):
         self.val_dataset: Dataset | None = None
         self.test_dataset: Dataset | None = None
         self.predict_dataset: Dataset | None = None
+        self._feature_cache: FeatureCache | None = None
+        self._cache_views: dict[str, CachedFeatures] = {}
 
     # -- the contract tasks and tools read ------------------------------------------------------
     @property
@@ -192,6 +197,32 @@ class BaseDataModule(L.LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         return self._loader(self._require("predict"), train=False)
 
+    # -- the feature cache ------------------------------------------------------------------
+    def use_feature_cache(self, cache: FeatureCache | None) -> list[str]:
+        """Serve frozen features from ``cache`` (None: stop) for every stage whose inputs do
+        not change between epochs: evaluation always, training unless :attr:`augment`. The
+        datasets are wrapped in :class:`~matbench.cache.CachedFeatures` views when their
+        loaders are made (datasets with ``fingerprint`` and ``sample_meta`` only); views
+        already made follow at once. Returns the stages served."""
+        self._feature_cache = cache
+        for stage, view in self._cache_views.items():
+            view.cache = self._stage_cache(stage)
+        stages = ("train", "val", "test", "predict")
+        return [s for s in stages if cache is not None and self._stage_cache(s) is not None]
+
+    def _stage_cache(self, stage: str) -> FeatureCache | None:
+        return None if stage == "train" and self.augment else self._feature_cache
+
+    def _served(self, stage: str, dataset: Dataset) -> Dataset:
+        """``dataset`` through its stage's feature-cache view (see :meth:`use_feature_cache`)."""
+        if not (hasattr(dataset, "fingerprint") and hasattr(dataset, "sample_meta")):
+            return dataset
+        view = self._cache_views.get(stage)
+        if view is None or view.dataset is not dataset:
+            view = self._cache_views[stage] = CachedFeatures(dataset)
+        view.cache = self._stage_cache(stage)
+        return view
+
     def _require(self, stage: str) -> Dataset:
         dataset = getattr(self, f"{stage}_dataset")
         if dataset is None:
@@ -206,7 +237,7 @@ class BaseDataModule(L.LightningDataModule):
                 f"'{self.hparams.get('root', '?')}' has no sample (check the root and the "
                 "split settings, e.g. too few images per class for a per-class split)"
             )
-        return dataset
+        return self._served(stage, dataset)
 
     def _loader(
         self,

@@ -6,6 +6,7 @@ from typing import Any
 
 from torch.utils.data import DataLoader, Dataset
 
+from matbench.cache import FeatureCache
 from matbench.datamodules.base import BaseDataModule
 
 
@@ -76,6 +77,13 @@ class CrossDatasetDataModule(BaseDataModule):
                         f"{list(got)[:5]}… but the model's label space has {len(expected)} "
                         f"{expected[:5]}…: give it the same label_space"
                     )
+
+    def use_feature_cache(self, cache: FeatureCache | None) -> list[str]:
+        """Every datamodule's feature cache (see :meth:`BaseDataModule.use_feature_cache`)."""
+        served: set[str] = set()
+        for child in self._children():
+            served.update(child.use_feature_cache(cache))
+        return [s for s in ("train", "val", "test", "predict") if s in served]
 
     def stage_datasets(self, stage: str) -> list[Dataset]:
         if stage in ("test", "predict"):

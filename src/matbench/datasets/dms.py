@@ -37,7 +37,6 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from matbench.cache import cached_sample
 from matbench.datasets.batched import load_once
 from matbench.datasets.descriptions import FALLBACK_DESCRIPTION, assign_descriptions
 from matbench.datasets.errors import DatasetFormatError, DatasetNotFoundError
@@ -163,9 +162,6 @@ class DMS(Dataset):
         index_cache: Folder of cached indexes (region pixel counts, checked sizes);
             ``"auto"`` = ``$MATBENCH_CACHE_DIR/index``; None = read the label maps every time.
     """
-
-    #: Set by a task to serve frozen features instead of decoding (see ``matbench.cache``).
-    feature_cache: Any = None
 
     def __init__(
         self,
@@ -386,6 +382,19 @@ class DMS(Dataset):
         ).hexdigest()
         return {"dataset": "DMS", "split": self.split, "key": self._key(index), "detail": detail}
 
+    def sample_meta(self, index: int) -> Sample | None:
+        """Region ``index`` without its pixels: ``key``, ``index``, ``label``,
+        ``description`` (what a feature cache serves with the cached features); None in
+        ``dense`` mode, whose samples are never cached."""
+        if self.mode != "region":
+            return None
+        return {
+            "key": self._key(index),
+            "index": index,
+            "label": torch.tensor(self.region_labels[index], dtype=torch.int64),
+            "description": self.descriptions[index],
+        }
+
     def __getitem__(self, index: int) -> Sample:
         return self.__getitems__([index])[0]
 
@@ -394,14 +403,7 @@ class DMS(Dataset):
         samples: list[Sample | None] = []
         to_load: list[tuple[int, Sample]] = []
         for index in indices:
-            meta: Sample = {"key": self._key(index), "index": index}
-            if self.mode == "region":
-                meta["label"] = torch.tensor(self.region_labels[index], dtype=torch.int64)
-                meta["description"] = self.descriptions[index]
-                cached = cached_sample(self, index, meta)
-                if cached is not None:
-                    samples.append(cached)
-                    continue
+            meta = self.sample_meta(index) or {"key": self._key(index), "index": index}
             to_load.append((len(samples), meta))
             samples.append(None)
         image_of = [self._image_index(meta["index"]) for _, meta in to_load]

@@ -15,12 +15,10 @@ import json
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch.utils.data import Dataset
 
-from matbench.cache import cached_sample
 from matbench.datasets.descriptions import (  # noqa: F401 - re-exported (last release's path)
     FALLBACK_DESCRIPTION,
     LABEL_LEAK_POLICIES,
@@ -58,8 +56,8 @@ class MaterialFolder(Dataset):
     all-True mask (the whole image is the material).
 
     Samples: ``image`` float (3, H, W) in [0, 1], ``mask`` bool (H, W), ``label`` int64,
-    ``key`` (``<class>/<file name>``), ``index`` and ``description``. With a feature cache
-    attached, see :mod:`matbench.cache`.
+    ``key`` (``<class>/<file name>``), ``index`` and ``description``. A feature cache serves
+    them through :class:`matbench.cache.CachedFeatures` (:meth:`fingerprint`, :meth:`sample_meta`).
 
     Args:
         root: Folder holding ``image/`` (and optionally ``mask/``).
@@ -85,8 +83,6 @@ class MaterialFolder(Dataset):
             select among the samples before relabelling.
     """
 
-    #: Set by a task to serve frozen features instead of decoding (see ``matbench.cache``).
-    feature_cache: Any = None
     #: Name of this dataset's map in a label-space file (None: map by class name).
     label_source: str | None = None
 
@@ -250,19 +246,20 @@ class MaterialFolder(Dataset):
         ).hexdigest()
         return {"dataset": type(self).__name__, "split": self.split, "key": key, "detail": detail}
 
-    def __getitem__(self, index: int) -> Sample:
+    def sample_meta(self, index: int) -> Sample:
+        """Sample ``index`` without its pixels: ``label``, ``key``, ``index``, ``description``
+        (what a feature cache serves with the cached features)."""
         key, label, _, _ = self.samples[index]
-        meta: Sample = {
+        return {
             "label": torch.tensor(label, dtype=torch.int64),
             "key": key,
             "index": index,
             "description": self.descriptions[index],
         }
-        cached = cached_sample(self, index, meta)
-        if cached is not None:
-            return cached
+
+    def __getitem__(self, index: int) -> Sample:
         sample = self._load(index)
-        sample.update(meta)
+        sample.update(self.sample_meta(index))
         if self.transforms is not None:
             sample = self.transforms(sample)
         return sample

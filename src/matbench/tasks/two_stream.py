@@ -20,13 +20,6 @@ from matbench.plots import save_confusion_matrix
 from matbench.tasks.base import BaseTask, datamodule_class_names
 
 
-def _stage_datasets(datamodule: Any, stage: str) -> list[Any]:
-    if hasattr(datamodule, "stage_datasets"):
-        return datamodule.stage_datasets(stage)
-    dataset = getattr(datamodule, f"{stage}_dataset", None)
-    return [] if dataset is None else [dataset]
-
-
 def check_fits_data(task: TwoStreamTask, datamodule: Any) -> None:
     """ConfigError unless the task's classes and input size are the datamodule's: a 10-way
     head on 3 classes trains silently wrong, and labels past the head fail mid-epoch."""
@@ -204,29 +197,18 @@ class TwoStreamTask(BaseTask):
                 if restored is not None:
                     self.cache.update(restored)
         datamodule = getattr(self.trainer, "datamodule", None)
-        if datamodule is None:
-            self.cache_disabled_reason = "no datamodule: datasets cannot be fingerprinted"
+        if datamodule is None or not hasattr(type(datamodule), "use_feature_cache"):
+            self.cache_disabled_reason = "no matbench datamodule: datasets cannot be fingerprinted"
             return
-        augment = bool(getattr(datamodule, "augment", False))
-        staged = [
-            (stage, dataset)
-            for stage in ("train", "val", "test", "predict")
-            for dataset in _stage_datasets(datamodule, stage)
-        ]
-        for stage, dataset in staged:
-            if not hasattr(dataset, "fingerprint"):
-                continue
-            if stage == "train" and augment:
-                if self.cache_disabled_reason is None:
-                    self.cache_disabled_reason = "training-time augmentation changes the input"
-                    warnings.warn(
-                        "feature cache not used for training: the datamodule's augmentation "
-                        "changes the input every epoch",
-                        stacklevel=2,
-                    )
-                dataset.feature_cache = None
-                continue
-            dataset.feature_cache = self.cache
+        served = datamodule.use_feature_cache(self.cache)
+        if "train" not in served and datamodule.augment and datamodule.train_dataset is not None:
+            if self.cache_disabled_reason is None:
+                self.cache_disabled_reason = "training-time augmentation changes the input"
+                warnings.warn(
+                    "feature cache not used for training: the datamodule's augmentation "
+                    "changes the input every epoch",
+                    stacklevel=2,
+                )
 
     @staticmethod
     def _cache_name(model_id: str) -> str:
