@@ -13,7 +13,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
-from matbench.models.clip import ContrastiveLoss, LateFusion, MaterialCLIP, ReProjection
+from matbench.models.clip import LateFusion, MaterialCLIP, ReProjection
+from matbench.models.losses import ContrastiveLoss
 
 TINY = str(Path(__file__).with_name("tiny_clip.json"))
 

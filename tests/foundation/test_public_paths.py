@@ -37,10 +37,19 @@ MOVED = [
     ("matbench.datasets.matseg", "check_group_ids", "matbench.formats.matseg"),
     ("matbench.synth.writer", "FINISHED", "matbench.formats.matseg"),
     ("matbench.synth.benchmark", "EVAL_MAX_SIDE", "matbench.formats.matseg"),
+    ("matbench.tasks.clip", "ZeroShotTask", "matbench.tasks.zeroshot"),
+    ("matbench.tasks.clip", "load_templates", "matbench.tasks.zeroshot"),
+    ("matbench.tasks.clip", "load_class_names", "matbench.tasks.zeroshot"),
+    ("matbench.tasks.clip", "prompt_name", "matbench.tasks.zeroshot"),
+    ("matbench.tasks", "ZeroShotTask", "matbench.tasks.zeroshot"),
+    ("matbench.models.clip", "ContrastiveLoss", "matbench.models.losses"),
+    ("matbench.models.clip", "gather_with_local_grad", "matbench.models.losses"),
+    ("matbench.tasks.matseg", "matseg_loss", "matbench.models.losses"),
+    ("matbench.models.clip", "OpenCLIPTextTower", "matbench.models.text"),
 ]
 
 #: Names that changed on the move: old name -> name in the new home.
-RENAMED = {"load_image_reduced": "read_image_reduced"}
+RENAMED = {"load_image_reduced": "read_image_reduced", "OpenCLIPTextTower": "OpenCLIPTextEncoder"}
 
 
 @pytest.mark.parametrize(("old", "name", "new"), MOVED, ids=lambda v: str(v))

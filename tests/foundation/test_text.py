@@ -54,3 +54,28 @@ def test_local_folder_and_errors(tmp_path: Path) -> None:
         MiniLMTextEncoder(weights=str(tmp_path))
     with pytest.raises(ValueError, match="unknown text encoder"):
         build_text_encoder("bert")
+
+
+def test_one_text_encoder_factory_for_every_task() -> None:
+    """The CLIP task's text towers and the two-stream text stream come from one factory with
+    one naming scheme, and one open_clip text wrapper."""
+    import open_clip
+
+    from matbench.models.clip import MaterialCLIP, ProjectedMiniLM
+    from matbench.models.text import OpenCLIPTextEncoder
+
+    tiny = str(Path(__file__).parents[1] / "clip" / "tiny_clip.json")
+    own = MaterialCLIP(model=tiny, text_tower="open_clip")
+    assert type(own.text) is OpenCLIPTextEncoder and not own.text.normalize
+    assert not hasattr(own.text.clip, "logit_scale")  # the temperature lives in the loss
+    minilm = MaterialCLIP(model=tiny, text_tower=str(minilm_dir()))  # a MiniLM folder
+    assert isinstance(minilm.text, ProjectedMiniLM)
+    with pytest.raises(ValueError, match="own text tower"):
+        MaterialCLIP(model=tiny, text_tower="open_clip:tiny_clip")
+    open_clip.add_model_config(tiny)
+    separate = build_text_encoder("open_clip:tiny_clip")
+    assert type(separate) is OpenCLIPTextEncoder and separate.normalize
+    assert torch.allclose(separate(["wood"]).norm(dim=-1), torch.ones(1))
+    assert isinstance(build_text_encoder(str(minilm_dir())), MiniLMTextEncoder)
+    with pytest.raises(ValueError, match="text_encoder='open_clip'"):
+        build_text_encoder("open_clip")  # "its own" means nothing outside a CLIP model

@@ -16,8 +16,8 @@ from matbench.datamodules.regions import RegionIoUDataModule
 from matbench.datasets.errors import DatasetFormatError
 from matbench.datasets.regions import RegionDataset
 from matbench.models.dense import DenseFeatureDescriptor
+from matbench.models.losses import matseg_loss
 from matbench.report import build_report
-from matbench.tasks.matseg import matseg_loss
 from tests.data.regions.data import make_labels, make_masks
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"

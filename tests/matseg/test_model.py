@@ -10,6 +10,7 @@ import timm
 import torch
 import torch.nn.functional as F
 
+from matbench.models.losses import matseg_loss
 from matbench.models.matseg import (
     MatSegUNet,
     PyramidPooling,
@@ -17,7 +18,7 @@ from matbench.models.matseg import (
     RGBDescriptor,
     build_descriptor_model,
 )
-from matbench.tasks.matseg import matseg_loss, point_descriptors
+from matbench.tasks.matseg import point_descriptors
 
 
 @pytest.fixture(scope="module")

@@ -6,18 +6,20 @@ Plain ``nn.Module`` code (no Lightning): :class:`matbench.tasks.clip.ClipMateria
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from matbench.errors import ConfigError
-from matbench.models.text import MINILM_NAME, MiniLMTextEncoder
+from matbench.models.text import (
+    MINILM_NAME,
+    MiniLMTextEncoder,
+    OpenCLIPTextEncoder,
+    build_text_encoder,
+)
 from matbench.models.utils import Freezable
-from matbench.utils.distributed import world_and_rank
 from matbench.utils.weights import (
     create_timm_model,
     loading_weights,
@@ -88,30 +90,8 @@ class ImageTower(Freezable):
         return self.visual((images - self.mean) / self.std)
 
 
-class OpenCLIPTextTower(Freezable):
-    """The text tower of an open_clip model (its image tower removed).
-
-    Args:
-        clip: An open_clip model; its ``visual`` is dropped.
-        model: Architecture name (for the tokenizer).
-    """
-
-    def __init__(self, clip: nn.Module, model: str) -> None:
-        super().__init__()
-        import open_clip
-
-        clip.visual = None
-        # The temperature lives in the loss (MaterialCLIP.logit_scale_init hands it over): a
-        # copy left here would be a parameter without gradient, which DDP refuses.
-        for name in ("logit_scale", "logit_bias"):
-            if hasattr(clip, name):
-                delattr(clip, name)
-        self.clip = clip
-        self.tokenizer = open_clip.get_tokenizer(model)
-
-    def forward(self, texts: list[str]) -> Tensor:
-        device = next(self.clip.parameters()).device
-        return self.clip.encode_text(self.tokenizer(list(texts)).to(device))
+#: The CLIP model's own text tower: the one open_clip text wrapper (name kept for imports).
+OpenCLIPTextTower = OpenCLIPTextEncoder
 
 
 class ProjectedMiniLM(nn.Module):
@@ -124,13 +104,18 @@ class ProjectedMiniLM(nn.Module):
         dim: Output dimension (the image embedding size).
         weights: ``"minilm"`` (packaged), a Hugging Face folder, or None (random, for tests).
         cache_size: Most strings kept in the cache.
+        encoder: The MiniLM encoder, when built already (``weights`` is then unused).
     """
 
     def __init__(
-        self, dim: int, weights: str | None = MINILM_NAME, cache_size: int = 65536
+        self,
+        dim: int,
+        weights: str | None = MINILM_NAME,
+        cache_size: int = 65536,
+        encoder: MiniLMTextEncoder | None = None,
     ) -> None:
         super().__init__()
-        self.encoder = MiniLMTextEncoder(weights=weights).freeze()
+        self.encoder = (encoder or MiniLMTextEncoder(weights=weights)).freeze()
         self.proj = nn.Linear(self.encoder.dim, dim, bias=False)
         nn.init.normal_(self.proj.weight, std=self.encoder.dim**-0.5)
         self.cache_size = cache_size
@@ -287,18 +272,22 @@ class MaterialCLIP(nn.Module):
         self.image = ImageTower(clip.visual)
         self.image.weights_source = pretrained
         self.dim = self.image.dim
-        if text_tower == "open_clip":
-            self.text: nn.Module = OpenCLIPTextTower(clip, model)
-            self.text.weights_source = pretrained
-        elif text_tower in (MINILM_NAME, f"{MINILM_NAME}-random") or Path(text_tower).is_dir():
-            weights = None if text_tower.endswith("-random") else text_tower
-            with loading_weights("text_tower", weights if Path(text_tower).is_dir() else None):
-                self.text = ProjectedMiniLM(self.dim, weights=weights)
-        else:
+        if text_tower.startswith("open_clip:"):
             raise ValueError(
-                f"unknown text_tower '{text_tower}': use 'open_clip', 'minilm', "
-                "'minilm-random' or a MiniLM folder"
+                f"text_tower '{text_tower}': a CLIP material model pairs its image tower with "
+                "its own text tower ('open_clip') or a projected MiniLM"
             )
+        text = build_text_encoder(
+            text_tower,
+            pretrained if text_tower == "open_clip" else None,
+            argument="text_tower",
+            own_clip=(clip, model),
+            name_argument="text_tower",
+        )
+        # a MiniLM gets a learned projection to the image embedding size
+        self.text: nn.Module = (
+            ProjectedMiniLM(self.dim, encoder=text) if isinstance(text, MiniLMTextEncoder) else text
+        )
         self.fusion = (
             LateFusion(
                 self.dim, fusion_backbone, fusion_pretrained, fusion_heads, lock_fusion_backbone
@@ -363,131 +352,7 @@ def _scalar(value: Tensor | None) -> float | None:
 
 
 # -- losses ----------------------------------------------------------------------------------
-def gather_with_local_grad(x: Tensor) -> tuple[Tensor, int]:
-    """All ranks' rows of ``x`` concatenated (rank order) and the offset of this rank's rows.
-
-    The rows of this rank keep their autograd graph (open_clip's ``gather_with_grad=False``
-    scheme): a loss of the whole gathered batch, computed on every rank, then gives each rank
-    the exact gradient through its own features. Ranks may hold different row counts.
-    Outside a distributed run, returns ``(x, 0)``.
-    """
-    world, rank = world_and_rank()
-    if world == 1:
-        return x, 0
-    size = torch.tensor([x.shape[0]], device=x.device)
-    sizes = [torch.zeros_like(size) for _ in range(world)]
-    dist.all_gather(sizes, size)
-    counts = [int(s) for s in sizes]
-    padded = x.new_zeros((max(counts), *x.shape[1:]))
-    padded[: x.shape[0]] = x.detach()
-    chunks = [torch.zeros_like(padded) for _ in range(world)]
-    dist.all_gather(chunks, padded)
-    parts = [chunk[:n] for chunk, n in zip(chunks, counts, strict=True)]
-    parts[rank] = x
-    return torch.cat(parts), sum(counts[:rank])
 
 
-class ContrastiveLoss(nn.Module):
-    """CLIP (symmetric InfoNCE) or SigLIP (pairwise sigmoid) loss with a learnable temperature.
-
-    As in open_clip, the loss uses ``exp(logit_scale)`` as it is; the parameter is kept in
-    ``[0, log(max_scale)]`` by :meth:`clamp_` after each optimizer step (the task calls it).
-    Clamping inside the loss instead would zero the gradient at the cap, and a scale that
-    reached it could never come back down.
-
-    Under DDP the features of every rank are gathered (:func:`gather_with_local_grad`) and
-    every rank reports the loss of the global batch. Gradients are those of open_clip's
-    ``ClipLoss(gather_with_grad=False)`` and ``SigLipLoss(rank, world_size)``:
-
-    - CLIP: each rank back-propagates the global loss through its own features (DDP's average
-      then scales the step by 1/world-size, as open_clip's does);
-    - SigLIP: each rank back-propagates the sum of its own images' pair terms against every
-      text, divided by its batch size, and its own texts receive the terms of every rank's
-      images (open_clip's neighbour exchange with gradient). After DDP's average this is the
-      exact gradient of the global loss (with unequal batches too: the divisor is then the
-      mean batch size per rank).
-
-    Args:
-        kind: ``"clip"`` or ``"siglip"``.
-        temperature: Initial temperature (logit scale = 1 / temperature); default 0.07 for
-            CLIP and 0.1 for SigLIP.
-        learn_temperature: Learn the temperature (the talk: higher recall/MRR, lower MCS) or
-            keep it fixed.
-        bias: Initial SigLIP logit bias (learned with the temperature).
-        max_scale: Upper bound of the logit scale, applied by :meth:`clamp_`.
-        gather: Gather features across ranks (when distributed).
-    """
-
-    def __init__(
-        self,
-        kind: str = "clip",
-        temperature: float | None = None,
-        learn_temperature: bool = True,
-        bias: float = -10.0,
-        max_scale: float = 100.0,
-        gather: bool = True,
-    ) -> None:
-        super().__init__()
-        if kind not in ("clip", "siglip"):
-            raise ValueError(f"loss must be 'clip' or 'siglip', got '{kind}'")
-        temperature = temperature if temperature is not None else (0.07 if kind == "clip" else 0.1)
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
-        self.kind = kind
-        self.max_scale = max_scale
-        self.gather = gather
-        self.logit_scale = nn.Parameter(
-            torch.tensor(math.log(1.0 / temperature)), requires_grad=learn_temperature
-        )
-        self.logit_bias = (
-            nn.Parameter(torch.tensor(float(bias)), requires_grad=learn_temperature)
-            if kind == "siglip"
-            else None
-        )
-
-    @property
-    def scale(self) -> Tensor:
-        return self.logit_scale.exp()
-
-    @property
-    def temperature(self) -> float:
-        return float(1.0 / self.scale.detach())
-
-    @torch.no_grad()
-    def clamp_(self) -> None:
-        """Keep the logit scale in ``[0, log(max_scale)]`` (open_clip: after each step)."""
-        self.logit_scale.clamp_(0.0, math.log(self.max_scale))
-
-    def forward(self, image: Tensor, text: Tensor, gather: bool | None = None) -> Tensor:
-        """Loss of L2-normalised (B, D) image and text embeddings (row i matches row i)."""
-        if image.shape != text.shape:
-            raise ValueError(f"image {tuple(image.shape)} and text {tuple(text.shape)} differ")
-        gather = self.gather if gather is None else gather
-        if gather:
-            all_image, offset = gather_with_local_grad(image)
-            all_text, _ = gather_with_local_grad(text)
-        else:
-            (all_image, offset), all_text = (image, 0), text
-        # Every rank computes the loss of the global batch; only its own rows carry a graph.
-        n = all_image.shape[0]
-        logits = self.scale * all_image @ all_text.T
-        if self.kind == "clip":
-            targets = torch.arange(n, device=image.device)
-            return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets)) / 2
-        labels = 2 * torch.eye(n, device=image.device, dtype=logits.dtype) - 1
-        terms = -F.logsigmoid(labels * (logits + self.logit_bias))
-        loss = terms.sum() / n
-        if n == image.shape[0]:
-            return loss
-        # open_clip's per-rank SigLIP gradient: own rows (images x every text, through the
-        # scale, bias and own texts) plus, for own texts only, every other rank's images.
-        own = torch.zeros(n, dtype=torch.bool, device=image.device)
-        own[offset : offset + image.shape[0]] = True
-        fixed = all_image.detach() @ all_text.T * self.scale.detach() + self.logit_bias.detach()
-        others = -F.logsigmoid(labels * fixed)[~own][:, own]
-        # Divided by the mean batch per rank (open_clip: its batch; ranks hold equal ones), so
-        # that DDP's average is the exact global gradient also when the batches differ.
-        world, _ = world_and_rank()
-        surrogate = (terms[own].sum() + others.sum()) * (world / n)
-        # The value is the global loss; the gradient is open_clip's.
-        return loss.detach() + surrogate - surrogate.detach()
+# The losses moved to matbench.models.losses; their names stay importable from here.
+from matbench.models.losses import ContrastiveLoss, gather_with_local_grad  # noqa: E402, F401

@@ -86,29 +86,47 @@ class MiniLMTextEncoder(Freezable):
 
 
 class OpenCLIPTextEncoder(Freezable):
-    """The text tower of an open_clip model.
+    """The text tower of an open_clip model: a new one (``model``, ``pretrained``), or the
+    tower of a model built elsewhere (``clip``: a CLIP model's own tower, whose image tower
+    and temperature are dropped here).
 
     Args:
-        model: open_clip architecture name (e.g. ``ViT-B-32``).
+        model: open_clip architecture name (e.g. ``ViT-B-32``; also names the tokenizer).
         pretrained: open_clip pretrained tag (e.g. ``laion2b_s34b_b79k``), a local
             checkpoint path, or None for random initialisation.
         argument: The task argument that names ``pretrained`` (in errors).
+        clip: An open_clip model to take the tower from instead of building one.
+        normalize: Return L2-normalised fp32 embeddings (False: the tower's raw features,
+            for a model that projects them further).
     """
 
     def __init__(
-        self, model: str = "ViT-B-32", pretrained: str | None = None, argument: str = "text_weights"
+        self,
+        model: str = "ViT-B-32",
+        pretrained: str | None = None,
+        argument: str = "text_weights",
+        clip: nn.Module | None = None,
+        normalize: bool = True,
     ) -> None:
         super().__init__()
         import open_clip
 
-        from matbench.models.clip import create_open_clip
+        if clip is None:
+            from matbench.models.clip import create_open_clip
 
-        clip = create_open_clip(model, pretrained, argument=argument)
+            clip = create_open_clip(model, pretrained, argument=argument)
+        else:
+            # The temperature lives in the loss (MaterialCLIP.logit_scale_init hands it over):
+            # a copy left here would be a parameter without gradient, which DDP refuses.
+            for name in ("logit_scale", "logit_bias"):
+                if hasattr(clip, name):
+                    delattr(clip, name)
         self.weights_source = pretrained
         self.tokenizer = open_clip.get_tokenizer(model)
         # Keep only the text tower; the image tower is not needed here.
         clip.visual = None
         self.clip = clip
+        self.normalize = normalize
         self.dim = int(clip.text_projection.shape[1]) if clip.text_projection is not None else 0
         if not self.dim:
             self.dim = int(self.encode_tokens(self.tokenizer(["a"])).shape[-1])
@@ -118,16 +136,36 @@ class OpenCLIPTextEncoder(Freezable):
 
     def forward(self, texts: list[str]) -> Tensor:
         device = next(self.clip.parameters()).device
-        tokens = self.tokenizer(list(texts)).to(device)
-        return F.normalize(self.encode_tokens(tokens).float(), dim=-1)
+        features = self.encode_tokens(self.tokenizer(list(texts)).to(device))
+        return F.normalize(features.float(), dim=-1) if self.normalize else features
+
+
+#: How text encoders are named (one mini-language for every task): ``"minilm"`` (offline,
+#: hash-checked), ``"minilm-random"`` (random init, for tests), a MiniLM folder in the Hugging
+#: Face layout, ``"open_clip:<arch>"``, and, inside a CLIP model, ``"open_clip"`` (its own).
+TEXT_ENCODERS = ("minilm", "minilm-random", "<MiniLM folder>", "open_clip:<arch>", "open_clip")
 
 
 def build_text_encoder(
-    name: str, pretrained: str | None = None, argument: str = "text_weights"
+    name: str,
+    pretrained: str | None = None,
+    argument: str = "text_weights",
+    own_clip: tuple[nn.Module, str] | None = None,
+    name_argument: str = "text_encoder",
 ) -> nn.Module:
-    """``"minilm"`` (offline, ``pretrained`` a folder or None for the package's weights) or
-    ``"open_clip:<arch>"`` (``pretrained`` an open_clip tag or checkpoint path); ``argument``
-    names ``pretrained`` in errors."""
+    """The text encoder ``name`` (see :data:`TEXT_ENCODERS`).
+
+    Args:
+        name: ``"minilm"`` (``pretrained``: a folder, or None for the package's weights),
+            ``"minilm-random"``, a MiniLM folder, ``"open_clip:<arch>"`` (``pretrained``: an
+            open_clip tag or checkpoint path), or ``"open_clip"`` for the text tower of
+            ``own_clip``.
+        pretrained: The weights, as above.
+        argument: The task argument that names the weights (in errors).
+        own_clip: ``(open_clip model, architecture)`` whose own tower ``"open_clip"`` means;
+            that tower returns raw (unnormalised) features.
+        name_argument: The task argument that names the encoder (in errors).
+    """
     if name == MINILM_NAME:
         with loading_weights(argument, pretrained):
             return MiniLMTextEncoder(weights=pretrained or MINILM_NAME)
@@ -135,6 +173,14 @@ def build_text_encoder(
         return MiniLMTextEncoder(weights=None)
     if name.startswith("open_clip:"):
         return OpenCLIPTextEncoder(name.split(":", 1)[1], pretrained, argument=argument)
+    if name == "open_clip" and own_clip is not None:
+        clip, model = own_clip
+        return OpenCLIPTextEncoder(model, pretrained, argument, clip=clip, normalize=False)
+    if Path(name).expanduser().is_dir():
+        with loading_weights(argument, name):
+            return MiniLMTextEncoder(weights=name)
+    own = "'open_clip', " if own_clip is not None else ""
     raise ValueError(
-        f"unknown text encoder '{name}': use 'minilm', 'minilm-random' or 'open_clip:<arch>'"
+        f"unknown text encoder {name_argument}='{name}': use {own}'minilm', 'minilm-random', a "
+        "MiniLM folder or 'open_clip:<arch>'"
     )

@@ -22,11 +22,11 @@ from torchmetrics import Metric, MetricCollection
 
 from matbench.metrics import RetrievalMetrics
 from matbench.models.clip import (
-    ContrastiveLoss,
     MaterialCLIP,
     OpenCLIPTextTower,
     ProjectedMiniLM,
 )
+from matbench.models.losses import ContrastiveLoss
 from matbench.models.preprocess import RegionPreprocessor
 from matbench.tasks.base import (
     BaseTask,

@@ -14,6 +14,7 @@ from torchmetrics import Metric
 
 from matbench.metrics import MatSegMetrics
 from matbench.metrics.region_iou import DEFAULT_THRESHOLDS, RegionIoU
+from matbench.models.losses import matseg_loss  # noqa: F401 - also re-exported
 from matbench.models.matseg import build_descriptor_model
 from matbench.prediction import PerSampleWriter
 from matbench.prompts import PromptRule, region_prompt
@@ -53,67 +54,6 @@ def protocol_test_step(
             batch["groups"][i].to(similarity.device),
             bool(batch["has_relations"][i]),
         )
-
-
-def matseg_loss(
-    descriptors: Tensor,
-    fractions: Tensor,
-    valid: Tensor,
-    roi: Tensor,
-    temperature: float = 0.2,
-    target: Literal["soft", "hard"] = "soft",
-    return_scored: bool = False,
-) -> Tensor | tuple[Tensor, int]:
-    """The MatSeg descriptor loss (``docs/formats.md``).
-
-    Per image and material, the mean descriptor over the pixels where the material's fraction
-    exceeds 0.5 (re-normalised); per pixel, the cosine similarity to every material's mean; a
-    softmax over materials at ``temperature``; the cross-entropy against the target, averaged
-    over the region-of-interest pixels that hold some kept material, then over the images that
-    have such pixels. The target is the soft fractions renormalised over the kept materials
-    (``soft``, what the released training code does) or the paper's hard target, a one-hot of
-    the material with the highest fraction per pixel (``hard``; ties go to the lower index).
-
-    Args:
-        descriptors: (B, D, H, W) unit descriptors.
-        fractions: (B, M, H, W) soft fractions (0 for padded materials).
-        valid: (B, M) bool, real (not padded) materials.
-        roi: (B, H, W) bool region of interest.
-        temperature: Softmax temperature.
-        target: ``soft`` or ``hard`` (see above).
-        return_scored: Also return how many images had a usable pixel (the loss's count).
-
-    Returns:
-        Scalar loss (0 with a gradient path when no image has a usable pixel), and with
-        ``return_scored`` the number of scored images.
-    """
-    b, d = descriptors.shape[:2]
-    desc = descriptors.reshape(b, d, -1)
-    frac = fractions.reshape(b, fractions.shape[1], -1) * roi.reshape(b, 1, -1)
-    dominant = (frac > 0.5).to(desc.dtype)
-    counts = dominant.sum(-1)  # (B, M)
-    present = valid & (counts > 0)
-    means = torch.einsum("bdp,bmp->bmd", desc, dominant) / counts.clamp(min=1).unsqueeze(-1)
-    means = F.normalize(means, dim=-1)
-    logits = torch.einsum("bmd,bdp->bmp", means, desc) / temperature
-    logits = logits.masked_fill(~present.unsqueeze(-1), float("-inf"))
-    log_prob = torch.log_softmax(logits, dim=1).masked_fill(~present.unsqueeze(-1), 0.0)
-    if target not in ("soft", "hard"):
-        raise ValueError(f"target must be 'soft' or 'hard', got {target!r}")
-    kept = frac * present.unsqueeze(-1)
-    mass = kept.sum(1)  # (B, P)
-    used = mass > 1e-6
-    if target == "hard":
-        kept = F.one_hot(kept.argmax(1), kept.shape[1]).transpose(1, 2).to(desc.dtype)
-        target_map = kept * used.unsqueeze(1)
-    else:
-        target_map = kept / mass.clamp(min=1e-6).unsqueeze(1)
-    per_pixel = -(target_map * log_prob).sum(1)  # (B, P)
-    n_used = used.sum(-1)
-    per_image = (per_pixel * used).sum(-1) / n_used.clamp(min=1)
-    has = n_used > 0
-    loss = per_image[has].mean() if has.any() else descriptors.sum() * 0.0
-    return (loss, int(has.sum())) if return_scored else loss
 
 
 def point_descriptors(descriptors: Tensor, points: Tensor) -> Tensor:
