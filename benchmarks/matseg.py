@@ -191,7 +191,7 @@ def main() -> None:
             augment=True,
         )
         L.seed_everything(0)
-        task = MatSegTask(encoder=args.encoder, descriptor_dim=128, lr=1e-4)
+        task = MatSegTask(backbone=args.encoder, descriptor_dim=128, lr=1e-4)
         dm.setup("fit")
         batch = next(iter(dm.train_dataloader()))
         bare_before = bare_rate(task, batch, max(3, args.steps // 2))

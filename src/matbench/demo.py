@@ -145,8 +145,8 @@ def train_config(out: Path, train: Path, bench: Path, args: argparse.Namespace) 
             "class_path": "matbench.tasks.MatSegTask",
             "init_args": {
                 "model": "unet",
-                "encoder": args.encoder,
-                "encoder_weights": None,
+                "backbone": args.encoder,
+                "backbone_weights": None,
                 "descriptor_dim": 128,
                 "temperature": 0.2,
                 "lr": args.lr,
@@ -325,7 +325,7 @@ def main(argv: list[str]) -> int:
         )
         rows[model], runs[model] = metrics, str(path) if path else None
     weights, label = dense_weights(args.dense_backbone, args.dense_weights)
-    dense = {"encoder": args.dense_backbone, "encoder_weights": weights}
+    dense = {"backbone": args.dense_backbone, "backbone_weights": weights}
     metrics, path = run_test(
         ["--config", str(baseline_config(out, bench, "dense", args.seed, dense))], results
     )

@@ -25,6 +25,7 @@ def load_task(config: str | None, ckpt: str | None) -> Any:
     from matbench.tasks.clip import ClipMaterialTask, load_clip_task_weights
     from matbench.tasks.zeroshot import ZeroShotTask
     from matbench.utils.config import config_section
+    from matbench.utils.deprecation import rename_kwargs
 
     if config is None and ckpt is None:
         raise ValueError("give --config and/or --ckpt")
@@ -39,8 +40,11 @@ def load_task(config: str | None, ckpt: str | None) -> Any:
             f"model.class_path is {getattr(cls, '__name__', cls)}: embed-text needs a CLIP "
             "material model (ClipMaterialTask or ZeroShotTask)",
         )
-    if ckpt is not None and "pretrained" in init_args:
-        init_args["pretrained"] = pretrained_unless_replaced(init_args["pretrained"], ckpt)
+    init_args = rename_kwargs(
+        cls.__name__, getattr(cls, "renamed_arguments", {}), init_args, config
+    )
+    if ckpt is not None and "weights" in init_args:
+        init_args["weights"] = pretrained_unless_replaced(init_args["weights"], ckpt)
     task = cls(**init_args)
     if ckpt is not None:
         load_clip_task_weights(task.model, ckpt, task.checkpoint_state(ckpt))

@@ -22,6 +22,7 @@ from matbench.datamodules.base import BaseDataModule
 from matbench.errors import DatasetNotFoundError, ResultsWriteError
 from matbench.results import check_writable, plain, write_run
 from matbench.tasks.base import BaseTask, datamodule_class_names, datamodule_dataloader_names
+from matbench.utils.deprecation import rename_kwargs, renamed_arguments_of, translate_argv
 from matbench.utils.weights import (
     check_checkpoint_task,
     checkpoint_overrides,
@@ -116,6 +117,12 @@ class MatbenchCLI(LightningCLI):
         init_args = model.get("init_args")
         init_args = init_args.as_dict() if hasattr(init_args, "as_dict") else dict(init_args or {})
         class_path = hparams.pop("_class_path", None)
+        hparams = rename_kwargs(
+            str(class_path or model.get("class_path")),
+            renamed_arguments_of(class_path or model.get("class_path")),
+            hparams,
+            where=str(ckpt_path),
+        )
         if class_path is not None:
             check_checkpoint_task(ckpt_path, class_path, str(model.get("class_path")), init_args)
         overrides = checkpoint_overrides(hparams, init_args)
@@ -390,6 +397,9 @@ def run(argv: Sequence[str] | None, epilog: str = "", run_subcommand: bool = Tru
     # Import every task and datamodule so that short class names resolve in YAML.
     importlib.import_module("matbench.tasks")
     importlib.import_module("matbench.datamodules")
+    if argv is None:
+        argv = sys.argv[1:]
+    argv = translate_argv(argv)
     return MatbenchCLI(
         BaseTask,
         BaseDataModule,
@@ -406,7 +416,7 @@ def run(argv: Sequence[str] | None, epilog: str = "", run_subcommand: bool = Tru
             "enable_progress_bar": True,
         },
         parser_kwargs=parser_kwargs(epilog),
-        args=None if argv is None else list(argv),
+        args=list(argv),
         run=run_subcommand,
         auto_configure_optimizers=False,
     )

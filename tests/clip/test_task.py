@@ -89,7 +89,7 @@ def test_training_step_and_optimizer(task: ClipMaterialTask) -> None:
         "caption": ["wood", "metal", "wood", "glass"],
         "index": torch.arange(4),
     }
-    fresh = ClipMaterialTask(model=TINY, loss="siglip", learn_temperature=False, lock_text=True)
+    fresh = ClipMaterialTask(model=TINY, loss="siglip", learn_temperature=False, freeze_text=True)
     loss = fresh.training_step(batch, 0)
     assert loss.ndim == 0 and torch.isfinite(loss)
     loss.backward()
@@ -99,7 +99,9 @@ def test_training_step_and_optimizer(task: ClipMaterialTask) -> None:
     optimizer = optimizer["optimizer"] if isinstance(optimizer, dict) else optimizer  # + schedule
     n_params = sum(len(g["params"]) for g in optimizer.param_groups)
     assert n_params == sum(p.requires_grad for p in fresh.parameters())
-    locked = ClipMaterialTask(model=TINY, lock_image=True, lock_text=True, learn_temperature=False)
+    locked = ClipMaterialTask(
+        model=TINY, freeze_image=True, freeze_text=True, learn_temperature=False
+    )
     with pytest.raises(ValueError, match="no trainable parameters"):
         locked.configure_optimizers()
 
@@ -120,7 +122,7 @@ def test_fine_tuning_starts_from_the_models_own_temperature(tmp_path: Path) -> N
     """A pretrained model's own logit scale (and SigLIP bias) is the starting point; an explicit
     temperature overrides it; the protocol says which was used."""
     weights = _checkpoint(Path(TINY), tmp_path / "clip.pt", scale=50.0)
-    task = ClipMaterialTask(model=TINY, pretrained=weights, text_tower="open_clip")
+    task = ClipMaterialTask(model=TINY, weights=weights, text_tower="open_clip")
     assert task.criterion.scale.item() == pytest.approx(50.0)
     assert task.protocol()["temperature_source"] == "model"
     assert task.protocol()["initial_temperature"] == pytest.approx(1 / 50)
@@ -132,12 +134,12 @@ def test_fine_tuning_starts_from_the_models_own_temperature(tmp_path: Path) -> N
     }
     task.on_load_checkpoint(checkpoint)
     task.load_state_dict(checkpoint["state_dict"])
-    explicit = ClipMaterialTask(model=TINY, pretrained=weights, temperature=0.07)
+    explicit = ClipMaterialTask(model=TINY, weights=weights, temperature=0.07)
     assert explicit.criterion.scale.item() == pytest.approx(1 / 0.07)
     assert explicit.protocol()["temperature_source"] == "config"
     # A new text tower (MiniLM projection) or a sigmoid loss on a softmax model: defaults.
     for kwargs in ({"text_tower": "minilm-random"}, {"loss": "siglip"}):
-        other = ClipMaterialTask(model=TINY, pretrained=weights, **kwargs)
+        other = ClipMaterialTask(model=TINY, weights=weights, **kwargs)
         assert other.protocol()["temperature_source"] == "default"
         assert other.criterion.temperature == pytest.approx(
             0.1 if kwargs.get("loss") == "siglip" else 0.07
@@ -147,7 +149,7 @@ def test_fine_tuning_starts_from_the_models_own_temperature(tmp_path: Path) -> N
     config = json.loads(Path(TINY).read_text())
     siglip_config.write_text(json.dumps({**config, "init_logit_bias": -10.0}))
     weights = _checkpoint(siglip_config, tmp_path / "sigmoid.pt", scale=20.0, bias=-7.0)
-    task = ClipMaterialTask(model=str(siglip_config), pretrained=weights, loss="siglip")
+    task = ClipMaterialTask(model=str(siglip_config), weights=weights, loss="siglip")
     assert task.criterion.scale.item() == pytest.approx(20.0)
     assert task.criterion.logit_bias.item() == pytest.approx(-7.0)
     assert task.protocol()["logit_bias"] == pytest.approx(-7.0)

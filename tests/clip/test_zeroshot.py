@@ -255,7 +255,7 @@ def _cli_test(
             "--config",
             str(CONFIGS / config),
             f"--model.model={TINY}",
-            "--model.pretrained=null",
+            "--model.weights=null",
             f"--data.root={root}",
             "--data.batch_size=4",
             "--data.num_workers=0",

@@ -144,7 +144,7 @@ def test_cli_fit_then_test_with_fgclip_reprojection(
     monkeypatch.chdir(tmp_path)
     common = [
         f"--model.model={TINY}",
-        "--model.pretrained=null",
+        "--model.weights=null",
         f"--data.root={root}",
         "--data.image_size=32",
         "--data.num_workers=0",

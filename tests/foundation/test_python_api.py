@@ -104,7 +104,7 @@ def test_matseg_api_and_folder_predict(tmp_path: Path, capsys: pytest.CaptureFix
     from matbench.tasks import MatSegTask
     from matbench.tasks.matseg import point_descriptors
 
-    task = MatSegTask(encoder="tu-test_convnext", descriptor_dim=8)
+    task = MatSegTask(backbone="tu-test_convnext", descriptor_dim=8)
     ckpt = _save_checkpoint(task, tmp_path / "ms.ckpt")
     model = matbench.load(ckpt)
     image = torch.rand(3, 40, 48)

@@ -105,7 +105,7 @@ CASES = {
             "matseg/train.yaml",
             _matseg,
             [
-                "--model.encoder=tu-test_convnext",
+                "--model.backbone=tu-test_convnext",
                 "--model.descriptor_dim=8",
                 "--data.min_size=32",
                 "--data.max_size=48",
@@ -127,13 +127,13 @@ CASES = {
             "matseg_official",
             "matseg/official.yaml",
             _matseg_benchmark,
-            ["--model.weights=null", "--model.encoder=test_convnext", "--model.descriptor_dim=8"],
+            ["--model.weights=null", "--model.backbone=test_convnext", "--model.descriptor_dim=8"],
         ),
         Case(
             "matseg_dense",
             "matseg/dense_dinov2.yaml",
             _matseg_benchmark,
-            ["--model.encoder=test_vit", "--model.encoder_weights=null", "--model.image_size=32"],
+            ["--model.backbone=test_vit", "--model.backbone_weights=null", "--model.image_size=32"],
         ),
         Case(
             "region_iou_sam2",
@@ -147,7 +147,7 @@ CASES = {
             _regions_labels,
             [
                 "--model.model=dense",
-                "--model.encoder=test_vit",
+                "--model.backbone=test_vit",
                 "--model.weights=null",
                 "--model.image_size=32",
                 "--data.val_fraction=0.34",
@@ -190,7 +190,7 @@ CASES = {
             _lvis,
             [
                 f"--model.model={TINY_CLIP}",
-                "--model.pretrained=null",
+                "--model.weights=null",
                 "--data.image_size=32",
                 "--data.batch_size=4",
                 "--data.num_workers=0",
@@ -208,7 +208,7 @@ CASES = {
             _fgovd,
             [
                 f"--model.model={TINY_CLIP}",
-                "--model.pretrained=null",
+                "--model.weights=null",
                 "--data.image_size=32",
                 "--data.batch_size=4",
                 "--data.eval_batch_size=2",
@@ -228,7 +228,11 @@ DDP_ONLY_CASES = {
         "clip_lvis_open_clip_text",
         CASES["clip_lvis"].config,
         _lvis,
-        [*CASES["clip_lvis"].overrides, "--model.text_tower=open_clip", "--model.lock_text=false"],
+        [
+            *CASES["clip_lvis"].overrides,
+            "--model.text_tower=open_clip",
+            "--model.freeze_text=false",
+        ],
         fit=CASES["clip_lvis"].fit,
     ),
     # Mask2Former under DDP: every parameter must get a gradient (DDP refuses unused ones),

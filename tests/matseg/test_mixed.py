@@ -102,7 +102,7 @@ def test_train_mixed_config_fits_and_tests_with_counts_in_results(tmp_path: Path
     args = [
         "--config",
         str(config),
-        "--model.encoder=tu-test_convnext",
+        "--model.backbone=tu-test_convnext",
         "--model.descriptor_dim=8",
         f"--data.root=[{roots[0]}, {roots[1]}]",
         "--data.root_weights=[1, 3]",

@@ -24,7 +24,7 @@ def _fit_args(data_root: Path, tmp_path: Path) -> list[str]:
     return [
         "--config",
         str(CONFIGS / "train.yaml"),
-        "--model.encoder=tu-test_convnext",
+        "--model.backbone=tu-test_convnext",
         "--model.descriptor_dim=8",
         f"--data.root={data_root / 'scenes'}",
         f"--data.benchmark_root={data_root / 'benchmark'}",

@@ -77,7 +77,7 @@ def test_checkpoint_of_another_task_is_refused_and_overrides_are_reported(
         MatSegTask(model="rgb"),
         "matbench.tasks.matseg.MatSegTask",
         model="rgb",
-        encoder="tu-convnext_atto",
+        backbone="tu-convnext_atto",
         seed=3,
     )
     with pytest.raises(CheckpointError, match=r"matseg\.ckpt: holds a MatSegTask but the config"):
@@ -218,7 +218,7 @@ def test_clip_test_output_has_no_world_size_dependent_loss(
         "--config",
         str(CONFIGS / "clip" / "lvis_materials.yaml"),
         f"--model.model={TINY_CLIP}",
-        "--model.pretrained=null",
+        "--model.weights=null",
         f"--data.root={root}",
         "--data.image_size=32",
         "--data.batch_size=4",

@@ -20,7 +20,7 @@ from matbench.tasks.base import BaseTask
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 #: Trainer-only fragments, composed with an experiment config (tested in test_multinode.py).
 FRAGMENTS = {"multinode/ddp_2nodes.yaml"}
-WEIGHT_KEYS = ("pretrained", "weights", "encoder_weights", "fusion_pretrained", "text_weights")
+WEIGHT_KEYS = ("weights", "backbone_weights", "fusion_weights", "text_weights")
 EXPERIMENTS = sorted(
     str(p.relative_to(CONFIGS))
     for p in CONFIGS.rglob("*.yaml")

@@ -26,6 +26,7 @@ from matbench.cache import gather_entries, pack_entries, unpack_entries
 from matbench.callbacks import BestAndLastCheckpoint, ShortRunLogging, StepProgressBar
 from matbench.errors import ConfigError, EvaluationError
 from matbench.models.utils import Freezable, state_hash
+from matbench.utils.deprecation import accept_renamed, rename_kwargs
 from matbench.utils.weights import load_state_dict_file, weights_file
 
 
@@ -85,14 +86,23 @@ class BaseTask(
     #: saved weights replace them (nothing is downloaded).
     weight_arguments: tuple[str, ...] = (
         "weights",
-        "pretrained",
-        "fusion_pretrained",
-        "encoder_weights",
+        "fusion_weights",
+        "backbone_weights",
         "text_weights",
         "checkpoint",
     )
     #: Class names of a classifier (from the training data; kept in checkpoints).
     class_names: list[str] | None = None
+    #: Renamed ``__init__`` arguments, old name -> new name (None: removed): the old names
+    #: keep working for one release with a deprecation message (see
+    #: :mod:`matbench.utils.deprecation`).
+    renamed_arguments: dict[str, str | None] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        renamed = cls.__dict__.get("renamed_arguments")
+        if renamed and "__init__" in cls.__dict__:
+            cls.__init__ = accept_renamed(cls.__dict__["__init__"], cls.__name__, renamed)
 
     def __init__(self, ignore: Sequence[str] | str | None = None) -> None:
         super().__init__()
@@ -217,7 +227,7 @@ class BaseTask(
     @property
     def model_name(self) -> str:
         """Short model name for results tables (the ``model`` hyperparameter when there is one)."""
-        for key in ("model", "backbone", "encoder"):
+        for key in ("model", "backbone"):
             if key in self.hparams:
                 return str(self.hparams[key])
         return type(self).__name__
@@ -371,6 +381,7 @@ class BaseTask(
             )
 
         config = json.loads(fetch("config.json").read_text(encoding="utf-8"))
+        config = rename_kwargs(cls.__name__, cls.renamed_arguments, config, source)
         params = inspect.signature(cls.__init__).parameters
         kwargs = {k: v for k, v in config.items() if k in params}
         kwargs.update(model_kwargs)

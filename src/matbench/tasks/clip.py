@@ -42,11 +42,11 @@ class ClipMaterialTask(BaseTask):
 
     Args:
         model: open_clip architecture name, or a JSON model config path (registered first).
-        pretrained: open_clip pretrained tag, local checkpoint file, or None (random init).
+        weights: open_clip pretrained tag, local checkpoint file, or None (random init).
         text_tower: ``"open_clip"``, ``"minilm"`` (offline MiniLM, frozen, + a learned
             projection to the image embedding size), ``"minilm-random"`` or a MiniLM folder.
-        lock_image: Freeze the image tower.
-        lock_text: Freeze the text tower (the MiniLM projection still trains unless set).
+        freeze_image: Freeze the image tower.
+        freeze_text: Freeze the text tower (the MiniLM projection still trains unless set).
         loss: ``"clip"`` (symmetric InfoNCE) or ``"siglip"`` (pairwise sigmoid).
         temperature: Initial temperature; None = the open_clip model's own logit scale (and
             SigLIP bias) when the loss pairs its own towers (see :func:`initial_temperature`),
@@ -54,9 +54,9 @@ class ClipMaterialTask(BaseTask):
         learn_temperature: Learn the temperature, or keep it fixed.
         fusion: Late fusion (MHA: object features query whole-image timm features).
         fusion_backbone: timm model of the whole-image features.
-        fusion_pretrained: Its weights: a timm tag-like string (hub), a local file, or None.
+        fusion_weights: Its weights: a timm tag-like string (hub), a local file, or None.
         fusion_heads: Attention heads of the fusion.
-        lock_fusion_backbone: Freeze the fusion backbone.
+        freeze_fusion_backbone: Freeze the fusion backbone.
         reproject: Train only a linear re-projection of the frozen embeddings.
         reproject_dim: Output size of the re-projection (default: the embedding size).
         group_size: Group size of the grouped retrieval protocol.
@@ -73,22 +73,29 @@ class ClipMaterialTask(BaseTask):
 
     monitor = "val/loss"
     mode = "min"
+    renamed_arguments = {
+        "pretrained": "weights",
+        "lock_image": "freeze_image",
+        "lock_text": "freeze_text",
+        "fusion_pretrained": "fusion_weights",
+        "lock_fusion_backbone": "freeze_fusion_backbone",
+    }
 
     def __init__(
         self,
         model: str = "ViT-B-32",
-        pretrained: str | None = None,
+        weights: str | None = None,
         text_tower: str = "open_clip",
-        lock_image: bool = False,
-        lock_text: bool = False,
+        freeze_image: bool = False,
+        freeze_text: bool = False,
         loss: Literal["clip", "siglip"] = "clip",
         temperature: float | None = None,
         learn_temperature: bool = True,
         fusion: bool = False,
         fusion_backbone: str = "resnet18",
-        fusion_pretrained: str | None = None,
+        fusion_weights: str | None = None,
         fusion_heads: int = 8,
-        lock_fusion_backbone: bool = True,
+        freeze_fusion_backbone: bool = True,
         reproject: bool = False,
         reproject_dim: int | None = None,
         group_size: int = 64,
@@ -106,15 +113,15 @@ class ClipMaterialTask(BaseTask):
         hp = self.hparams
         self.model = MaterialCLIP(
             model=hp.model,
-            pretrained=hp.pretrained,
+            pretrained=hp.weights,
             text_tower=hp.text_tower,
-            lock_image=hp.lock_image,
-            lock_text=hp.lock_text,
+            lock_image=hp.freeze_image,
+            lock_text=hp.freeze_text,
             fusion=hp.fusion,
             fusion_backbone=hp.fusion_backbone,
-            fusion_pretrained=hp.fusion_pretrained,
+            fusion_pretrained=hp.fusion_weights,
             fusion_heads=hp.fusion_heads,
-            lock_fusion_backbone=hp.lock_fusion_backbone,
+            lock_fusion_backbone=hp.freeze_fusion_backbone,
             reproject=hp.reproject,
             reproject_dim=hp.reproject_dim,
         )

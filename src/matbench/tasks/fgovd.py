@@ -40,7 +40,7 @@ class FineGrainedMatchingTask(BaseTask):
 
     Args:
         model: open_clip architecture name or JSON config path (FG-CLIP: ViT-B-16).
-        pretrained: open_clip tag or local file (FG-CLIP: ``openai``); None = random.
+        weights: open_clip tag or local file (FG-CLIP: ``openai``); None = random.
         text_tower: ``"open_clip"``, ``"minilm"``, ``"minilm-random"`` or a MiniLM folder.
         checkpoint: A ClipMaterialTask checkpoint whose model weights to evaluate (with the
             same model/text_tower settings; ``reproject="linear"`` for one trained with
@@ -66,11 +66,12 @@ class FineGrainedMatchingTask(BaseTask):
 
     monitor = "val/loss"
     mode = "min"
+    renamed_arguments = {"pretrained": "weights"}
 
     def __init__(
         self,
         model: str = "ViT-B-16",
-        pretrained: str | None = None,
+        weights: str | None = None,
         text_tower: str = "open_clip",
         checkpoint: str | None = None,
         reproject: Literal["none", "fgclip", "linear"] = "none",
@@ -103,7 +104,7 @@ class FineGrainedMatchingTask(BaseTask):
         hp = self.hparams
         self.model = MaterialCLIP(
             model=hp.model,
-            pretrained=pretrained_unless_replaced(hp.pretrained, hp.checkpoint),
+            pretrained=pretrained_unless_replaced(hp.weights, hp.checkpoint),
             text_tower=hp.text_tower,
             lock_image=True,
             lock_text=True,

@@ -115,11 +115,11 @@ class MatSegTask(BaseTask):
             ``dense`` (:class:`~matbench.models.dense.DenseFeatureDescriptor`, frozen
             foundation-model patch features) or ``official``
             (:class:`~matbench.models.matseg_official.OfficialMatSegNet`).
-        encoder: ``unet``: smp encoder, e.g. ``tu-convnext_atto`` (any timm model as ``tu-``);
+        backbone: ``unet``: smp encoder, e.g. ``tu-convnext_atto`` (any timm model as ``tu-``);
             ``dense``: a timm ViT (e.g. ``vit_small_patch14_dinov2``), ``open_clip:<arch>`` or
             ``hf:<name or folder>`` (a ``transformers`` ViT);
             ``official``: ``convnext_base`` (the release) or a smaller variant.
-        encoder_weights: Pretrained encoder weights (``unet``, ``dense``): hub name or tag,
+        backbone_weights: Pretrained backbone weights (``unet``, ``dense``): hub name or tag,
             local file path, or None.
         weights: Weights of the whole ``official`` net: the released checkpoint's path.
         descriptor_dim: Descriptor channels (``unet``, ``official``, ``random``).
@@ -146,11 +146,13 @@ class MatSegTask(BaseTask):
     ``predict_output`` and ``predict_dir`` are not saved as hyperparameters.
     """
 
+    renamed_arguments = {"encoder": "backbone", "encoder_weights": "backbone_weights"}
+
     def __init__(
         self,
         model: Literal["unet", "rgb", "random", "dense", "official"] = "unet",
-        encoder: str = "tu-convnext_atto",
-        encoder_weights: str | None = None,
+        backbone: str = "tu-convnext_atto",
+        backbone_weights: str | None = None,
         weights: str | None = None,
         descriptor_dim: int = 128,
         image_size: int | None = None,
@@ -182,8 +184,8 @@ class MatSegTask(BaseTask):
         hp = self.hparams
         self.model = build_descriptor_model(
             hp.model,
-            hp.encoder,
-            hp.encoder_weights,
+            hp.backbone,
+            hp.backbone_weights,
             hp.descriptor_dim,
             hp.seed,
             hp.get("weights"),
@@ -194,9 +196,9 @@ class MatSegTask(BaseTask):
     def model_name(self) -> str:
         hp = self.hparams
         if hp.model == "dense":
-            return f"dense {hp.encoder}"
+            return f"dense {hp.backbone}"
         if hp.model == "official":
-            return "matseg official" + ("" if hp.encoder == "convnext_base" else f" {hp.encoder}")
+            return "matseg official" + ("" if hp.backbone == "convnext_base" else f" {hp.backbone}")
         return str(hp.model)
 
     def build_metric(self, stage: str) -> Metric | None:

@@ -75,7 +75,7 @@ class TwoStreamTask(BaseTask):
         text_weights: Text encoder weights (a MiniLM folder, or an open_clip tag/checkpoint).
         streams: ``"both"``, ``"vision"`` or ``"text"``.
         null_mask: Pool over all patches instead of the region's (ablation).
-        mask_threshold: Fraction of a patch inside the mask for it to be pooled.
+        patch_fraction: Fraction of a patch inside the mask for it to be pooled.
         finetune: ``"head"`` (frozen streams, MLP only) or ``"full"`` (the ViT is trained too).
         hidden_dim: MLP hidden width.
         dropout: MLP dropout.
@@ -89,6 +89,8 @@ class TwoStreamTask(BaseTask):
         top_k: k of the top-k accuracy.
     """
 
+    renamed_arguments = {"mask_threshold": "patch_fraction"}
+
     def __init__(
         self,
         num_classes: int = 10,
@@ -99,7 +101,7 @@ class TwoStreamTask(BaseTask):
         text_weights: str | None = None,
         streams: Literal["both", "vision", "text"] = "both",
         null_mask: bool = False,
-        mask_threshold: float = 0.5,
+        patch_fraction: float = 0.5,
         finetune: Literal["head", "full"] = "head",
         hidden_dim: int = 512,
         dropout: float = 0.1,
@@ -133,7 +135,7 @@ class TwoStreamTask(BaseTask):
             text_weights=h.text_weights,
             streams=h.streams,
             null_mask=h.null_mask,
-            mask_threshold=h.mask_threshold,
+            mask_threshold=h.patch_fraction,
             finetune=h.finetune,
             hidden_dim=h.hidden_dim,
             dropout=h.dropout,

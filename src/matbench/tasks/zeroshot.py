@@ -159,7 +159,7 @@ class ZeroShotTask(BaseTask):
 
     Samples need ``image`` and ``label``, and ``mask`` (bool region) for ``region="crop"``;
     batches may be stacked tensors or lists (``list_collate``). Class names come from
-    ``class_names`` or else the datamodule's ``class_names``. Weights: ``pretrained`` (open_clip)
+    ``class_names`` or else the datamodule's ``class_names``. Weights: ``weights`` (open_clip)
     or a trained :class:`ClipMaterialTask` checkpoint via ``--ckpt_path`` or ``checkpoint``.
 
     Args:
@@ -185,7 +185,7 @@ class ZeroShotTask(BaseTask):
         top_k: k of the top-k accuracy.
 
         model: open_clip architecture name, or a JSON model config path.
-        pretrained: open_clip pretrained tag, local checkpoint file, or None (random init).
+        weights: open_clip pretrained tag, local checkpoint file, or None (random init).
         text_tower: ``"open_clip"``, ``"minilm"``, ``"minilm-random"`` or a MiniLM folder.
         reproject: The model has a linear re-projection (a ClipMaterialTask checkpoint
             trained with ``reproject``).
@@ -194,11 +194,18 @@ class ZeroShotTask(BaseTask):
 
     monitor = "val/accuracy"
     mode = "max"
+    # fusion was accepted only to be refused: a ZeroShotTask has no late fusion
+    renamed_arguments = {
+        "pretrained": "weights",
+        "fusion": None,
+        "fusion_backbone": None,
+        "fusion_heads": None,
+    }
 
     def __init__(
         self,
         model: str = "ViT-B-32",
-        pretrained: str | None = None,
+        weights: str | None = None,
         text_tower: str = "open_clip",
         class_names: list[str] | str | None = None,
         class_name_style: Literal["readable", "raw"] = "readable",
@@ -231,7 +238,7 @@ class ZeroShotTask(BaseTask):
         hp = self.hparams
         self.model = MaterialCLIP(
             model=hp.model,
-            pretrained=pretrained_unless_replaced(hp.pretrained, hp.checkpoint),
+            pretrained=pretrained_unless_replaced(hp.weights, hp.checkpoint),
             text_tower=hp.text_tower,
             lock_image=True,
             lock_text=True,
