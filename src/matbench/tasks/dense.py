@@ -19,7 +19,7 @@ from matbench.models.segmentation import (
     sliding_scores,
 )
 from matbench.prediction import PerSampleWriter
-from matbench.tasks.base import BaseTask
+from matbench.tasks.base import BaseTask, datamodule_class_names
 
 
 def train_ids_to_dms(label_map: np.ndarray, num_classes: int) -> np.ndarray:
@@ -123,7 +123,7 @@ class DenseMaterialTask(BaseTask):
     def setup(self, stage: str) -> None:
         # Label ids beyond the model's classes would fail deep in the metric: say it here.
         datamodule = self.trainer.datamodule if self._trainer is not None else None
-        names = getattr(datamodule, "class_names", None)
+        names = datamodule_class_names(datamodule)
         if names is not None and len(names) != self.hparams.num_classes:
             raise ConfigError(
                 f"DenseMaterialTask has num_classes={self.hparams.num_classes} but the label "
