@@ -503,6 +503,21 @@ class BaseTask(
         self._end_eval("test")
 
 
+class EvalSteps:
+    """``validation_step`` and ``test_step`` of a task whose evaluation is one
+    ``_eval_step(stage, batch, dataloader_idx)`` for both stages (mix in before
+    :class:`BaseTask`)."""
+
+    def _eval_step(self, stage: str, batch: Any, dataloader_idx: int) -> Any:
+        raise NotImplementedError
+
+    def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Any:
+        return self._eval_step("val", batch, dataloader_idx)
+
+    def test_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Any:
+        return self._eval_step("test", batch, dataloader_idx)
+
+
 def read_checkpoint(path: str | Path) -> dict[str, Any] | None:
     """A Lightning checkpoint's dict (``state_dict``, ``hyper_parameters``, matbench's keys),
     or None when the file is not one (e.g. a bare state dict)."""

@@ -19,7 +19,7 @@ from matbench.models.segmentation import (
     sliding_scores,
 )
 from matbench.prediction import PerSampleWriter
-from matbench.tasks.base import BaseTask, datamodule_class_names
+from matbench.tasks.base import BaseTask, EvalSteps, datamodule_class_names
 
 
 def train_ids_to_dms(label_map: np.ndarray, num_classes: int) -> np.ndarray:
@@ -49,7 +49,7 @@ class LabelMapWriter(PerSampleWriter):
         Image.fromarray(labels, mode="L").save(path)
 
 
-class DenseMaterialTask(BaseTask):
+class DenseMaterialTask(EvalSteps, BaseTask):
     """Per-pixel material classes (DMS46 by default) on ``DMSDataModule(mode="dense")``.
 
     Training: the segmenter's own loss (pixel cross-entropy for DeepLab, the Hungarian-matched
@@ -188,14 +188,6 @@ class DenseMaterialTask(BaseTask):
         metric = self.eval_metric(stage, dataloader_idx)
         for scores, target in zip(self.segment(batch["image"]), batch["mask"], strict=True):
             metric.update(scores.argmax(0, keepdim=True), target.unsqueeze(0))
-
-    def validation_step(
-        self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0
-    ) -> None:
-        self._eval_step("val", batch, dataloader_idx)
-
-    def test_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._eval_step("test", batch, dataloader_idx)
 
     def predict_step(
         self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0

@@ -24,11 +24,11 @@ from torch import Tensor
 from matbench.metrics import CandidateRankMetrics
 from matbench.models.clip import MaterialCLIP
 from matbench.models.reprojection import FGCLIPReProjection, HingeTripletLoss
-from matbench.tasks.base import BaseTask, pretrained_unless_replaced
+from matbench.tasks.base import BaseTask, EvalSteps, pretrained_unless_replaced
 from matbench.tasks.clip import load_clip_task_weights
 
 
-class FineGrainedMatchingTask(BaseTask):
+class FineGrainedMatchingTask(EvalSteps, BaseTask):
     """Rank each object's positive sentence above its hard negatives (FG-OVD, FG-CLIP).
 
     Batches need ``image`` (N, 3, S, S) crops in [0, 1] and ``candidates`` (per object, the
@@ -249,14 +249,6 @@ class FineGrainedMatchingTask(BaseTask):
             # images, whose sizes vary (and differ under DDP); the mean per object does not.
             self.log_eval_loss(stage, loss / n, n)
         self.eval_metric(stage, dataloader_idx).update(scores.detach().float(), valid.sum(1))
-
-    def validation_step(
-        self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0
-    ) -> None:
-        self._eval_step("val", batch, dataloader_idx)
-
-    def test_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._eval_step("test", batch, dataloader_idx)
 
     def predict_step(
         self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0

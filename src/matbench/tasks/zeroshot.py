@@ -24,6 +24,7 @@ from matbench.models.clip import MaterialCLIP
 from matbench.models.preprocess import RegionPreprocessor
 from matbench.tasks.base import (
     BaseTask,
+    EvalSteps,
     datamodule_class_names,
     datamodule_object_crops,
     pretrained_unless_replaced,
@@ -149,7 +150,7 @@ def prompt_name(class_name: str) -> str:
     return " or ".join(part.strip() for part in name.split("/"))
 
 
-class ZeroShotTask(BaseTask):
+class ZeroShotTask(EvalSteps, BaseTask):
     """Zero-shot material classification of object/region crops with class-name prompts.
 
     The class embedding of each class is the mean of its L2-normalised prompt embeddings over
@@ -410,14 +411,6 @@ class ZeroShotTask(BaseTask):
         labels = batch["label"]
         target = torch.stack(list(labels)) if isinstance(labels, list) else labels
         self.eval_metric(stage, dataloader_idx).update(self.logits(batch), target.to(self.device))
-
-    def validation_step(
-        self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0
-    ) -> None:
-        self._eval_step("val", batch, dataloader_idx)
-
-    def test_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._eval_step("test", batch, dataloader_idx)
 
     def predict_step(
         self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0
