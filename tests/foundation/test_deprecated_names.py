@@ -30,6 +30,9 @@ def test_old_python_keywords_map_to_the_new_names() -> None:
     with pytest.warns(MatbenchDeprecationWarning, match="'encoder_weights'"):
         matseg = MatSegTask(model="rgb", encoder="tu-test_convnext", encoder_weights=None)
     assert matseg.hparams.backbone == "tu-test_convnext"
+    # save_pretrained writes the new names (the Hub mixin recorded the old ones as passed)
+    assert "backbone" in matseg._hub_mixin_config and "encoder" not in matseg._hub_mixin_config
+    assert matseg._hub_mixin_config["backbone"] == "tu-test_convnext"
 
 
 def test_an_old_checkpoint_loads(tmp_path: Path) -> None:

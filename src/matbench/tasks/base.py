@@ -8,7 +8,7 @@ import math
 import pickle
 import random
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +58,19 @@ def datamodule_dataloader_names(datamodule: Any) -> list[str] | None:
     return None if names is None else [str(n) for n in names]
 
 
+def _rename_hub_config(task: Any, renamed: Mapping[str, str | None]) -> None:
+    """The Hub mixin records the arguments as passed (before ``__init__``): the config that
+    ``save_pretrained`` writes gets the new names too."""
+    config = getattr(task, "_hub_mixin_config", None)
+    if not isinstance(config, dict):
+        return
+    for old, new in renamed.items():
+        if old in config:
+            value = config.pop(old)
+            if new is not None:
+                config[new] = value
+
+
 class BaseTask(
     L.LightningModule,
     PyTorchModelHubMixin,
@@ -102,7 +115,9 @@ class BaseTask(
         super().__init_subclass__(**kwargs)
         renamed = cls.__dict__.get("renamed_arguments")
         if renamed and "__init__" in cls.__dict__:
-            cls.__init__ = accept_renamed(cls.__dict__["__init__"], cls.__name__, renamed)
+            cls.__init__ = accept_renamed(
+                cls.__dict__["__init__"], cls.__name__, renamed, after=_rename_hub_config
+            )
 
     def __init__(self, ignore: Sequence[str] | str | None = None) -> None:
         super().__init__()

@@ -61,9 +61,15 @@ def rename_kwargs(
     return out
 
 
-def accept_renamed(init: Callable[..., None], owner: str, renamed: Mapping[str, str]) -> Any:
+def accept_renamed(
+    init: Callable[..., None],
+    owner: str,
+    renamed: Mapping[str, str | None],
+    after: Callable[[Any, Mapping[str, str | None]], None] | None = None,
+) -> Any:
     """``init`` (a class's ``__init__``) accepting the old keyword names of ``renamed``; the
-    signature seen by ``inspect`` (and LightningCLI) stays the new one."""
+    signature seen by ``inspect`` (and LightningCLI) stays the new one. ``after(self,
+    renamed)`` runs when old names were given (to rename what was recorded before ``init``)."""
 
     import inspect
 
@@ -75,6 +81,8 @@ def accept_renamed(init: Callable[..., None], owner: str, renamed: Mapping[str, 
             # the base task's own argument, in the hyperparameters Lightning hands back
             kwargs.pop("ignore", None)
         init(self, *args, **rename_kwargs(owner, renamed, kwargs))
+        if after is not None and set(kwargs) & set(renamed):
+            after(self, renamed)
 
     return wrapped
 
