@@ -28,9 +28,7 @@ from matbench.models.clip import (
 )
 from matbench.models.losses import ContrastiveLoss
 from matbench.models.preprocess import RegionPreprocessor
-from matbench.tasks.base import (
-    BaseTask,
-)
+from matbench.tasks.base import BaseTask, pretrained_unless_replaced
 
 
 class ClipMaterialTask(BaseTask):
@@ -290,6 +288,28 @@ class ClipMaterialTask(BaseTask):
             },
             {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
         ]
+
+
+def frozen_clip(
+    model: str,
+    weights: str | None,
+    text_tower: str,
+    checkpoint: str | None,
+    reproject: bool = False,
+    reproject_dim: int | None = None,
+) -> MaterialCLIP:
+    """A CLIP material model with both towers frozen, for evaluation-only tasks: built without
+    its pretrained ``weights`` when ``checkpoint`` replaces them (see
+    :func:`~matbench.tasks.base.pretrained_unless_replaced`)."""
+    return MaterialCLIP(
+        model=model,
+        pretrained=pretrained_unless_replaced(weights, checkpoint),
+        text_tower=text_tower,
+        lock_image=True,
+        lock_text=True,
+        reproject=reproject,
+        reproject_dim=reproject_dim,
+    )
 
 
 def load_clip_task_weights(

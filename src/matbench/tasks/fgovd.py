@@ -22,10 +22,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from matbench.metrics import CandidateRankMetrics
-from matbench.models.clip import MaterialCLIP
 from matbench.models.reprojection import FGCLIPReProjection, HingeTripletLoss
-from matbench.tasks.base import BaseTask, EvalSteps, pretrained_unless_replaced
-from matbench.tasks.clip import load_clip_task_weights
+from matbench.tasks.base import BaseTask, EvalSteps
+from matbench.tasks.clip import frozen_clip, load_clip_task_weights
 
 
 class FineGrainedMatchingTask(EvalSteps, BaseTask):
@@ -102,13 +101,8 @@ class FineGrainedMatchingTask(EvalSteps, BaseTask):
     # -- template hooks ----------------------------------------------------------------------
     def configure_models(self) -> None:
         hp = self.hparams
-        self.model = MaterialCLIP(
-            model=hp.model,
-            pretrained=pretrained_unless_replaced(hp.weights, hp.checkpoint),
-            text_tower=hp.text_tower,
-            lock_image=True,
-            lock_text=True,
-            reproject=hp.reproject == "linear",
+        self.model = frozen_clip(
+            hp.model, hp.weights, hp.text_tower, hp.checkpoint, reproject=hp.reproject == "linear"
         )
         self.fgclip = (
             FGCLIPReProjection(

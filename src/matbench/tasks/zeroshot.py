@@ -20,16 +20,19 @@ from torchmetrics import Metric
 
 from matbench.errors import ConfigError
 from matbench.metrics import ClassificationMetrics
-from matbench.models.clip import MaterialCLIP
 from matbench.models.preprocess import RegionPreprocessor
 from matbench.tasks.base import (
     BaseTask,
     EvalSteps,
     datamodule_class_names,
     datamodule_object_crops,
-    pretrained_unless_replaced,
 )
-from matbench.tasks.clip import drop_legacy_keys, embedding_prediction, load_clip_task_weights
+from matbench.tasks.clip import (
+    drop_legacy_keys,
+    embedding_prediction,
+    frozen_clip,
+    load_clip_task_weights,
+)
 
 #: Template placeholders for the class name: matbench's/open_clip's and CLIP_benchmark's.
 PLACEHOLDERS = ("{}", "{c}")
@@ -237,12 +240,11 @@ class ZeroShotTask(EvalSteps, BaseTask):
 
     def configure_models(self) -> None:
         hp = self.hparams
-        self.model = MaterialCLIP(
-            model=hp.model,
-            pretrained=pretrained_unless_replaced(hp.weights, hp.checkpoint),
-            text_tower=hp.text_tower,
-            lock_image=True,
-            lock_text=True,
+        self.model = frozen_clip(
+            hp.model,
+            hp.weights,
+            hp.text_tower,
+            hp.checkpoint,
             reproject=hp.reproject,
             reproject_dim=hp.reproject_dim,
         )
