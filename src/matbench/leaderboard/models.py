@@ -230,7 +230,7 @@ def task_section(spec: ModelSpec, benchmark: str, protocol: str) -> tuple[dict[s
         encoder = spec.arch if spec.kind == "timm" else f"{spec.kind}:{spec.arch}"
         return {
             "class_path": "matbench.tasks.MatSegTask",
-            "init_args": {"model": "dense", "encoder": encoder, "encoder_weights": spec.weights},
+            "init_args": {"model": "dense", "backbone": encoder, "backbone_weights": spec.weights},
         }, ""
     clip_args = _clip_arguments(spec)
     if protocol == "retrieval":
@@ -252,18 +252,22 @@ def task_section(spec: ModelSpec, benchmark: str, protocol: str) -> tuple[dict[s
 
 def _clip_arguments(spec: ModelSpec) -> dict[str, Any]:
     if spec.kind == "open_clip":
-        return {"model": spec.arch, "pretrained": spec.weights, "text_tower": "open_clip"}
+        return {"model": spec.arch, "weights": spec.weights, "text_tower": "open_clip"}
     hparams = _hparams(spec)
-    args = {k: hparams[k] for k in ("model", "pretrained", "text_tower") if k in hparams}
-    args["pretrained"] = None  # the checkpoint's weights replace them
+    args = {k: hparams[k] for k in ("model", "weights", "text_tower") if k in hparams}
+    args["weights"] = None  # the checkpoint's weights replace them
     return {**args, "checkpoint": spec.arch}
 
 
 def _hparams(spec: ModelSpec) -> dict[str, Any]:
     from matbench.tasks.base import read_checkpoint
+    from matbench.utils.deprecation import rename_kwargs, renamed_arguments_of
 
     data = read_checkpoint(spec.arch) or {}
-    return dict(data.get("hyper_parameters") or {})
+    hparams = dict(data.get("hyper_parameters") or {})
+    # a checkpoint of the last release holds the old argument names
+    task = hparams.get("_class_path") or spec.task
+    return rename_kwargs(str(task), renamed_arguments_of(task), hparams, spec.arch)
 
 
 def _checkpoint_section(spec: ModelSpec) -> dict[str, Any]:
