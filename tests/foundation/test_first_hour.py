@@ -67,7 +67,7 @@ def test_unreachable_hub_fails_without_retries(monkeypatch: pytest.MonkeyPatch) 
 
     monkeypatch.setattr(hub, "HF_HUB_OFFLINE", False)
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # the discard port: refused
-    with pytest.raises(WeightsError, match="--model.fusion_pretrained 'timm'.*unreachable"):
+    with pytest.raises(WeightsError, match="--model.fusion_weights 'timm'.*unreachable"):
         LateFusion(16, "test_vit", pretrained="timm", num_heads=2)
     assert hub.HF_HUB_OFFLINE  # switched: no retries, later loads use the cache only
 

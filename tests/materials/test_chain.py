@@ -58,7 +58,7 @@ def test_dense_label_prior_build_caption_clip(
 
     results = tmp_path / "results"
     clip = ["--config", str(CONFIGS / "clip" / "lvis_materials.yaml"), f"--data.root={root}"]
-    clip += [f"--model.model={TINY_CLIP}", "--model.pretrained=null", "--data.caption=sidecar"]
+    clip += [f"--model.model={TINY_CLIP}", "--model.weights=null", "--data.caption=sidecar"]
     clip += ["--data.image_size=32", "--data.batch_size=4", "--data.num_workers=0"]
     clip += ["--trainer.logger=false", "--trainer.enable_progress_bar=false"]
     clip += ["--trainer.accelerator=cpu", f"--trainer.default_root_dir={tmp_path / 'clip'}"]

@@ -98,12 +98,12 @@ def test_checkpoint_of_another_task_is_refused_and_overrides_are_reported(
                 "--config",
                 str(RGB_BASELINE),
                 f"--data.root={bench}",
-                "--model.encoder=tu-convnext_pico",
+                "--model.backbone=tu-convnext_pico",
                 f"--ckpt_path={matseg}",
                 f"--results_dir={tmp_path / 'results'}",
             ]
         )
-    assert cli.model.hparams.seed == 3 and cli.model.hparams.encoder == "tu-convnext_atto"
+    assert cli.model.hparams.seed == 3 and cli.model.hparams.backbone == "tu-convnext_atto"
 
 
 # -- 12. bare errors that name no file ---------------------------------------------------------

@@ -166,7 +166,7 @@ class LateFusion(nn.Module):
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"fusion: embedding size {dim} is not divisible by {num_heads} heads")
-        net = create_timm_model(backbone, pretrained, argument="fusion_pretrained", num_classes=0)
+        net = create_timm_model(backbone, pretrained, argument="fusion_weights", num_classes=0)
         self.backbone = _FrozenBackbone(net).freeze(lock_backbone)
         self.backbone.weights_source = pretrained
         mean, std = timm_normalization(net)
@@ -264,7 +264,7 @@ class MaterialCLIP(nn.Module):
     ) -> None:
         super().__init__()
         model = resolve_model_name(model)
-        clip = create_open_clip(model, pretrained)
+        clip = create_open_clip(model, pretrained, argument="weights")
         #: The open_clip model's own logit scale and bias (None: it has none), read before the
         #: towers are split; the loss starts from them when it pairs the same two towers.
         self.logit_scale_init = _scalar(getattr(clip, "logit_scale", None))

@@ -114,7 +114,7 @@ class MatSegUNet(nn.Module):
         from segmentation_models_pytorch.decoders.unet.decoder import UnetDecoder
 
         self.descriptor_dim = descriptor_dim
-        with loading_weights("encoder_weights", encoder_weights):
+        with loading_weights("backbone_weights", encoder_weights):
             self.encoder = _build_encoder(encoder, encoder_weights)
         channels = list(self.encoder.out_channels)
         self.stride = 2 ** (len(channels) - 1)
