@@ -191,7 +191,7 @@ def test_matbench_checkpoints_run_what_their_task_supports(
         return str(path)
 
     clip = save(ClipMaterialTask(model=TINY_CLIP, text_tower="open_clip"), tmp_path / "clip.ckpt")
-    matseg = save(MatSegTask(encoder="tu-test_convnext", descriptor_dim=8), tmp_path / "ms.ckpt")
+    matseg = save(MatSegTask(backbone="tu-test_convnext", descriptor_dim=8), tmp_path / "ms.ckpt")
     out = tmp_path / "board"
     code = main(
         [
