@@ -161,13 +161,12 @@ def load_datamodule(config: str | None, data_args: Sequence[str]) -> Any:
 
 def full_resolution(dataset: Any) -> Any:
     """A shallow copy of a dataset that loads samples at full resolution: no resizing,
-    object crop, transforms or feature cache."""
+    object crop or transforms (the feature cache is the datamodule's, not the dataset's)."""
     raw = copy.copy(dataset)
     for name, value in (
         ("image_size", None),
         ("object_crop", False),
         ("transforms", None),
-        ("feature_cache", None),
     ):
         if hasattr(raw, name):
             setattr(raw, name, value)
