@@ -91,7 +91,7 @@ def test_checkpoint_of_another_task_is_refused_and_overrides_are_reported(
                 f"--ckpt_path={matseg}",
             ]
         )
-    with pytest.warns(UserWarning, match=r"matseg\.ckpt: .*override.*model\.encoder, model\.seed"):
+    with pytest.warns(UserWarning, match=r"matseg\.ckpt: .*override.*model\.backbone, model\.seed"):
         cli = main(
             [
                 "test",
