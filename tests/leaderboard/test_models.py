@@ -97,8 +97,8 @@ def test_hugging_face_dense_descriptors(tiny_dinov2: Path) -> None:
 
     spec = resolve_model(f"hf:{tiny_dinov2}")
     section, ckpt = task_section(spec, "matseg", "dense")
-    assert section["init_args"]["encoder"] == f"hf:{tiny_dinov2}" and ckpt == ""
-    dense = DenseFeatureDescriptor(section["init_args"]["encoder"], None)
+    assert section["init_args"]["backbone"] == f"hf:{tiny_dinov2}" and ckpt == ""
+    dense = DenseFeatureDescriptor(section["init_args"]["backbone"], None)
     image = torch.rand(2, 3, 30, 44)  # resized to 28 x 42: a 2 x 3 patch grid
     out = dense(image)
     assert out.shape == (2, 32, 30, 44)
