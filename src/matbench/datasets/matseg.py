@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import stat
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -203,21 +204,27 @@ def scene_targets(masks: np.ndarray, full_scale: int = 255) -> tuple[np.ndarray,
 
 def scene_listing(root: Path) -> tuple[list[Path], str]:
     """The finished scene folders under ``root`` (sorted) and a SHA-256 of the names, sizes
-    and modification times of their files: the key of their cached index (a stat per file,
+    and modification times of their files: the key of their cached index (one stat per file,
     no file opened)."""
     digest = hashlib.sha256()
     folders = []
     for entry in sorted(os.scandir(root), key=lambda e: e.name):
         if not entry.is_dir():
             continue
-        files = sorted((f for f in os.scandir(entry.path) if f.is_file()), key=lambda f: f.name)
-        if not any(f.name == FINISHED for f in files):
+        with os.scandir(entry.path) as listing:
+            files = sorted(listing, key=lambda f: f.name)
+        if not any(f.name == FINISHED and f.is_file() for f in files):
             continue
         folders.append(Path(entry.path))
-        digest.update(f"{entry.name}/\n".encode())
+        lines = [f"{entry.name}/"]
         for f in files:
-            stat = f.stat()
-            digest.update(f"{f.name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+            try:
+                st = f.stat()
+            except OSError:  # a broken link: no file, as for the scene's own checks
+                continue
+            if stat.S_ISREG(st.st_mode):
+                lines.append(f"{f.name}\0{st.st_size}\0{st.st_mtime_ns}")
+        digest.update("\n".join(lines).encode() + b"\n")
     return folders, digest.hexdigest()
 
 
