@@ -343,9 +343,10 @@ class LVISMaterials(Dataset):
             it still gets at least this many pixels per box side (set it to the crop's output
             size); None = always decode at full resolution. Samples then carry
             ``image_scale``, which :class:`matbench.transforms.ObjectCrop` follows.
-        uint8_images: Samples carry the decoded image as uint8 (3, H, W), not float in
-            [0, 1]: for transforms that convert only what they keep
-            (``ObjectCrop(finish_on_device=True)``).
+        uint8_images: Samples carry the decoded image as uint8 (3, H, W) (a view of the
+            decoded (H, W, 3) pixels), not float in [0, 1]: for transforms that convert only
+            what they keep (:class:`~matbench.transforms.ObjectCrop` converts the crop; the
+            datamodule always reads this way).
     """
 
     def __init__(
