@@ -81,23 +81,18 @@ def label_objects(probabilities: Tensor, masks: Tensor) -> list[ObjectLabel | No
     """
     confidence, predicted = probabilities.max(0)
     c = probabilities.shape[0]
-    flat_pred = predicted.reshape(-1)
-    flat_conf = confidence.reshape(-1).double()
-    flat_masks = masks.reshape(masks.shape[0], -1)
-    # (N, C) pixel counts and confidence sums per class inside each mask, in two matmuls.
-    onehot = torch.nn.functional.one_hot(flat_pred, c).to(torch.float64)
-    weights = flat_masks.to(torch.float64)
-    counts = weights @ onehot
-    conf_sums = weights @ (onehot * flat_conf[:, None])
     out: list[ObjectLabel | None] = []
-    for i in range(masks.shape[0]):
-        total = float(counts[i].sum())
-        if total == 0:
+    for mask in masks:
+        # per mask, work in proportion to its pixels: a class histogram and confidence sums
+        classes = predicted[mask]
+        if classes.numel() == 0:
             out.append(None)
             continue
-        best = int(counts[i].argmax())
-        n = float(counts[i, best])
-        out.append(ObjectLabel(best, n / total, float(conf_sums[i, best]) / n, int(total)))
+        counts = torch.bincount(classes, minlength=c)
+        sums = torch.bincount(classes, weights=confidence[mask].double(), minlength=c)
+        best = int(counts.argmax())
+        n = int(counts[best])
+        out.append(ObjectLabel(best, n / classes.numel(), float(sums[best]) / n, classes.numel()))
     return out
 
 
