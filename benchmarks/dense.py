@@ -74,7 +74,7 @@ def _common(root: Path, out: Path, args: argparse.Namespace) -> list[str]:
         f"--data.root={root}",
         f"--data.image_size={args.train_size}",
         "--data.batch_size=2",
-        "--data.num_workers=1",
+        f"--data.num_workers={args.workers}",
         f"--model.backbone={args.backbone}",
         "--model.weights=null",
         f"--model.inference_size={args.size}",
@@ -164,6 +164,13 @@ def main_(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-size", type=int, default=64)
     parser.add_argument("--backbone", default="tu-resnet18")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="test loader workers (default 0: on 2 cores a worker process competes with the "
+        "two compute threads; decoding is then on the timed path)",
+    )
     parser.add_argument(
         "--repeat", type=int, default=3, help="alternating runs; the best rate of each counts"
     )
