@@ -280,3 +280,21 @@ def test_weights_by_file_and_bad_names(tmp_path: Path) -> None:
         MaterialCLIP(model="No-Such-ViT")
     with pytest.raises(ValueError, match="text_tower"):
         MaterialCLIP(model=TINY, text_tower="bert")
+
+
+def test_open_clip_text_tower_cuts_padding_with_the_same_features() -> None:
+    model = MaterialCLIP(model=TINY, text_tower="open_clip").eval()
+    tower = model.text
+    texts = ["metal", "a close-up photo of rusty corroded metal", "", "polished wood"]
+    tokens = tower.tokenizer(texts)
+    lengths = []
+    hook = tower.clip.transformer.register_forward_pre_hook(
+        lambda module, args: lengths.append(args[0].shape[1])
+    )
+    with torch.no_grad():
+        full = tower.clip.encode_text(tokens)  # open_clip's forward over all 16 positions
+        trimmed = tower.encode_tokens(tokens)
+    hook.remove()
+    # ran up to the longest caption's end-of-text token, not over the padding
+    assert lengths == [16, int((tokens > 0).sum(1).max())] and lengths[1] < 16
+    torch.testing.assert_close(trimmed, full, atol=1e-5, rtol=1e-5)

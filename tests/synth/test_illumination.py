@@ -55,3 +55,41 @@ def test_mode_is_deterministic_and_checked(tmp_path: Path) -> None:
         tmp_path / "b", 1, seed=1, min_size=96, max_size=128, workers=1, mode="illumination"
     )
     assert records[0].groups >= 2
+
+
+def _triplet_accuracy(bench: Path, similarity: str) -> float:
+    """All cases, by point, of the ``rgb`` baseline's descriptors or of the points' positions
+    alone (closer points more similar: where the points are, with no look at the image)."""
+    import torch
+
+    from matbench.datasets.matseg import MatSegBenchmark
+    from matbench.metrics.triplet import MatSegMetrics
+    from matbench.tasks.matseg import MatSegTask, point_descriptors
+
+    rgb = MatSegTask(model="rgb").eval()
+    metric = MatSegMetrics()
+    for sample in MatSegBenchmark(bench):
+        points = sample["points"]
+        if similarity == "rgb":
+            with torch.no_grad():
+                descriptors = point_descriptors(rgb.descriptor_map(sample["image"]), points)
+            scores = descriptors @ descriptors.T
+        else:
+            xy = points[:, :2].float()
+            scores = -torch.cdist(xy, xy)
+        metric.update(scores, sample["weight"], sample["groups"], bool(sample["has_relations"]))
+    return float(metric.compute()["all_by_point"])
+
+
+def test_benchmark_colour_baseline_does_no_better_than_point_positions(tmp_path: Path) -> None:
+    # On the illumination-mode benchmark the rgb baseline scores below the points' positions
+    # alone (points of one material lie closer together; the smooth light only passes that on),
+    # while on the infusion-mode benchmark colour alone nearly solves it.
+    scores = {}
+    for mode in ("illumination", "infusion"):
+        write_benchmark(
+            tmp_path / mode, 8, seed=0, min_size=128, max_size=160, workers=1, mode=mode
+        )
+        scores[mode] = {s: _triplet_accuracy(tmp_path / mode, s) for s in ("rgb", "position")}
+    assert scores["illumination"]["rgb"] < scores["illumination"]["position"], scores
+    assert scores["infusion"]["rgb"] > scores["illumination"]["rgb"] + 0.2, scores
