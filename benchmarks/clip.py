@@ -25,8 +25,8 @@ the real ViT-B-32 architecture (``--zs-model``). Weights are random (speed does 
 them). The CPU may be shared: measurements alternate for ``--rounds`` rounds and each keeps its
 best round.
 
-    python benchmarks/clip.py                          # the defaults reported in the docs
-    python benchmarks/clip.py --steps 4 --width 128    # a quick run
+    python -m benchmarks.clip                          # the defaults reported in the docs
+    python -m benchmarks.clip --steps 4 --width 128    # a quick run
 """
 
 from __future__ import annotations
@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -45,17 +44,15 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torch.utils.data import DataLoader
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from matbench.datamodules.fgovd import FGOVDDataModule  # noqa: E402
-from matbench.datamodules.lvis_materials import LVISMaterialsDataModule  # noqa: E402
-from matbench.datasets.fgovd import FGOVD  # noqa: E402
-from matbench.datasets.fmd import FMD, FMD_CLASSES  # noqa: E402
-from matbench.tasks.clip import ClipMaterialTask, ZeroShotTask  # noqa: E402
-from matbench.tasks.fgovd import FineGrainedMatchingTask  # noqa: E402
-from tests.data.fgovd.data import make as make_fgovd  # noqa: E402
-from tests.data.fmd.data import make as make_fmd  # noqa: E402
-from tests.data.lvis_materials.data import make as make_lvis  # noqa: E402
+from matbench.datamodules.fgovd import FGOVDDataModule
+from matbench.datamodules.lvis_materials import LVISMaterialsDataModule
+from matbench.datasets.fgovd import FGOVD
+from matbench.datasets.fmd import FMD, FMD_CLASSES
+from matbench.tasks.clip import ClipMaterialTask, ZeroShotTask
+from matbench.tasks.fgovd import FineGrainedMatchingTask
+from tests.data.fgovd.data import make as make_fgovd
+from tests.data.fmd.data import make as make_fmd
+from tests.data.lvis_materials.data import make as make_lvis
 
 
 class StepTimer(Callback):

@@ -16,15 +16,14 @@ the best rate of each is compared: on a shared machine the best run is the least
 The segmenter is a random-init DeepLabV3+ on a timm ResNet-18 (``--backbone``), fitted one
 step on fake DMS so that a real checkpoint is labelled with.
 
-    python benchmarks/dense.py                       # the defaults reported in the docs
-    python benchmarks/dense.py --images 4 --size 160  # a quick run
+    python -m benchmarks.dense                       # the defaults reported in the docs
+    python -m benchmarks.dense --images 4 --size 160  # a quick run
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -32,14 +31,12 @@ from pathlib import Path
 import torch
 from lightning.pytorch.callbacks import Callback
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from matbench.cli import main  # noqa: E402
-from matbench.datasets.lvis_materials import load_image  # noqa: E402
-from matbench.materials.label import label_lvis, load_dense_task  # noqa: E402
-from tests.data.dms.data import make as make_dms  # noqa: E402
-from tests.data.lvis_materials.data import make as make_lvis  # noqa: E402
-from tests.materials.helpers import write_class_map  # noqa: E402
+from matbench.cli import main
+from matbench.datasets.lvis_materials import load_image
+from matbench.materials.label import label_lvis, load_dense_task
+from tests.data.dms.data import make as make_dms
+from tests.data.lvis_materials.data import make as make_lvis
+from tests.materials.helpers import write_class_map
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "dense" / "dms_resnet50.yaml"
 

@@ -15,29 +15,26 @@ a random model rarely stops early; both paths must give the same answers). After
 pass, the measurements alternate for ``--rounds`` rounds (in reversed order every other
 round) and each keeps its best round, as the CPU may be shared.
 
-    python benchmarks/describe.py                 # the defaults reported in the docs
-    python benchmarks/describe.py --regions 16    # a quick run
+    python -m benchmarks.describe                 # the defaults reported in the docs
+    python -m benchmarks.describe --regions 16    # a quick run
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from matbench.datasets.fmd import FMD  # noqa: E402
-from matbench.vlm import GenerationSettings, Request, build_backend  # noqa: E402
-from matbench.vlm.describe import ask_regions, load_prompts, make_prompt  # noqa: E402
-from matbench.vlm.regions import region_view  # noqa: E402
-from matbench.vlm.store import AnswerStore  # noqa: E402
-from matbench.vlm.tiny import make_tiny_vlm  # noqa: E402
-from tests.data.fmd.data import make as make_fmd  # noqa: E402
+from matbench.datasets.fmd import FMD
+from matbench.vlm import GenerationSettings, Request, build_backend
+from matbench.vlm.describe import ask_regions, load_prompts, make_prompt
+from matbench.vlm.regions import region_view
+from matbench.vlm.store import AnswerStore
+from matbench.vlm.tiny import make_tiny_vlm
+from tests.data.fmd.data import make as make_fmd
 
 
 def main() -> None:

@@ -14,26 +14,23 @@ folder, then, on the CPU, in one process (imports done before timing):
 Prints each run's images and seconds and the sweep's images/s against the bare forwards'
 (target >= 85 %).
 
-    python benchmarks/leaderboard.py                      # ViT-S/16 (timm) + ViT-B-32 (open_clip)
-    python benchmarks/leaderboard.py --per-class 6 --models timm:test_vit@none   # a quick run
+    python -m benchmarks.leaderboard                      # ViT-S/16 (timm) + ViT-B-32 (open_clip)
+    python -m benchmarks.leaderboard --per-class 6 --models timm:test_vit@none   # a quick run
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from matbench.leaderboard.cli import main as leaderboard_main  # noqa: E402
-from matbench.leaderboard.models import build_featurizer, resolve_model  # noqa: E402
-from matbench.leaderboard.runner import load_records  # noqa: E402
-from tests.data.fmd.data import make as make_fmd  # noqa: E402
+from matbench.leaderboard.cli import main as leaderboard_main
+from matbench.leaderboard.models import build_featurizer, resolve_model
+from matbench.leaderboard.runner import load_records
+from tests.data.fmd.data import make as make_fmd
 
 TARGET = 0.85
 

@@ -16,15 +16,14 @@
    the model runs) against the bare model forward over the same images and prompts, in memory.
    Target: test >= 85 % of the bare rate.
 
-    python benchmarks/matseg.py                    # the defaults reported in the docs
-    python benchmarks/matseg.py --steps 6 --gen 2  # a quick run
-    python benchmarks/matseg.py --only prompted    # the prompted path alone
+    python -m benchmarks.matseg                    # the defaults reported in the docs
+    python -m benchmarks.matseg --steps 6 --gen 2  # a quick run
+    python -m benchmarks.matseg --only prompted    # the prompted path alone
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -33,14 +32,12 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from matbench.datamodules.matseg import MatSegBenchmarkDataModule, MatSegDataModule  # noqa: E402
-from matbench.prompts import triplet_prompts  # noqa: E402
-from matbench.synth import write_benchmark, write_scenes  # noqa: E402
-from matbench.tasks.matseg import MatSegTask, matseg_loss  # noqa: E402
-from matbench.tasks.prompted import PromptedMatSegTask  # noqa: E402
-from tests.prompted.tiny import write_config  # noqa: E402
+from matbench.datamodules.matseg import MatSegBenchmarkDataModule, MatSegDataModule
+from matbench.prompts import triplet_prompts
+from matbench.synth import write_benchmark, write_scenes
+from matbench.tasks.matseg import MatSegTask, matseg_loss
+from matbench.tasks.prompted import PromptedMatSegTask
+from tests.models.tiny_sam import write_config
 
 
 class StepTimer(Callback):

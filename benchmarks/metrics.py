@@ -9,7 +9,7 @@
    46-class batch of 1024 x 1024 int64 label maps (10 % ignored pixels), in megapixels per
    second. Target: >= 100 Mpx/s.
 
-Usage: ``python benchmarks/metrics.py [--threads 1] [--repeats 5] [--batch 2]``.
+Usage: ``python -m benchmarks.metrics [--threads 1] [--repeats 5] [--batch 2]``.
 """
 
 from __future__ import annotations

@@ -24,8 +24,8 @@ they are decoded:
 
 The CPU may be shared: loader measurements alternate for ``--rounds`` rounds, best kept.
 
-    nice python benchmarks/scale.py                                   # the docs' figures
-    python benchmarks/scale.py --objects 127000 --images 10000 --dms-images 40   # quick
+    nice python -m benchmarks.scale                                   # the docs' figures
+    python -m benchmarks.scale --objects 127000 --images 10000 --dms-images 40   # quick
 """
 
 from __future__ import annotations
@@ -47,19 +47,17 @@ import numpy as np
 import torch
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from matbench.datamodules.base import EpochSeededSampler  # noqa: E402
-from matbench.datamodules.lvis_materials import (  # noqa: E402
+from matbench.datamodules.base import EpochSeededSampler
+from matbench.datamodules.lvis_materials import (
     LVISMaterialsDataModule,
     region_collate,
 )
-from matbench.datamodules.sampler import GroupedSampler  # noqa: E402
-from matbench.datasets.dms import DMS, DMS46_INDICES  # noqa: E402
-from matbench.transforms import finish_object_batch  # noqa: E402
-from tests.data.dms.data import taxonomy  # noqa: E402
+from matbench.datamodules.sampler import GroupedSampler
+from matbench.datasets.dms import DMS, DMS46_INDICES
+from matbench.transforms import finish_object_batch
+from tests.data.dms.data import taxonomy
 
+ROOT = Path(__file__).resolve().parents[1]
 MATERIALS = ("metal", "wood", "glass", "fabric", "plastic", "paper", "stone", "ceramic")
 
 

@@ -7,7 +7,7 @@ the tool commands' help and the runs' help (shipped pages, or the help cache for
 each, well below ``import lightning`` (what a Lightning subcommand pays when it runs). The
 help cache is a temporary folder, warmed by one untimed run of each command.
 
-Usage: ``python benchmarks/startup.py [--repeats 3]``.
+Usage: ``python -m benchmarks.startup [--repeats 3]``.
 """
 
 from __future__ import annotations

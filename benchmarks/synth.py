@@ -16,8 +16,8 @@ fixed cost of a run (the probe that finds Blender, the tail where processes fini
 does not dominate. The script also checks that the runs wrote byte-identical scenes. Needs bpy
 (``pip install "matbench[render]"``).
 
-    python benchmarks/synth.py                       # N = all cores, 4 scenes per process
-    python benchmarks/synth.py --workers 2 --per-worker 3 --size 160 --samples 16
+    python -m benchmarks.synth                       # N = all cores, 4 scenes per process
+    python -m benchmarks.synth --workers 2 --per-worker 3 --size 160 --samples 16
 """
 
 from __future__ import annotations
@@ -25,14 +25,11 @@ from __future__ import annotations
 import argparse
 import os
 import resource
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from matbench.synth.render import RenderConfig, blender_python, write_3d_scenes  # noqa: E402
+from matbench.synth.render import RenderConfig, blender_python, write_3d_scenes
 
 
 def _cpu_seconds() -> float:

@@ -13,9 +13,9 @@ By default the models are tiny random ones built offline (:mod:`tests.synth.tiny
 widened with ``--width``, at ``--steps`` denoising steps; pass ``--model``, ``--detector`` and
 ``--segmenter`` (hub names or folders) to measure the real ones, e.g. on a GPU::
 
-    python benchmarks/synth_materials.py                        # the defaults in the docs
-    python benchmarks/synth_materials.py --images 8 --rounds 1  # a quick run
-    python benchmarks/synth_materials.py --device cuda --size 768 --steps 50 \\
+    python -m benchmarks.synth_materials                        # the defaults in the docs
+    python -m benchmarks.synth_materials --images 8 --rounds 1  # a quick run
+    python -m benchmarks.synth_materials --device cuda --size 768 --steps 50 \\
         --model stabilityai/stable-diffusion-2-1 --detector IDEA-Research/grounding-dino-tiny \\
         --segmenter facebook/sam-vit-huge
 
@@ -26,18 +26,15 @@ round) and each keeps its best round, as the CPU may be shared.
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from matbench.synth.materials import models as M  # noqa: E402
-from matbench.synth.materials.pipeline import SynthConfig, plan, synthesize  # noqa: E402
-from matbench.synth.materials.prompts import DEFAULT_TEMPLATE, PromptList, Triplet  # noqa: E402
+from matbench.synth.materials import models as M
+from matbench.synth.materials.pipeline import SynthConfig, plan, synthesize
+from matbench.synth.materials.prompts import DEFAULT_TEMPLATE, PromptList, Triplet
 
 OBJECTS = {
     "ceramic": ("vase", "porcelain"),

@@ -14,14 +14,13 @@ folder, then times, on the CPU:
 Targets: from the second epoch on, a cached epoch is at least 20x faster than a recomputing one;
 the first cached epoch runs at least 85% of the bare forward's images per second.
 
-    python benchmarks/two_stream.py                       # ViT-S/14 DINOv2 (random init), 224 px
-    python benchmarks/two_stream.py --backbone test_vit --image-size 64   # a quick run
+    python -m benchmarks.two_stream                       # ViT-S/14 DINOv2 (random init), 224 px
+    python -m benchmarks.two_stream --backbone test_vit --image-size 64   # a quick run
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -29,12 +28,10 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from matbench.cache import FeatureCache, feature_collate  # noqa: E402
-from matbench.datasets.fmd import FMD  # noqa: E402
-from matbench.tasks.two_stream import TwoStreamTask  # noqa: E402
-from tests.data.fmd.data import make as make_fmd  # noqa: E402
+from matbench.cache import FeatureCache, feature_collate
+from matbench.datasets.fmd import FMD
+from matbench.tasks.two_stream import TwoStreamTask
+from tests.data.fmd.data import make as make_fmd
 
 
 def loader(dataset: FMD, batch_size: int, workers: int) -> DataLoader:

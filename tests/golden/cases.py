@@ -20,11 +20,11 @@ from tests.data.fmd.data import make as make_fmd
 from tests.data.lvis_materials.data import make as make_lvis
 from tests.data.matseg.data import make as make_matseg
 from tests.data.regions.data import make_labels, make_masks
-from tests.prompted.tiny import write_config
+from tests.models.tiny_sam import write_config
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = ROOT / "configs"
-TINY_CLIP = ROOT / "tests" / "clip" / "tiny_clip.json"
+TINY_CLIP = ROOT / "tests" / "models" / "tiny_clip.json"
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ class Case:
 
 
 #: The goldens were recorded with a constant learning rate: keep it for their fits (the
-#: schedule is tested on its own in tests/foundation/test_first_hour.py).
+#: schedule is tested on its own in tests/core/test_first_hour.py).
 CONSTANT_LR = ["--model.lr_schedule=constant", "--model.warmup=0"]
 
 
@@ -58,7 +58,7 @@ def _matseg_sam(root: Path) -> list[str]:
 
 
 def _matseg_materialistic(root: Path) -> list[str]:
-    from tests.prompted.test_materialistic import TINY
+    from tests.models.test_materialistic import TINY
 
     config = root / "tiny_materialistic.json"
     config.parent.mkdir(parents=True, exist_ok=True)
@@ -88,7 +88,7 @@ def _dms(root: Path) -> list[str]:
 
 
 def _dms_mask2former(root: Path) -> list[str]:
-    from tests.dense.tiny import write_mask2former_config
+    from tests.models.tiny_dense import write_mask2former_config
 
     return [*_dms(root), f"--model.config={write_mask2former_config(root / 'm2f.json')}"]
 

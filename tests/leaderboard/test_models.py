@@ -10,7 +10,7 @@ import torch
 from matbench.errors import ConfigError
 from matbench.leaderboard.models import build_featurizer, resolve_model, unsupported
 
-TINY_CLIP = str(Path(__file__).parents[1] / "clip" / "tiny_clip.json")
+TINY_CLIP = str(Path(__file__).parents[1] / "models" / "tiny_clip.json")
 
 
 @pytest.mark.parametrize(

@@ -18,7 +18,7 @@ from matbench.leaderboard.runner import Run, load_records, plan, shard
 from tests.data.fmd.data import make as make_fmd
 from tests.data.matseg.data import make_benchmark
 
-TINY_CLIP = str(Path(__file__).parents[1] / "clip" / "tiny_clip.json")
+TINY_CLIP = str(Path(__file__).parents[1] / "models" / "tiny_clip.json")
 TIMM = "timm:test_vit@none"
 
 

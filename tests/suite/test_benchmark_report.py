@@ -13,7 +13,7 @@ from matbench.report import build_report, published_rows
 from matbench.results import write_run
 
 ROOT = Path(__file__).resolve().parents[2]
-TOY = ROOT / "tests" / "foundation" / "toy.yaml"
+TOY = ROOT / "tests" / "core" / "toy.yaml"
 
 
 def _suite(tmp_path: Path, runs: list[dict]) -> Path:

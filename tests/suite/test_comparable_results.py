@@ -14,7 +14,7 @@ from matbench.plots import non_empty
 from matbench.results import NO_RELATIONS, table_rows
 
 ROOT = Path(__file__).resolve().parents[2]
-TOY = ROOT / "tests" / "foundation" / "toy.yaml"
+TOY = ROOT / "tests" / "core" / "toy.yaml"
 FMD = ROOT / "configs" / "two_stream" / "fmd.yaml"
 
 

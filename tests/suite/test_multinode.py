@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-TOY = ROOT / "tests" / "foundation" / "toy.yaml"
+TOY = ROOT / "tests" / "core" / "toy.yaml"
 MULTINODE = ROOT / "configs" / "multinode" / "ddp_2nodes.yaml"
 
 

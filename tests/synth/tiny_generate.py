@@ -4,7 +4,7 @@ A Stable Diffusion pipeline (UNet2DConditionModel, AutoencoderKL, CLIPTextModel 
 character-level CLIP tokenizer written from a small vocabulary), and a Grounding DINO (tiny
 Swin backbone, tiny BERT text encoder with a character-level WordPiece vocabulary) with its
 processor; each saved where ``from_pretrained`` reads it. The SAM is
-:func:`tests.prompted.tiny.write_model`. Their outputs are meaningless but deterministic.
+:func:`tests.models.tiny_sam.write_model`. Their outputs are meaningless but deterministic.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from tests.prompted.tiny import write_model as write_sam
+from tests.models.tiny_sam import write_model as write_sam
 
 CHARACTERS = list("abcdefghijklmnopqrstuvwxyz0123456789,.-'")
 

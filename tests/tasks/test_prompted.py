@@ -15,7 +15,7 @@ from matbench.prompts import region_prompt, triplet_prompts
 from matbench.report import build_report
 from matbench.tasks.prompted import mask_similarity
 from tests.data.matseg.data import make as make_matseg
-from tests.prompted.tiny import write_config, write_model
+from tests.models.tiny_sam import write_config, write_model
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 

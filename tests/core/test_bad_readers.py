@@ -20,11 +20,11 @@ from matbench.datasets import DMS, FMD, LVISMaterials, MaterialFolder
 from matbench.datasets.errors import DatasetFormatError
 from matbench.datasets.matseg import MatSegBenchmark, MatSegScenes
 from matbench.errors import EvaluationError
+from tests.core.helpers_robustness import edit_json, edit_json_gz, run_limited
 from tests.data.dms.data import make as make_dms
 from tests.data.fmd.data import make as make_fmd
 from tests.data.lvis_materials.data import make as make_lvis
 from tests.data.matseg.data import make_benchmark, make_scenes
-from tests.robustness.helpers import edit_json, edit_json_gz, run_limited
 
 
 # -- 1. LVIS coordinates that make pycocotools allocate without bound ---------------------------

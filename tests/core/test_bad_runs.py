@@ -16,14 +16,14 @@ from matbench.datasets import FMD, LVISMaterials, MaterialFolder
 from matbench.datasets.errors import DatasetFormatError
 from matbench.errors import CheckpointError, ConfigFileError, EvaluationError
 from matbench.tasks import MatSegTask
+from tests.core.helpers_robustness import edit_json, jpeg_bomb, png_bomb
 from tests.data.fmd.data import make as make_fmd
 from tests.data.lvis_materials.data import make as make_lvis
 from tests.data.matseg.data import make_benchmark
-from tests.robustness.helpers import edit_json, jpeg_bomb, png_bomb
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 RGB_BASELINE = CONFIGS / "matseg" / "rgb_baseline.yaml"
-TINY_CLIP = str(Path(__file__).resolve().parents[1] / "clip" / "tiny_clip.json")
+TINY_CLIP = str(Path(__file__).resolve().parents[1] / "models" / "tiny_clip.json")
 
 
 def _lightning_checkpoint(path: Path, task: L.LightningModule, class_path: str, **hparams) -> Path:

@@ -64,7 +64,7 @@ def test_one_text_encoder_factory_for_every_task() -> None:
     from matbench.models.clip import MaterialCLIP, ProjectedMiniLM
     from matbench.models.text import OpenCLIPTextEncoder
 
-    tiny = str(Path(__file__).parents[1] / "clip" / "tiny_clip.json")
+    tiny = str(Path(__file__).parents[1] / "models" / "tiny_clip.json")
     own = MaterialCLIP(model=tiny, text_tower="open_clip")
     assert type(own.text) is OpenCLIPTextEncoder and not own.text.normalize
     assert not hasattr(own.text.clip, "logit_scale")  # the temperature lives in the loss

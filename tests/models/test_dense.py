@@ -21,7 +21,7 @@ from matbench.report import build_report
 from tests.data.regions.data import make_labels, make_masks
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
-TINY_CLIP = Path(__file__).resolve().parents[1] / "clip" / "tiny_clip.json"
+TINY_CLIP = Path(__file__).resolve().parents[1] / "models" / "tiny_clip.json"
 
 
 def test_dense_timm_equals_upsampled_patch_grid() -> None:

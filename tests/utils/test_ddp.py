@@ -5,7 +5,7 @@ from __future__ import annotations
 import lightning as L
 import pytest
 
-from tests.foundation.toy import ToyDataModule, ToyTask
+from tests.core.toy import ToyDataModule, ToyTask
 
 
 def _trainer(devices: int, tmp_path, **kwargs) -> L.Trainer:

@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader
 
 from matbench.tasks.clip import ClipMaterialTask
 
-TINY = str(Path(__file__).with_name("tiny_clip.json"))
+TINY = str(Path(__file__).parents[1] / "models" / "tiny_clip.json")
 NAMES = [f"material{i}" for i in range(12)]
 
 

@@ -14,7 +14,7 @@ import torch
 from matbench.cli import main
 from tests.data.lvis_materials.data import make
 
-TINY = str(Path(__file__).with_name("tiny_clip.json"))
+TINY = str(Path(__file__).parents[1] / "models" / "tiny_clip.json")
 CONFIG = str(Path(__file__).resolve().parents[2] / "configs" / "clip" / "lvis_materials.yaml")
 
 

@@ -226,7 +226,7 @@ def test_named_quiet_run_with_summary(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     _toy(tmp_path, "fit", "--run_name", "r1", "--trainer.log_every_n_steps=50")
-    run_dir = tmp_path / "logs" / "foundation" / "toy" / "r1"
+    run_dir = tmp_path / "logs" / "core" / "toy" / "r1"
     last = run_dir / "checkpoints" / "last.ckpt"
     assert last.is_file()
     out = capfd.readouterr()
@@ -265,7 +265,7 @@ def test_users_model_checkpoint_is_kept(tmp_path: Path, monkeypatch: pytest.Monk
     }
     _toy(tmp_path, "fit", "--run_name", "r2", f"--trainer.callbacks=[{json.dumps(callback)}]")
     assert sorted(p.name for p in mine.iterdir()) == ["toy-epoch=0.ckpt", "toy-epoch=1.ckpt"]
-    assert not (tmp_path / "logs" / "foundation" / "toy" / "r2" / "checkpoints").exists()
+    assert not (tmp_path / "logs" / "core" / "toy" / "r2" / "checkpoints").exists()
 
 
 # -- 8. learning-rate schedule -------------------------------------------------------------------
@@ -407,7 +407,7 @@ def test_schedule_in_a_run_follows_open_clip(tmp_path: Path) -> None:
     """A fit of 12 steps with 3 warmup steps: the rate of every optimizer step is open_clip's."""
     import lightning as L
 
-    from tests.foundation.toy import ToyDataModule, ToyTask
+    from tests.core.toy import ToyDataModule, ToyTask
 
     task = ToyTask(lr=0.1)
     task.hparams.update(lr_schedule="cosine", warmup=3)

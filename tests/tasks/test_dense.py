@@ -15,8 +15,8 @@ from matbench.datasets.dms import DMS46_INDICES, dms46_lut
 from matbench.errors import ConfigError
 from matbench.models.segmentation import Segmenter, resized_scores, sliding_scores
 from tests.data.dms.data import make
-from tests.dense.tiny import write_mask2former_config
 from tests.metrics import reference
+from tests.models.tiny_dense import write_mask2former_config
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "dense"
 

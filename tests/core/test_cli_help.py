@@ -141,7 +141,7 @@ def test_classes_of_other_code_are_not_kept(
     argv = ["fit", "--config", str(TOY), "--print_config"]
     assert cli_help.names_other_code(argv, [TOY])
     text, code = _live(argv)
-    assert code == 0 and "tests.foundation.toy.ToyTask" in text
+    assert code == 0 and "tests.core.toy.ToyTask" in text
     assert not cli_help.cache_dir().exists() or not list(cli_help.cache_dir().glob("*.txt"))
     assert not cli_help.names_other_code(["fit", "--data.root=data/fmd"], [])
 

@@ -19,7 +19,7 @@ from matbench.datamodules.base import list_collate
 from matbench.datamodules.folder import MaterialFolderDataModule
 from matbench.tasks.clip import ZeroShotTask, load_class_names, load_templates, prompt_name
 
-TINY = str(Path(__file__).with_name("tiny_clip.json"))
+TINY = str(Path(__file__).parents[1] / "models" / "tiny_clip.json")
 COLOURS = {"glass": (40, 200, 230), "metal": (160, 160, 170), "wood": (140, 90, 30)}
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "clip"
 

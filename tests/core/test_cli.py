@@ -47,7 +47,7 @@ def _run(tmp_path: Path, *args: str) -> None:
 def test_fit_test_predict(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     _run(tmp_path, "fit", "--run_name", "first")
-    version = tmp_path / "logs" / "foundation" / "toy" / "first"
+    version = tmp_path / "logs" / "core" / "toy" / "first"
     config = yaml.safe_load((version / "config.yaml").read_text())
     assert config["seed_everything"] == 0  # a default seed, recorded
     assert config["model"]["class_path"].endswith("ToyTask")
@@ -76,7 +76,7 @@ def test_fit_test_predict(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
 
 
 def test_short_class_names_resolve(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import tests.foundation.toy  # noqa: F401  (registers the subclasses)
+    import tests.core.toy  # noqa: F401  (registers the subclasses)
 
     monkeypatch.chdir(tmp_path)
     config = yaml.safe_load(TOY.read_text())

@@ -16,7 +16,7 @@ import matbench.materials
 from matbench.cli import main
 from matbench.errors import ConfigError
 
-TINY_CLIP = str(Path(__file__).resolve().parents[1] / "clip" / "tiny_clip.json")
+TINY_CLIP = str(Path(__file__).resolve().parents[1] / "models" / "tiny_clip.json")
 
 
 def _photos(folder: Path, n: int = 2, size: tuple[int, int] = (40, 48)) -> Path:
@@ -191,7 +191,7 @@ def test_export_pushes_to_the_hub_and_loads_back(
     import huggingface_hub.constants as constants
 
     from matbench.tasks import TwoStreamTask
-    from tests.foundation.hub_server import FakeHub
+    from tests.core.hub_server import FakeHub
 
     torch.manual_seed(0)
     task = TwoStreamTask(

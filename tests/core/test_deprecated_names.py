@@ -14,7 +14,7 @@ from matbench.tasks.clip import ClipMaterialTask
 from matbench.tasks.matseg import MatSegTask
 from matbench.utils.deprecation import MatbenchDeprecationWarning, translate_argv
 
-TINY = str(Path(__file__).parents[1] / "clip" / "tiny_clip.json")
+TINY = str(Path(__file__).parents[1] / "models" / "tiny_clip.json")
 CONFIGS = Path(__file__).parents[2] / "configs"
 
 

@@ -17,8 +17,8 @@ from litdata import StreamingDataset  # noqa: E402
 from matbench.cli import main  # noqa: E402
 from matbench.datamodules import LVISMaterialsDataModule, StreamingDataModule  # noqa: E402
 from matbench.datamodules.streaming import export_samples, require_litdata  # noqa: E402
+from tests.core.toy import ToyDataModule, ToyTask  # noqa: E402
 from tests.data.lvis_materials.data import make as make_lvis  # noqa: E402
-from tests.foundation.toy import ToyDataModule, ToyTask  # noqa: E402
 
 
 def _assert_same(a: dict, b: dict) -> None:

@@ -261,7 +261,7 @@ def test_predict_uses_open_clips_own_eval_transform_on_the_region(fake_root: Pat
 
     from matbench.tasks.clip import ClipMaterialTask
 
-    tiny = str(Path(__file__).with_name("tiny_clip.json"))
+    tiny = str(Path(__file__).parents[1] / "models" / "tiny_clip.json")
     open_clip.add_model_config(tiny)
     clip, _, preprocess_val = open_clip.create_model_and_transforms("tiny_clip")
     clip.eval()

@@ -17,10 +17,10 @@ from matbench.datamodules import FGOVDDataModule
 from matbench.models.clip import OPENAI_MEAN, OPENAI_STD
 from matbench.tasks import FineGrainedMatchingTask
 from tests.data.fgovd.data import make
-from tests.fgovd.test_reprojection import fgclip_mlps_scores, fgclip_state
 from tests.metrics.test_ranking import fgclip_get_ranks
+from tests.models.test_reprojection import fgclip_mlps_scores, fgclip_state
 
-TINY = str(Path(__file__).resolve().parents[1] / "clip" / "tiny_clip.json")
+TINY = str(Path(__file__).resolve().parents[1] / "models" / "tiny_clip.json")
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "clip"
 
 

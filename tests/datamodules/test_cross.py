@@ -15,7 +15,7 @@ from matbench.datasets.label_space import load_label_space
 from tests.data.dms.data import make as make_dms
 from tests.data.fmd.data import make as make_fmd
 from tests.data.folder.data import make as make_folder
-from tests.two_stream.test_label_space import fake_dms_space
+from tests.datasets.test_label_space import fake_dms_space
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "two_stream" / "paper" / "main.yaml"
 CLASSES21 = load_label_space("classes21").classes

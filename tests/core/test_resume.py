@@ -95,7 +95,7 @@ def test_last_checkpoint_is_the_last_state_when_validation_gets_worse(
 
 
 def test_tasks_checkpoint_best_and_last() -> None:
-    from tests.foundation.toy import ToyTask
+    from tests.core.toy import ToyTask
 
     task = ToyTask()
     task._trainer = L.Trainer(max_epochs=1, logger=False, accelerator="cpu")
