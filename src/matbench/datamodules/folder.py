@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Literal
 
@@ -35,14 +34,10 @@ class RandomHorizontalFlip:
 def read_split_file(path: str | Path) -> dict[str, list[str]]:
     """Read a split file written by a datamodule (``{"splits": {"train": [...], ...}}``)."""
     from matbench.datasets.errors import DatasetFormatError
+    from matbench.datasets.utils import read_json
 
     path = Path(path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"split file '{path}' does not exist")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise DatasetFormatError(path, f"not valid JSON ({err})") from err
+    data = read_json(path, "split file")
     splits = data.get("splits", data) if isinstance(data, dict) else None
     if not isinstance(splits, dict) or not all(
         isinstance(splits.get(k), list) for k in ("train", "test")

@@ -10,7 +10,6 @@ the answer to the text stream: by default its class words are redacted
 
 from __future__ import annotations
 
-import json
 import re
 import warnings
 from collections.abc import Sequence
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from matbench.datasets.errors import DatasetFormatError
+from matbench.datasets.utils import read_json
 
 #: The description of a sample that has none in the sidecar. A constant: it can never
 #: depend on (nor leak) the sample's class.
@@ -72,12 +72,7 @@ def redact_class(text: str, class_name: str) -> str:
 def load_descriptions(path: str | Path) -> dict[str, str]:
     """Read a description sidecar: a JSON object ``{sample key: description}``."""
     path = Path(path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"description sidecar '{path}' does not exist")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise DatasetFormatError(path, f"not valid JSON ({err})") from err
+    data = read_json(path, "description sidecar")
     if not isinstance(data, dict):
         raise DatasetFormatError(path, "expected a JSON object {sample key: description}")
     bad = [k for k, v in data.items() if not isinstance(v, str) or not v.strip()]

@@ -9,6 +9,7 @@ Descriptions and the label-leak check are in :mod:`matbench.datasets.description
 from __future__ import annotations
 
 import hashlib
+import json
 import random
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -31,6 +32,7 @@ from matbench.decoding import (
     open_rgb,
     oriented_size,
 )
+from matbench.errors import DatasetFormatError
 
 #: Default threshold (0-255) that turns a grey mask into a binary one.
 MASK_THRESHOLD = 127
@@ -54,6 +56,7 @@ __all__ = [
     "oriented_size",
     "read_image",
     "read_image_reduced",
+    "read_json",
     "read_mask",
     "resize_sample",
     "resized_size",
@@ -113,6 +116,18 @@ def list_images(folder: Path) -> list[Path]:
     return sorted(
         p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
     )
+
+
+def read_json(path: str | Path, what: str) -> Any:
+    """A JSON file's content: :class:`FileNotFoundError` naming ``what`` when it is missing,
+    :class:`~matbench.errors.DatasetFormatError` naming the file when it is not JSON."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} '{path}' does not exist")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise DatasetFormatError(path, f"not valid JSON ({err})") from err
 
 
 # -- resizing and digests -------------------------------------------------------------------
