@@ -185,6 +185,7 @@ def test_matbench_checkpoints_run_what_their_task_supports(
         # as LightningCLI saves them: the parsed init arguments and the task's class path
         hparams = {k: v for k, v in task.hparams.items() if k != "ignore"}
         hparams["_class_path"] = f"{type(task).__module__}.{type(task).__name__}"
+        hparams["_instantiator"] = "lightning.pytorch.cli.instantiate_module"
         checkpoint = {"state_dict": task.state_dict(), "hyper_parameters": hparams}
         task.on_save_checkpoint(checkpoint)
         torch.save({**checkpoint, "pytorch-lightning_version": "2.6.0"}, path)
