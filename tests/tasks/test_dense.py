@@ -14,6 +14,7 @@ from matbench.cli import main
 from matbench.datasets.dms import DMS46_INDICES, dms46_lut
 from matbench.errors import ConfigError
 from matbench.models.segmentation import Segmenter, resized_scores, sliding_scores
+from matbench.tasks.dense import DenseMaterialTask
 from tests.data.dms.data import make
 from tests.metrics import reference
 from tests.models.tiny_dense import write_mask2former_config
@@ -127,3 +128,22 @@ def test_label_map_outside_dms(tmp_path: Path) -> None:
     Image.fromarray(array).save(label)
     with pytest.raises(DatasetFormatError, match=rf"{label.name}: label value 60 is not a DMS"):
         DMS(root, split="validation", mode="dense", index_cache=None)[0]
+
+
+def test_save_pretrained_keeps_the_architecture_of_named_weights(tmp_path: Path) -> None:
+    """A Mask2Former built from weights (a Hub name or folder) takes its shape from their
+    config; from_pretrained drops the weights argument (nothing is downloaded), so the saved
+    folder must carry that config or the net is rebuilt at the default size."""
+    from transformers import Mask2FormerConfig, Mask2FormerForUniversalSegmentation
+
+    config = Mask2FormerConfig.from_json_file(str(write_mask2former_config(tmp_path / "m.json")))
+    Mask2FormerForUniversalSegmentation(config).save_pretrained(tmp_path / "hub_weights")
+    task = DenseMaterialTask(model="mask2former", weights=str(tmp_path / "hub_weights"))
+    task.save_pretrained(tmp_path / "saved")
+    (tmp_path / "hub_weights" / "model.safetensors").unlink()  # as if the hub were gone
+
+    loaded = DenseMaterialTask.from_pretrained(tmp_path / "saved")
+    for (name, a), (_, b) in zip(
+        task.state_dict().items(), loaded.state_dict().items(), strict=True
+    ):
+        assert torch.equal(a, b), name

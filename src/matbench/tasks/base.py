@@ -352,11 +352,25 @@ class BaseTask(
         from matbench.api import MATBENCH_JSON
 
         save_model(self, str(save_directory / "model.safetensors"))
-        info = {
+        info: dict[str, Any] = {
             "class_path": f"{type(self).__module__}.{type(self).__qualname__}",
             "class_names": self.class_names,
         }
+        architecture_files = {}
+        for argument, config in self.architecture_configs().items():
+            name = f"architecture_{argument}.json"
+            (save_directory / name).write_text(json.dumps(config, indent=2) + "\n")
+            architecture_files[argument] = name
+        if architecture_files:
+            info["architecture_files"] = architecture_files
         (save_directory / MATBENCH_JSON).write_text(json.dumps(info, indent=2) + "\n")
+
+    def architecture_configs(self) -> dict[str, dict[str, Any]]:
+        """Configurations that `from_pretrained` needs to rebuild this architecture once the
+        weights arguments are set to None, by constructor argument: a net whose shape came
+        from named weights (e.g. a Hub Mask2Former) would otherwise be rebuilt at its
+        default size. `save_pretrained` writes each beside the weights."""
+        return {}
 
     @classmethod
     def from_pretrained(  # type: ignore[override]
@@ -403,11 +417,14 @@ class BaseTask(
         for name in cls.weight_arguments:
             if name in kwargs:
                 kwargs[name] = None  # the saved weights replace them: no download
+        info_file = fetch(MATBENCH_JSON)
+        info = json.loads(info_file.read_text(encoding="utf-8")) if info_file.is_file() else {}
+        for argument, name in info.get("architecture_files", {}).items():
+            if argument in params and argument not in model_kwargs:
+                kwargs[argument] = str(fetch(name))
         task = cls(**kwargs)
         load_model(task, str(fetch("model.safetensors")), strict=strict, device=str(map_location))
-        info = fetch(MATBENCH_JSON)
-        if info.is_file():
-            task.class_names = json.loads(info.read_text(encoding="utf-8")).get("class_names")
+        task.class_names = info.get("class_names")
         return task.eval()
 
     # -- evaluation metrics ------------------------------------------------------------------

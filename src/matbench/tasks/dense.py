@@ -13,6 +13,7 @@ from torchmetrics import Metric
 from matbench.errors import ConfigError
 from matbench.metrics import SegmentationMetrics
 from matbench.models.segmentation import (
+    Mask2FormerSegmenter,
     SegmenterName,
     build_segmenter,
     resized_scores,
@@ -119,6 +120,12 @@ class DenseMaterialTask(EvalSteps, BaseTask):
         self.model = build_segmenter(
             hp.model, hp.backbone, hp.weights, hp.get("config"), hp.num_classes
         )
+
+    def architecture_configs(self) -> dict[str, dict[str, Any]]:
+        # A Mask2Former loaded from named weights takes its shape from their config.
+        if isinstance(self.model, Mask2FormerSegmenter):
+            return {"config": self.model.net.config.to_dict()}
+        return {}
 
     def setup(self, stage: str) -> None:
         # Label ids beyond the model's classes would fail deep in the metric: say it here.
