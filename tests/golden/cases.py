@@ -27,6 +27,21 @@ CONFIGS = ROOT / "configs"
 TINY_CLIP = ROOT / "tests" / "models" / "tiny_clip.json"
 
 
+#: A tiny random two-stream model on 32 px images, with the packaged offline text encoder
+#: instead of the configs' CLIP text tower (no descriptions sidecar).
+TINY_TWO_STREAM = [
+    "--model.backbone=test_vit",
+    "--model.weights=null",
+    "--model.image_size=32",
+    "--data.image_size=32",
+    "--data.num_workers=0",
+    "--data.batch_size=4",
+    "--model.text_encoder=minilm",
+    "--model.text_weights=null",
+    "--data.descriptions=null",
+]
+
+
 @dataclass(frozen=True)
 class Case:
     """One seeded tiny experiment: data maker, config, overrides, and how long to train."""
@@ -157,17 +172,7 @@ CASES = {
             "two_stream_fmd",
             "two_stream/fmd.yaml",
             _fmd,
-            [
-                "--model.backbone=test_vit",
-                "--model.weights=null",
-                "--model.image_size=32",
-                "--data.image_size=32",
-                "--data.num_workers=0",
-                "--data.batch_size=4",
-                "--model.text_encoder=minilm",
-                "--model.text_weights=null",
-                "--data.descriptions=null",
-            ],
+            TINY_TWO_STREAM,
             fit=["--trainer.max_epochs=2", *CONSTANT_LR],
         ),
         Case(

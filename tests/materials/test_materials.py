@@ -11,6 +11,7 @@ import pytest
 import matbench
 from matbench.cli import main
 from matbench.datasets.errors import DatasetFormatError
+from matbench.datasets.fmd import FMD_CLASSES
 from matbench.materials.prior import (
     assign,
     build_prior,
@@ -61,18 +62,7 @@ def test_vocabulary() -> None:
         "Wood, tree",
         "Wicker",
     ]
-    fmd = [
-        "fabric",
-        "foliage",
-        "glass",
-        "leather",
-        "metal",
-        "paper",
-        "plastic",
-        "stone",
-        "water",
-        "wood",
-    ]
+    fmd = list(FMD_CLASSES)
     assert all(is_material(n) for n in dms + fmd)
 
 

@@ -12,20 +12,10 @@ import yaml
 from matbench.cli import main
 from tests.data.dms.data import make as make_dms
 from tests.data.fmd.data import make as make_fmd
+from tests.golden.cases import TINY_TWO_STREAM
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "two_stream"
-TINY = [
-    "--model.backbone=test_vit",
-    "--model.weights=null",
-    "--model.image_size=32",
-    "--data.image_size=32",
-    "--data.num_workers=0",
-    "--data.batch_size=4",
-    # the packaged offline text encoder instead of the configs' CLIP text tower
-    "--model.text_encoder=minilm",
-    "--model.text_weights=null",
-    "--data.descriptions=null",
-]
+TINY = TINY_TWO_STREAM
 
 
 def run(tmp_path: Path, config: str, root: Path, *args: str):
