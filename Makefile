@@ -37,7 +37,7 @@ demo: install ## The main job: generate MatSeg data, train a U-Net on CPU, test 
 	$(VENV)/bin/matbench demo --out demo_out
 
 bench: install ## Speed benchmarks (ratios measured side by side)
-	@set -e; for f in benchmarks/*.py; do echo "== $$f"; $(PY) $$f; done
+	@set -e; for f in benchmarks/[!_]*.py; do m=$$(basename $$f .py); echo "== benchmarks.$$m"; $(PY) -m benchmarks.$$m; done
 
 golden: install ## Rewrite tests/golden/*.json from the current code (review the diff, then commit)
 	MATBENCH_UPDATE_GOLDEN=1 $(PY) -m pytest tests/golden/test_golden.py -q
