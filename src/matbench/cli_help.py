@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import matbench
+from matbench.utils import cache_root
 
 #: Where the shipped pages live.
 SHIPPED_DIR = Path(__file__).parent / "data" / "cli_help"
@@ -94,9 +95,7 @@ def shipped_text(argv: Sequence[str]) -> str | None:
 
 def cache_dir() -> Path:
     """``$MATBENCH_CACHE_DIR/cli-help``, else ``~/.cache/matbench/cli-help``."""
-    root = os.environ.get("MATBENCH_CACHE_DIR")
-    base = Path(root).expanduser() if root else Path.home() / ".cache" / "matbench"
-    return base / "cli-help"
+    return cache_root("cli-help")
 
 
 def source_fingerprint() -> str:

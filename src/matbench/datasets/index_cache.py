@@ -41,6 +41,7 @@ import numpy as np
 import torch.distributed as dist
 
 from matbench.results import atomic_write_text
+from matbench.utils import cache_root
 from matbench.utils.distributed import world_and_rank
 
 #: Bumped when the on-disk layout of every index changes.
@@ -50,9 +51,7 @@ _CHUNK = 1 << 24
 
 def default_cache_dir() -> Path:
     """``$MATBENCH_CACHE_DIR/index``, else ``~/.cache/matbench/index``."""
-    root = os.environ.get("MATBENCH_CACHE_DIR")
-    base = Path(root).expanduser() if root else Path.home() / ".cache" / "matbench"
-    return base / "index"
+    return cache_root("index")
 
 
 def resolve_cache_dir(cache_dir: str | Path | None) -> Path | None:
