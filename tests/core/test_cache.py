@@ -166,10 +166,10 @@ def test_identical_logits_with_and_without_cache(fmd_root: Path, tmp_path: Path)
 def test_cache_off_for_full_finetuning_and_augmented_training(
     fmd_root: Path, tmp_path: Path
 ) -> None:
-    full = make_task(finetune="full")
-    with pytest.warns(UserWarning, match="finetune='full'"):
+    full = make_task(freeze_backbone=False)
+    with pytest.warns(UserWarning, match="freeze_backbone=False"):
         trainer(tmp_path, epochs=1).fit(full, datamodule=make_data(fmd_root))
-    assert full.cache is None and "finetune" in full.cache_disabled_reason
+    assert full.cache is None and "freeze_backbone" in full.cache_disabled_reason
     augmented = make_task()
     data = make_data(fmd_root, augment=True)
     with pytest.warns(UserWarning, match="augmentation"):

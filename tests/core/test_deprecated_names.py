@@ -112,3 +112,43 @@ def test_every_shipped_config_uses_the_new_names() -> None:
         for run in (data or {}).get("runs", []) if isinstance(data, dict) else []:
             for arg in run.get("overrides") or []:
                 assert not any(f"--model.{name}" == str(arg) for name in old_names), path
+
+
+def test_a_rename_that_changes_values() -> None:
+    """``finetune: head|full`` became ``freeze_backbone: true|false``: the value is converted
+    in Python, YAML and on the command line, and a value the old argument refused is an error."""
+    from matbench.tasks.two_stream import TwoStreamTask
+
+    with pytest.warns(
+        MatbenchDeprecationWarning, match="'finetune' is deprecated.*'freeze_backbone'"
+    ):
+        task = TwoStreamTask(
+            num_classes=3, backbone="test_vit", image_size=32, streams="vision", finetune="full"
+        )
+    assert task.hparams.freeze_backbone is False and "finetune" not in task.hparams
+    assert not task.model.frozen
+    with pytest.raises(ValueError, match="'finetune' must be one of 'head', 'full', got 'all'"):
+        TwoStreamTask(num_classes=3, streams="text", text_encoder="minilm-random", finetune="all")
+    owner = "matbench.tasks.TwoStreamTask"
+    with pytest.warns(MatbenchDeprecationWarning):
+        argv = translate_argv(["fit", "--model", owner, "--model.finetune=head"])
+    assert argv[-1] == "--model.freeze_backbone=true"
+    with pytest.warns(MatbenchDeprecationWarning):
+        argv = translate_argv(["fit", "--model", owner, "--model.finetune", "full"])
+    assert argv[-2:] == ["--model.freeze_backbone", "false"]
+
+
+def test_the_plain_models_take_the_new_names_and_warn_on_the_old() -> None:
+    from matbench.models.clip import MaterialCLIP
+    from matbench.models.matseg import MatSegUNet
+    from matbench.models.two_stream import TwoStreamModel
+
+    with pytest.warns(MatbenchDeprecationWarning, match="MaterialCLIP argument 'lock_image'"):
+        clip = MaterialCLIP(model=TINY, lock_image=True, text_tower="minilm-random")
+    assert not any(p.requires_grad for p in clip.image.parameters())
+    with pytest.warns(MatbenchDeprecationWarning, match="'encoder' is deprecated.*'backbone'"):
+        unet = MatSegUNet(encoder="tu-test_convnext", descriptor_dim=4)
+    assert unet.descriptor_dim == 4
+    with pytest.warns(MatbenchDeprecationWarning, match="'mask_threshold'"):
+        model = TwoStreamModel(3, streams="text", text_encoder="minilm-random", mask_threshold=0.25)
+    assert model.patch_fraction == 0.25

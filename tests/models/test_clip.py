@@ -257,7 +257,7 @@ def test_reproject_freezes_towers_and_locks() -> None:
     assert trainable == {"reprojection.image.weight", "reprojection.text.weight"}
     assert model.encode_image(torch.rand(2, 3, 32, 32)).shape == (2, 16)
     assert model.encode_text(["glass"]).shape == (1, 16)
-    locked = MaterialCLIP(model=TINY, lock_image=True)
+    locked = MaterialCLIP(model=TINY, freeze_image=True)
     assert not any(p.requires_grad for p in locked.image.parameters())
     assert all(p.requires_grad for p in locked.text.parameters())
     locked.train()

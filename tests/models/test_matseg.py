@@ -48,15 +48,15 @@ def test_unet_local_weights_and_unknown_encoder(tmp_path: Path) -> None:
         reference.stem[0].weight.fill_(0.125)
     path = tmp_path / "encoder.pth"
     torch.save(reference.state_dict(), path)
-    model = MatSegUNet("tu-test_convnext", encoder_weights=str(path), descriptor_dim=4)
+    model = MatSegUNet("tu-test_convnext", backbone_weights=str(path), descriptor_dim=4)
     stem = dict(model.encoder.named_parameters())["model.stem_0.weight"]
     assert torch.all(stem == 0.125)
     with pytest.raises(FileNotFoundError):
-        MatSegUNet("tu-test_convnext", encoder_weights=str(tmp_path / "missing.pth"))
+        MatSegUNet("tu-test_convnext", backbone_weights=str(tmp_path / "missing.pth"))
     wrong = tmp_path / "wrong.pth"
     torch.save({"conv.weight": torch.zeros(1)}, wrong)
     with pytest.raises(ValueError, match="wrong.pth"):  # timm alone would only log it
-        MatSegUNet("tu-test_convnext", encoder_weights=str(wrong))
+        MatSegUNet("tu-test_convnext", backbone_weights=str(wrong))
     with pytest.raises(Exception, match="nonexistent_net"):
         MatSegUNet("tu-nonexistent_net")
 

@@ -154,7 +154,7 @@ def test_loading_errors_name_the_file(reference: ReferenceDesnet, tmp_path: Path
         OfficialMatSegNet(8, "test_convnext", weights=str(pickled))
     with pytest.raises(FileNotFoundError, match="missing.torch"):
         OfficialMatSegNet(8, "test_convnext", weights=str(tmp_path / "missing.torch"))
-    with pytest.raises(ValueError, match="unknown encoder"):
+    with pytest.raises(ValueError, match="unknown backbone"):
         OfficialMatSegNet(8, "resnet50")
 
 

@@ -108,7 +108,9 @@ def test_stream_switches() -> None:
     grid = vision.vision(image)
     assert torch.allclose(null.vision_features(image, mask), grid.flatten(2).amax(2))
     assert not torch.allclose(vision.vision_features(image, mask), grid.flatten(2).amax(2))
-    full = TwoStreamModel(3, backbone="test_vit", image_size=32, streams="vision", finetune="full")
+    full = TwoStreamModel(
+        3, backbone="test_vit", image_size=32, streams="vision", freeze_backbone=False
+    )
     assert all(p.requires_grad for p in full.vision.parameters()) and not full.frozen
     with pytest.raises(ValueError, match="streams"):
         TwoStreamModel(3, streams="audio")  # type: ignore[arg-type]

@@ -20,6 +20,7 @@ from matbench.models.text import (
     build_text_encoder,
 )
 from matbench.models.utils import Freezable
+from matbench.utils.deprecation import renamed_arguments
 from matbench.utils.weights import (
     create_timm_model,
     loading_weights,
@@ -44,7 +45,7 @@ def resolve_model_name(model: str) -> str:
     return model
 
 
-def create_open_clip(model: str, pretrained: str | None, argument: str = "pretrained") -> nn.Module:
+def create_open_clip(model: str, weights: str | None, argument: str = "weights") -> nn.Module:
     """An open_clip model by architecture name (or JSON config path); ``pretrained`` a tag,
     a local file or None; ``argument`` names it in errors."""
     import open_clip
@@ -55,8 +56,8 @@ def create_open_clip(model: str, pretrained: str | None, argument: str = "pretra
             f"unknown open_clip architecture '{model}' (see open_clip.list_models(), or register "
             "a config with open_clip.add_model_config)"
         )
-    with loading_weights(argument, pretrained):
-        return open_clip.create_model(model, pretrained=pretrained)
+    with loading_weights(argument, weights):
+        return open_clip.create_model(model, pretrained=weights)
 
 
 class ImageTower(Freezable):
@@ -138,6 +139,7 @@ class ProjectedMiniLM(nn.Module):
         return self.proj(self.base(texts))
 
 
+@renamed_arguments({"pretrained": "weights", "lock_backbone": "freeze_backbone"})
 class LateFusion(nn.Module):
     """Late fusion of whole-image context into an object embedding (the talk's experiment).
 
@@ -149,26 +151,26 @@ class LateFusion(nn.Module):
     Args:
         dim: Object embedding size.
         backbone: Any timm model name (CNNs give h·w tokens, ViTs their patch tokens).
-        pretrained: ``"timm"`` (timm's default weights), a timm tag, a local file, or None
+        weights: ``"timm"`` (timm's default weights), a timm tag, a local file, or None
             (see :func:`matbench.utils.weights.create_timm_model`).
         num_heads: Attention heads (``dim`` must be divisible by it).
-        lock_backbone: Freeze the context backbone.
+        freeze_backbone: Freeze the context backbone.
     """
 
     def __init__(
         self,
         dim: int,
         backbone: str = "resnet18",
-        pretrained: str | None = None,
+        weights: str | None = None,
         num_heads: int = 8,
-        lock_backbone: bool = True,
+        freeze_backbone: bool = True,
     ) -> None:
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"fusion: embedding size {dim} is not divisible by {num_heads} heads")
-        net = create_timm_model(backbone, pretrained, argument="fusion_weights", num_classes=0)
-        self.backbone = _FrozenBackbone(net).freeze(lock_backbone)
-        self.backbone.weights_source = pretrained
+        net = create_timm_model(backbone, weights, argument="fusion_weights", num_classes=0)
+        self.backbone = _FrozenBackbone(net).freeze(freeze_backbone)
+        self.backbone.weights_source = weights
         mean, std = timm_normalization(net)
         self.register_buffer("mean", mean, persistent=False)
         self.register_buffer("std", std, persistent=False)
@@ -227,22 +229,31 @@ class ReProjection(nn.Module):
         return self.image(image), self.text(text)
 
 
+@renamed_arguments(
+    {
+        "pretrained": "weights",
+        "lock_image": "freeze_image",
+        "lock_text": "freeze_text",
+        "fusion_pretrained": "fusion_weights",
+        "lock_fusion_backbone": "freeze_fusion_backbone",
+    }
+)
 class MaterialCLIP(nn.Module):
     """Object image embedding and material text embedding in one space.
 
     Args:
         model: open_clip architecture name (e.g. ``ViT-B-32``, or a registered config).
-        pretrained: open_clip tag, local checkpoint, or None (random).
+        weights: open_clip tag, local checkpoint, or None (random).
         text_tower: ``"open_clip"`` (the model's own), ``"minilm"`` (offline MiniLM, frozen,
             + learned projection), ``"minilm-random"`` (same, random weights: tests) or a
             Hugging Face MiniLM folder.
-        lock_image: Freeze the image tower.
-        lock_text: Freeze the text tower (the MiniLM projection always trains).
+        freeze_image: Freeze the image tower.
+        freeze_text: Freeze the text tower (the MiniLM projection always trains).
         fusion: Late fusion with whole-image features (needs ``context`` images).
         fusion_backbone: timm backbone of the fusion.
-        fusion_pretrained: Its weights (timm tag/True-like string, local file, or None).
+        fusion_weights: Its weights (timm tag/True-like string, local file, or None).
         fusion_heads: Attention heads of the fusion.
-        lock_fusion_backbone: Freeze the fusion backbone.
+        freeze_fusion_backbone: Freeze the fusion backbone.
         reproject: Re-project frozen embeddings (both towers and the fusion are frozen).
         reproject_dim: Re-projection output size (default: the embedding size).
     """
@@ -250,27 +261,27 @@ class MaterialCLIP(nn.Module):
     def __init__(
         self,
         model: str = "ViT-B-32",
-        pretrained: str | None = None,
+        weights: str | None = None,
         text_tower: str = "open_clip",
-        lock_image: bool = False,
-        lock_text: bool = False,
+        freeze_image: bool = False,
+        freeze_text: bool = False,
         fusion: bool = False,
         fusion_backbone: str = "resnet18",
-        fusion_pretrained: str | None = None,
+        fusion_weights: str | None = None,
         fusion_heads: int = 8,
-        lock_fusion_backbone: bool = True,
+        freeze_fusion_backbone: bool = True,
         reproject: bool = False,
         reproject_dim: int | None = None,
     ) -> None:
         super().__init__()
         model = resolve_model_name(model)
-        clip = create_open_clip(model, pretrained, argument="weights")
+        clip = create_open_clip(model, weights, argument="weights")
         #: The open_clip model's own logit scale and bias (None: it has none), read before the
         #: towers are split; the loss starts from them when it pairs the same two towers.
         self.logit_scale_init = _scalar(getattr(clip, "logit_scale", None))
         self.logit_bias_init = _scalar(getattr(clip, "logit_bias", None))
         self.image = ImageTower(clip.visual)
-        self.image.weights_source = pretrained
+        self.image.weights_source = weights
         self.dim = self.image.dim
         if text_tower.startswith("open_clip:"):
             raise ValueError(
@@ -279,7 +290,7 @@ class MaterialCLIP(nn.Module):
             )
         text = build_text_encoder(
             text_tower,
-            pretrained if text_tower == "open_clip" else None,
+            weights if text_tower == "open_clip" else None,
             argument="text_tower",
             own_clip=(clip, model),
             name_argument="text_tower",
@@ -290,23 +301,23 @@ class MaterialCLIP(nn.Module):
         )
         self.fusion = (
             LateFusion(
-                self.dim, fusion_backbone, fusion_pretrained, fusion_heads, lock_fusion_backbone
+                self.dim, fusion_backbone, fusion_weights, fusion_heads, freeze_fusion_backbone
             )
             if fusion
             else None
         )
         self.reprojection = ReProjection(self.dim, reproject_dim) if reproject else None
         if reproject:
-            lock_image = lock_text = True
+            freeze_image = freeze_text = True
             if self.fusion is not None:
                 for p in self.fusion.parameters():
                     p.requires_grad_(False)
-        self.image.freeze(lock_image)
+        self.image.freeze(freeze_image)
         if isinstance(self.text, ProjectedMiniLM):
-            if lock_text or reproject:
+            if freeze_text or reproject:
                 self.text.proj.requires_grad_(False)
         else:
-            self.text.freeze(lock_text)
+            self.text.freeze(freeze_text)
         self.output_dim = reproject_dim or self.dim
 
     def encode_image(

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from matbench.utils.deprecation import renamed_arguments
 from matbench.utils.weights import (
     check_timm_weights_file,
     load_weights,
@@ -85,6 +86,7 @@ def _build_encoder(encoder: str, encoder_weights: str | None) -> nn.Module:
     return encoder_module
 
 
+@renamed_arguments({"encoder": "backbone", "encoder_weights": "backbone_weights"})
 class MatSegUNet(nn.Module):
     """U-Net descriptor network (MatSeg appendix A): encoder, pyramid pooling, U-Net decoder,
     a ``descriptor_dim`` head and per-pixel L2 normalisation.
@@ -95,8 +97,8 @@ class MatSegUNet(nn.Module):
     the descriptor map has exactly the input's height and width.
 
     Args:
-        encoder: smp encoder name, e.g. ``tu-convnext_atto`` or ``tu-convnext_base``.
-        encoder_weights: Pretrained weights: a hub name (smp's ``imagenet``; for ``tu-`` encoders
+        backbone: smp encoder name, e.g. ``tu-convnext_atto`` or ``tu-convnext_base``.
+        backbone_weights: Pretrained encoder weights: a hub name (smp's ``imagenet``; for ``tu-`` encoders
             ``imagenet`` means timm's default tag and any other value a timm tag), a local file
             path (a timm/smp encoder state dict), or None for random initialisation.
         descriptor_dim: Channels of the descriptor map.
@@ -105,8 +107,8 @@ class MatSegUNet(nn.Module):
 
     def __init__(
         self,
-        encoder: str = "tu-convnext_atto",
-        encoder_weights: str | None = None,
+        backbone: str = "tu-convnext_atto",
+        backbone_weights: str | None = None,
         descriptor_dim: int = 128,
         decoder_channels: tuple[int, ...] = (256, 128, 64, 32, 16),
     ) -> None:
@@ -114,8 +116,8 @@ class MatSegUNet(nn.Module):
         from segmentation_models_pytorch.decoders.unet.decoder import UnetDecoder
 
         self.descriptor_dim = descriptor_dim
-        with loading_weights("backbone_weights", encoder_weights):
-            self.encoder = _build_encoder(encoder, encoder_weights)
+        with loading_weights("backbone_weights", backbone_weights):
+            self.encoder = _build_encoder(backbone, backbone_weights)
         channels = list(self.encoder.out_channels)
         self.stride = 2 ** (len(channels) - 1)
         self.ppm = PyramidPooling(channels[-1])
@@ -184,8 +186,8 @@ class RandomDescriptor(nn.Module):
 
 def build_descriptor_model(
     model: str,
-    encoder: str = "tu-convnext_atto",
-    encoder_weights: str | None = None,
+    backbone: str = "tu-convnext_atto",
+    backbone_weights: str | None = None,
     descriptor_dim: int = 128,
     seed: int = 0,
     weights: str | None = None,
@@ -193,15 +195,15 @@ def build_descriptor_model(
 ) -> nn.Module:
     """A MatSeg descriptor model by kind.
 
-    ``unet`` (:class:`MatSegUNet` with ``encoder``, ``encoder_weights``), ``rgb``
+    ``unet`` (:class:`MatSegUNet` with ``backbone``, ``backbone_weights``), ``rgb``
     (:class:`RGBDescriptor`), ``random`` (:class:`RandomDescriptor`), ``dense``
-    (:class:`~matbench.models.dense.DenseFeatureDescriptor`: ``encoder`` a timm ViT or
-    ``open_clip:<arch>``, ``encoder_weights`` its weights, ``image_size`` the longest side it
+    (:class:`~matbench.models.dense.DenseFeatureDescriptor`: ``backbone`` a timm ViT or
+    ``open_clip:<arch>``, ``backbone_weights`` its weights, ``image_size`` the longest side it
     sees) or ``official`` (:class:`~matbench.models.matseg_official.OfficialMatSegNet`:
-    ``encoder`` one of its ConvNeXt variants, ``weights`` the released checkpoint).
+    ``backbone`` one of its ConvNeXt variants, ``weights`` the released checkpoint).
     """
     if model == "unet":
-        return MatSegUNet(encoder, encoder_weights, descriptor_dim)
+        return MatSegUNet(backbone, backbone_weights, descriptor_dim)
     if model == "rgb":
         return RGBDescriptor()
     if model == "random":
@@ -209,11 +211,11 @@ def build_descriptor_model(
     if model == "dense":
         from matbench.models.dense import DenseFeatureDescriptor
 
-        return DenseFeatureDescriptor(encoder, encoder_weights, image_size)
+        return DenseFeatureDescriptor(backbone, backbone_weights, image_size)
     if model == "official":
         from matbench.models.matseg_official import OfficialMatSegNet
 
-        return OfficialMatSegNet(descriptor_dim, encoder, weights)
+        return OfficialMatSegNet(descriptor_dim, backbone, weights)
     raise ValueError(
         f"unknown MatSeg model {model!r}: expected 'unet', 'rgb', 'random', 'dense' or 'official'"
     )

@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from matbench.utils.deprecation import renamed_arguments
 from matbench.utils.weights import load_exact_state
 
 #: Official input normalisation, applied to the channels of a BGR image in this order.
@@ -60,12 +61,13 @@ def _conv_bn_gelu(cin: int, cout: int, kernel: int) -> nn.Sequential:
     )
 
 
+@renamed_arguments({"encoder": "backbone"})
 class OfficialMatSegNet(nn.Module):
     """The released MatSeg net (see the module docstring), taking RGB images in [0, 1].
 
     Args:
         descriptor_dim: Output channels (128 in the release).
-        encoder: A key of :data:`OFFICIAL_ENCODERS` (``convnext_base`` for the release).
+        backbone: A key of :data:`OFFICIAL_ENCODERS` (``convnext_base`` for the release).
         weights: Path of a checkpoint in the official key layout (``torch.save`` of the net's
             ``state_dict``, e.g. the released ``Defult.torch``), read with ``weights_only``;
             every key must match and every shape agree, else a ValueError names the file.
@@ -73,17 +75,17 @@ class OfficialMatSegNet(nn.Module):
     """
 
     def __init__(
-        self, descriptor_dim: int = 128, encoder: str = "convnext_base", weights: str | None = None
+        self, descriptor_dim: int = 128, backbone: str = "convnext_base", weights: str | None = None
     ) -> None:
         super().__init__()
         from torchvision.models.convnext import CNBlockConfig, ConvNeXt
 
-        if encoder not in OFFICIAL_ENCODERS:
+        if backbone not in OFFICIAL_ENCODERS:
             raise ValueError(
-                f"unknown encoder '{encoder}' for the official MatSeg net: expected one of "
+                f"unknown backbone '{backbone}' for the official MatSeg net: expected one of "
                 f"{sorted(OFFICIAL_ENCODERS)}"
             )
-        widths, depths, drop = OFFICIAL_ENCODERS[encoder]
+        widths, depths, drop = OFFICIAL_ENCODERS[backbone]
         self.descriptor_dim = descriptor_dim
         nexts = (*widths[1:], None)
         blocks = [CNBlockConfig(w, n, d) for w, n, d in zip(widths, nexts, depths, strict=True)]

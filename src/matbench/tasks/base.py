@@ -26,7 +26,12 @@ from matbench.cache import gather_entries, pack_entries, unpack_entries
 from matbench.callbacks import BestAndLastCheckpoint, ShortRunLogging, StepProgressBar
 from matbench.errors import ConfigError, EvaluationError
 from matbench.models.utils import Freezable, state_hash
-from matbench.utils.deprecation import accept_renamed, rename_kwargs
+from matbench.utils.deprecation import (
+    RenameEntry,
+    accept_renamed,
+    apply_renames,
+    rename_kwargs,
+)
 from matbench.utils.weights import load_state_dict_file, weights_file
 
 
@@ -58,17 +63,14 @@ def datamodule_dataloader_names(datamodule: Any) -> list[str] | None:
     return None if names is None else [str(n) for n in names]
 
 
-def _rename_hub_config(task: Any, renamed: Mapping[str, str | None]) -> None:
+def _rename_hub_config(task: Any, renamed: Mapping[str, RenameEntry]) -> None:
     """The Hub mixin records the arguments as passed (before ``__init__``): the config that
     ``save_pretrained`` writes gets the new names too."""
     config = getattr(task, "_hub_mixin_config", None)
-    if not isinstance(config, dict):
-        return
-    for old, new in renamed.items():
-        if old in config:
-            value = config.pop(old)
-            if new is not None:
-                config[new] = value
+    if isinstance(config, dict):
+        renamed_config, _ = apply_renames(type(task).__name__, renamed, config, overwrite=True)
+        config.clear()
+        config.update(renamed_config)
 
 
 class BaseTask(
@@ -109,7 +111,7 @@ class BaseTask(
     #: Renamed ``__init__`` arguments, old name -> new name (None: removed): the old names
     #: keep working for one release with a deprecation message (see
     #: :mod:`matbench.utils.deprecation`).
-    renamed_arguments: dict[str, str | None] = {}
+    renamed_arguments: dict[str, RenameEntry] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -111,15 +111,15 @@ class ClipMaterialTask(BaseTask):
         hp = self.hparams
         self.model = MaterialCLIP(
             model=hp.model,
-            pretrained=hp.weights,
+            weights=hp.weights,
             text_tower=hp.text_tower,
-            lock_image=hp.freeze_image,
-            lock_text=hp.freeze_text,
+            freeze_image=hp.freeze_image,
+            freeze_text=hp.freeze_text,
             fusion=hp.fusion,
             fusion_backbone=hp.fusion_backbone,
-            fusion_pretrained=hp.fusion_weights,
+            fusion_weights=hp.fusion_weights,
             fusion_heads=hp.fusion_heads,
-            lock_fusion_backbone=hp.freeze_fusion_backbone,
+            freeze_fusion_backbone=hp.freeze_fusion_backbone,
             reproject=hp.reproject,
             reproject_dim=hp.reproject_dim,
         )
@@ -303,10 +303,10 @@ def frozen_clip(
     :func:`~matbench.tasks.base.pretrained_unless_replaced`)."""
     return MaterialCLIP(
         model=model,
-        pretrained=pretrained_unless_replaced(weights, checkpoint),
+        weights=pretrained_unless_replaced(weights, checkpoint),
         text_tower=text_tower,
-        lock_image=True,
-        lock_text=True,
+        freeze_image=True,
+        freeze_text=True,
         reproject=reproject,
         reproject_dim=reproject_dim,
     )

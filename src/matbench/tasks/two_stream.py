@@ -18,6 +18,7 @@ from matbench.errors import ConfigError
 from matbench.models.two_stream import TwoStreamModel
 from matbench.plots import save_confusion_matrix
 from matbench.tasks.base import BaseTask, datamodule_class_names
+from matbench.utils.deprecation import Renamed
 
 
 def check_fits_data(task: TwoStreamTask, datamodule: Any) -> None:
@@ -57,13 +58,13 @@ class TwoStreamTask(BaseTask):
     Batches hold ``image`` (B, 3, H, W), ``mask`` bool (B, H, W), ``label`` (B,) and
     ``description`` (B strings); see :class:`matbench.models.two_stream.TwoStreamModel`.
 
-    Feature cache: when both streams are frozen (``finetune="head"``) and ``feature_cache`` is
+    Feature cache: when both streams are frozen (``freeze_backbone=True``) and ``feature_cache`` is
     not ``"off"``, each sample's stream features are computed once and reused (keyed by the
     model's weights and settings and the sample's dataset, split, key, file contents,
     preprocessing and description; see :mod:`matbench.cache`). It is attached to the
     datamodule's datasets, so that a cached sample is not even decoded. It is not used for
     the training set when the datamodule's ``augment`` is on (augmentation changes the input
-    each epoch), nor at all with ``finetune="full"``; a message says so.
+    each epoch), nor at all with ``freeze_backbone=False``; a message says so.
 
     Args:
         num_classes: Number of material classes.
@@ -76,7 +77,8 @@ class TwoStreamTask(BaseTask):
         streams: ``"both"``, ``"vision"`` or ``"text"``.
         null_mask: Pool over all patches instead of the region's (ablation).
         patch_fraction: Fraction of a patch inside the mask for it to be pooled.
-        finetune: ``"head"`` (frozen streams, MLP only) or ``"full"`` (the ViT is trained too).
+        freeze_backbone: Freeze the vision stream (True: frozen streams, only the MLP trains;
+            False: the ViT is trained too). Replaces ``finetune: head|full``.
         hidden_dim: MLP hidden width.
         dropout: MLP dropout.
         lr: AdamW learning rate.
@@ -89,7 +91,10 @@ class TwoStreamTask(BaseTask):
         top_k: k of the top-k accuracy.
     """
 
-    renamed_arguments = {"mask_threshold": "patch_fraction"}
+    renamed_arguments = {
+        "mask_threshold": "patch_fraction",
+        "finetune": Renamed("freeze_backbone", {"head": True, "full": False}),
+    }
 
     def __init__(
         self,
@@ -102,7 +107,7 @@ class TwoStreamTask(BaseTask):
         streams: Literal["both", "vision", "text"] = "both",
         null_mask: bool = False,
         patch_fraction: float = 0.5,
-        finetune: Literal["head", "full"] = "head",
+        freeze_backbone: bool = True,
         hidden_dim: int = 512,
         dropout: float = 0.1,
         lr: float = 5e-5,
@@ -135,8 +140,8 @@ class TwoStreamTask(BaseTask):
             text_weights=h.text_weights,
             streams=h.streams,
             null_mask=h.null_mask,
-            mask_threshold=h.patch_fraction,
-            finetune=h.finetune,
+            patch_fraction=h.patch_fraction,
+            freeze_backbone=h.freeze_backbone,
             hidden_dim=h.hidden_dim,
             dropout=h.dropout,
         )
@@ -154,7 +159,9 @@ class TwoStreamTask(BaseTask):
         h = self.hparams
         name = f"two_stream[{h.streams}]:{h.backbone}+{h.text_encoder}"
         return (
-            name + (":null_mask" if h.null_mask else "") + (":full" if h.finetune == "full" else "")
+            name
+            + (":null_mask" if h.null_mask else "")
+            + (":full" if not h.freeze_backbone else "")
         )
 
     def configure_callbacks(self) -> list[Any]:
@@ -182,9 +189,10 @@ class TwoStreamTask(BaseTask):
             return
         if not self.model.frozen:
             if self.cache_disabled_reason is None:
-                self.cache_disabled_reason = "finetune='full' trains the backbone"
+                self.cache_disabled_reason = "freeze_backbone=False trains the backbone"
                 warnings.warn(
-                    "feature cache not used: finetune='full' trains the backbone", stacklevel=2
+                    "feature cache not used: freeze_backbone=False trains the backbone",
+                    stacklevel=2,
                 )
             return
         if self.cache is None or refresh:

@@ -1,10 +1,12 @@
 """Old argument names, kept working for one release with a deprecation message.
 
 A task lists its renamed ``__init__`` arguments in ``renamed_arguments`` (old name -> new
-name); :class:`matbench.tasks.base.BaseTask` then accepts the old names in Python (and in the
+name, or a :class:`Renamed` when the values changed too, or None when removed);
+:class:`matbench.tasks.base.BaseTask` then accepts the old names in Python (and in the
 hyperparameters of old checkpoints), and the command line rewrites them in YAML configs and
 ``--model.<old>`` arguments before parsing (:func:`translate_argv`), each time with a
-:class:`MatbenchDeprecationWarning` that names the new key.
+:class:`MatbenchDeprecationWarning` that names the new key. Plain classes (the models) take
+the same table through :func:`renamed_arguments`.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import importlib
 import tempfile
 import warnings
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +25,63 @@ import yaml
 
 class MatbenchDeprecationWarning(FutureWarning):
     """An argument or key that still works but will be removed in the next release."""
+
+
+@dataclass(frozen=True)
+class Renamed:
+    """A renamed argument whose values changed too (``finetune: head`` became
+    ``freeze_backbone: true``).
+
+    Attributes:
+        name: The new argument name.
+        values: Each accepted old value -> its new value.
+    """
+
+    name: str
+    values: Mapping[Any, Any]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def convert(self, owner: str, old: str, value: Any) -> Any:
+        """The new value of ``old=value``; a value the old argument did not accept is an error."""
+        if value not in self.values:
+            accepted = ", ".join(repr(v) for v in self.values)
+            raise ValueError(f"{owner}: '{old}' must be one of {accepted}, got {value!r}")
+        return self.values[value]
+
+
+#: One entry of a rename table: the new name, a :class:`Renamed`, or None (removed).
+RenameEntry = str | Renamed | None
+
+
+def new_name(entry: RenameEntry) -> str | None:
+    """The new argument name of a rename-table entry (None: removed)."""
+    return None if entry is None else str(entry)
+
+
+def apply_renames(
+    owner: str,
+    renamed: Mapping[str, RenameEntry],
+    kwargs: Mapping[str, Any],
+    overwrite: bool = False,
+) -> tuple[dict[str, Any], list[str]]:
+    """``kwargs`` with every old name of ``renamed`` replaced by its new name and value (a
+    removed name is dropped), and the old names that were found; silent (see
+    :func:`rename_kwargs`). Giving both names is an error unless ``overwrite`` (the old
+    name's value wins: a record of defaults plus what was passed)."""
+    out, found = dict(kwargs), []
+    for old, new in renamed.items():
+        if old not in out:
+            continue
+        found.append(old)
+        value = out.pop(old)
+        if new is None:  # removed: it had no effect (or only refused a value)
+            continue
+        if str(new) in out and not overwrite:
+            raise TypeError(f"{owner}: give '{new}' only ('{old}' is its deprecated name)")
+        out[str(new)] = new.convert(owner, old, value) if isinstance(new, Renamed) else value
+    return out, found
 
 
 def warn_renamed(owner: str, old: str, new: str, where: str = "") -> None:
@@ -36,36 +96,30 @@ def warn_renamed(owner: str, old: str, new: str, where: str = "") -> None:
 
 
 def rename_kwargs(
-    owner: str, renamed: Mapping[str, str | None], kwargs: dict[str, Any], where: str = ""
+    owner: str, renamed: Mapping[str, RenameEntry], kwargs: dict[str, Any], where: str = ""
 ) -> dict[str, Any]:
     """``kwargs`` with every old name of ``renamed`` replaced by its new name (with a
     warning; a name mapped to None was removed and is dropped); giving both names is an
     error."""
-    out = dict(kwargs)
-    for old, new in renamed.items():
-        if old not in out:
-            continue
-        if new is None:  # removed: it had no effect (or only refused a value)
+    out, found = apply_renames(owner, renamed, kwargs)
+    for old in found:
+        if renamed[old] is None:
             warnings.warn(
                 f"{where + ': ' if where else ''}{owner} argument '{old}' is no longer used "
                 "and will be refused in the next release",
                 MatbenchDeprecationWarning,
                 stacklevel=3,
             )
-            del out[old]
-            continue
-        if new in out:
-            raise TypeError(f"{owner}: give '{new}' only ('{old}' is its deprecated name)")
-        warn_renamed(owner, old, new, where)
-        out[new] = out.pop(old)
+        else:
+            warn_renamed(owner, old, str(renamed[old]), where)
     return out
 
 
 def accept_renamed(
     init: Callable[..., None],
     owner: str,
-    renamed: Mapping[str, str | None],
-    after: Callable[[Any, Mapping[str, str | None]], None] | None = None,
+    renamed: Mapping[str, RenameEntry],
+    after: Callable[[Any, Mapping[str, RenameEntry]], None] | None = None,
 ) -> Any:
     """``init`` (a class's ``__init__``) accepting the old keyword names of ``renamed``; the
     signature seen by ``inspect`` (and LightningCLI) stays the new one. ``after(self,
@@ -87,6 +141,20 @@ def accept_renamed(
     return wrapped
 
 
+def renamed_arguments(renamed: Mapping[str, RenameEntry]) -> Callable[[type], type]:
+    """Class decorator: the class's ``__init__`` accepts the old names of ``renamed`` (old ->
+    new) for one release, with a :class:`MatbenchDeprecationWarning`; the table is kept as
+    ``cls.renamed_arguments``. For plain classes (models); tasks declare the table as a class
+    attribute and :class:`~matbench.tasks.base.BaseTask` applies it."""
+
+    def decorate(cls: type) -> type:
+        cls.renamed_arguments = dict(renamed)  # type: ignore[attr-defined]
+        cls.__init__ = accept_renamed(cls.__init__, cls.__name__, renamed)  # type: ignore[misc]
+        return cls
+
+    return decorate
+
+
 # -- the command line -------------------------------------------------------------------------
 def _task_class(name: str | None) -> type | None:
     if not name:
@@ -100,7 +168,7 @@ def _task_class(name: str | None) -> type | None:
         return None
 
 
-def renamed_arguments_of(class_path: str | None) -> dict[str, str | None]:
+def renamed_arguments_of(class_path: str | None) -> dict[str, RenameEntry]:
     """The renamed arguments of the task ``class_path`` (a short or full name); for an
     unknown or unnamed task, the renames (not the removals) of every matbench task."""
     cls = _task_class(class_path)
@@ -108,7 +176,7 @@ def renamed_arguments_of(class_path: str | None) -> dict[str, str | None]:
         return dict(getattr(cls, "renamed_arguments", {}))
     from matbench.tasks.base import BaseTask
 
-    every: dict[str, str | None] = {}
+    every: dict[str, RenameEntry] = {}
     todo = list(BaseTask.__subclasses__())
     while todo:
         sub = todo.pop()
@@ -178,13 +246,26 @@ def translate_argv(argv: Sequence[str]) -> list[str]:
         copy = folder / path.name
         copy.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
         argv[position] = f"--config={copy}" if argv[position].startswith("--config=") else str(copy)
+    owner = str(class_path or "the model")
     for i, arg in enumerate(argv):
         for prefix in ("--model.init_args.", "--model."):
             if not arg.startswith(prefix):
                 continue
             key, sep, value = arg[len(prefix) :].partition("=")
-            if key in renamed and renamed[key] is not None:
-                warn_renamed(str(class_path or "the model"), key, renamed[key], "command line")
-                argv[i] = f"{prefix}{renamed[key]}{sep}{value}"
+            new = renamed.get(key)
+            if new is None:
+                break
+            warn_renamed(owner, key, str(new), "command line")
+            if isinstance(new, Renamed):
+                if sep:
+                    value = _cli_value(new.convert(owner, key, value))
+                elif i + 1 < len(argv):  # "--model.<old> <value>"
+                    argv[i + 1] = _cli_value(new.convert(owner, key, argv[i + 1]))
+            argv[i] = f"{prefix}{new}{sep}{value}"
             break
     return argv
+
+
+def _cli_value(value: Any) -> str:
+    """``value`` as a command-line (YAML) literal."""
+    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
