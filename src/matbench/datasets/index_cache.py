@@ -41,12 +41,11 @@ import numpy as np
 import torch.distributed as dist
 
 from matbench.results import atomic_write_text
-from matbench.utils import cache_root
+from matbench.utils import cache_root, sha256_file
 from matbench.utils.distributed import world_and_rank
 
 #: Bumped when the on-disk layout of every index changes.
 CACHE_FORMAT = 1
-_CHUNK = 1 << 24
 
 
 def default_cache_dir() -> Path:
@@ -61,15 +60,6 @@ def resolve_cache_dir(cache_dir: str | Path | None) -> Path | None:
     if str(cache_dir) == "auto":
         return default_cache_dir()
     return Path(cache_dir).expanduser()
-
-
-def sha256_file(path: Path) -> str:
-    """SHA-256 of a file's content, read in 16 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 # -- arrays of strings ----------------------------------------------------------------------------

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import socket
@@ -20,6 +19,7 @@ from torch import Tensor, nn
 
 from matbench.errors import CheckpointError, MatbenchError, WeightsError, WeightsNotFoundError
 from matbench.results import plain
+from matbench.utils import sha256_file
 
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
 _CONTAINER_KEYS = ("state_dict", "model", "module", "state_dict_ema")
@@ -337,19 +337,9 @@ def timm_normalization(model: nn.Module) -> tuple[Tensor, Tensor]:
     return mean.view(1, 3, 1, 1), std.view(1, 3, 1, 1)
 
 
-@lru_cache(maxsize=16)
-def _sha256(path: str, size: int, mtime_ns: int) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def sha256(path: str | Path) -> str:
-    """SHA-256 of a file (cached per path, size and modification time)."""
-    stat = Path(path).stat()
-    return _sha256(str(path), stat.st_size, stat.st_mtime_ns)
+    """SHA-256 of a file (see :func:`matbench.utils.sha256_file`)."""
+    return sha256_file(path)
 
 
 def verify_sha256(path: str | Path, expected_prefix: str) -> None:

@@ -429,9 +429,9 @@ def synthesize(
 
 
 def _checked_sha256(path: Path) -> str:
-    import hashlib
+    from matbench.utils import sha256_file
 
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    digest = sha256_file(path)
     sidecar = path.with_name(path.name + ".sha256")
     if sidecar.is_file():
         recorded = sidecar.read_text(encoding="utf-8").split()[0]
