@@ -6,10 +6,11 @@ folder, then, on the CPU, in one process (imports done before timing):
 1. the sweep: every model on ``fmd`` (zero-shot for image-text models, the linear probe with
    its feature extraction and weight decay sweep for all), through the same code as
    ``matbench leaderboard`` (configs, ``matbench test``, records, page);
-2. the bare forwards: for each run, the same number of images as that run put through its
-   model, as ready-made tensors at the model's input size, in batches of the same size (and,
-   for zero-shot, the text tower on as many prompts as the run encoded: classes x
-   templates): the least work any evaluation of these models has to do.
+2. the bare forwards: right after each run (so that both see the same machine load), the same
+   number of images as that run put through its model, as ready-made tensors at the model's
+   input size, in batches of the same size (and, for zero-shot, the text tower on the prompts
+   the run encoded, classes x templates, as the run encodes them): the least work any
+   evaluation of these models has to do. Their time is not counted in the sweep's.
 
 Prints each run's images and seconds and the sweep's images/s against the bare forwards'
 (target >= 85 %).
@@ -27,9 +28,9 @@ from pathlib import Path
 
 import torch
 
-from matbench.leaderboard.cli import main as leaderboard_main
+from matbench.leaderboard.cli import build_parser, settings, sweep
 from matbench.leaderboard.models import build_featurizer, resolve_model
-from matbench.leaderboard.runner import load_records
+from matbench.leaderboard.page import write_leaderboard
 from tests.data.fmd.data import make as make_fmd
 
 TARGET = 0.85
@@ -52,26 +53,26 @@ def bare_seconds(name: str, images: int, batch_size: int) -> float:
     return time.perf_counter() - start
 
 
-def bare_text_seconds(record: dict, out: Path, batch_size: int) -> float:
-    """Seconds for the text tower on as many prompts as a zero-shot run encoded (classes x
-    templates): the other forward zero-shot needs."""
+def bare_text_seconds(record: dict, out: Path) -> float:
+    """Seconds for the text tower on the prompts a zero-shot run encoded (classes x
+    templates), in the same chunks, through the same text encoder (which runs up to the
+    longest caption): the other forward zero-shot needs."""
     import json
 
-    import open_clip
-
-    from matbench.models.clip import create_open_clip
+    from matbench.tasks.clip import frozen_clip
+    from matbench.tasks.zeroshot import class_prompts
 
     protocol = json.loads((out / record["results"]).read_text())["protocol"]
-    prompts = len(protocol["class_names"]) * len(protocol["templates"])
+    prompts = class_prompts(
+        protocol["class_names"], protocol["prompt_names"], protocol["templates"]
+    )
+    flat = [p for per_class in prompts for p in per_class]
     spec = resolve_model(record["model"]["name"])
-    model = create_open_clip(spec.arch, spec.weights).eval()
-    tokens = open_clip.get_tokenizer(
-        Path(spec.arch).stem if spec.arch.endswith(".json") else spec.arch
-    )(["a photo of a material."] * batch_size)
+    model = frozen_clip(spec.arch, spec.weights, "open_clip", None).eval()
     start = time.perf_counter()
     with torch.inference_mode():
-        for done in range(0, prompts, batch_size):
-            model.encode_text(tokens[: min(batch_size, prompts - done)])
+        for i in range(0, len(flat), 256):  # ZeroShotTask.class_embeddings' chunks
+            model.encode_text(flat[i : i + 256])
     return time.perf_counter() - start
 
 
@@ -98,43 +99,40 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = make_fmd(Path(tmp) / "fmd", per_class=args.per_class, size=(512, 384))
         out = Path(tmp) / "board"
+        argv = [
+            "--models", args.models, "--benchmarks", "fmd", "--root", f"fmd={root}",
+            "--out", str(out), "--batch_size", str(args.batch_size),
+            "--num_workers", str(args.workers),
+            "--override", f"data.init_args.batch_size={args.batch_size}",
+        ]  # fmt: skip
+        rows: list[tuple[str, int, float, float]] = []
+
+        def after_run(run: object, record: dict) -> None:
+            # each run's bare forwards right after it, so that both see the same load
+            images = int(record.get("images") or 0) if record["status"] == "ok" else 0
+            if not images:
+                return
+            bare = bare_seconds(record["model"]["name"], images, args.batch_size)
+            if record["protocol"] == "zero_shot":
+                bare += bare_text_seconds(record, out)
+            rows.append((record["key"], images, record["seconds"], bare))
+
         start = time.perf_counter()
-        code = leaderboard_main(
-            [
-                "--models",
-                args.models,
-                "--benchmarks",
-                "fmd",
-                "--root",
-                f"fmd={root}",
-                "--out",
-                str(out),
-                "--batch_size",
-                str(args.batch_size),
-                "--num_workers",
-                str(args.workers),
-                "--override",
-                f"data.init_args.batch_size={args.batch_size}",
-            ]  # fmt: skip
-        )
-        sweep = time.perf_counter() - start
+        code = sweep(settings(build_parser().parse_args(argv)), after_run=after_run)
+        write_leaderboard(out)
+        elapsed = time.perf_counter() - start
         if code != 0:
             raise SystemExit("the sweep had failed runs")
-        records = [r for r in load_records(out) if r["status"] == "ok"]
-        print(f"\n{'run':<60} {'images':>7} {'sweep s':>8} {'bare s':>8}")
-        total_images, bare_total = 0, 0.0
-        for record in records:
-            images = int(record.get("images") or 0)
-            bare = bare_seconds(record["model"]["name"], images, args.batch_size) if images else 0.0
-            if record["protocol"] == "zero_shot":
-                bare += bare_text_seconds(record, out, args.batch_size)
-            total_images += images
-            bare_total += bare
-            print(f"{record['key'][-60:]:<60} {images:>7} {record['seconds']:>8.1f} {bare:>8.1f}")
-    sweep_rate, bare_rate = total_images / sweep, total_images / bare_total
+    bare_total = sum(row[3] for row in rows)
+    sweep_total = elapsed - bare_total  # the sweep's own time: every step but the bare ones
+    total_images = sum(row[1] for row in rows)
+    print(f"\n{'run':<60} {'images':>7} {'sweep s':>8} {'bare s':>8}")
+    for key, images, seconds, bare in rows:
+        print(f"{key[-60:]:<60} {images:>7} {seconds:>8.1f} {bare:>8.1f}")
+    sweep_rate, bare_rate = total_images / sweep_total, total_images / bare_total
     ratio = sweep_rate / bare_rate
     print(
-        f"\nsweep: {total_images} images in {sweep:.1f} s = {sweep_rate:.1f} images/s "
+        f"\nsweep: {total_images} images in {sweep_total:.1f} s = {sweep_rate:.1f} images/s "
         f"(every step: configs, data, zero-shot text, features, probe fits, records, page)"
     )
     print(f"bare forwards: {bare_total:.1f} s = {bare_rate:.1f} images/s")

@@ -329,3 +329,21 @@ def test_fmd_datamodule_split_is_seeded_and_reusable(fmd_root: Path, tmp_path: P
     assert other.describe()["split_sha256"] != first.describe()["split_sha256"]
     batch = next(iter(first.train_dataloader()))
     assert batch["image"].shape == (8, 3, 16, 16) and batch["mask"].dtype == torch.bool
+
+
+def test_image_decoding_and_empty_mask_check(tmp_path: Path) -> None:
+    """read_image converts in NumPy: the same values and memory layout as torch's conversion;
+    the empty-mask check follows a rewritten file."""
+    from matbench.datasets.utils import decode_rgb, mask_is_empty, read_image
+
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)).save(tmp_path / "a.png")
+    got = read_image(tmp_path / "a.png")
+    expected = torch.from_numpy(decode_rgb(tmp_path / "a.png")).permute(2, 0, 1).float().div_(255)
+    assert torch.equal(got, expected) and got.stride() == expected.stride()
+    mask = np.zeros((30, 40), dtype=np.uint8)
+    Image.fromarray(mask).save(tmp_path / "m.png")
+    assert mask_is_empty(tmp_path / "m.png")
+    mask[5:9, 5:9] = 200
+    Image.fromarray(mask).save(tmp_path / "m.png")
+    assert not mask_is_empty(tmp_path / "m.png")

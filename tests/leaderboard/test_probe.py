@@ -18,9 +18,9 @@ from matbench.leaderboard.probe import (
     cosine_lr,
     fit_probe,
     linear_probe,
-    one_cpu_thread,
     sweep_weight_decay,
 )
+from matbench.utils.threads import one_cpu_thread
 
 
 # -- CLIP_benchmark's definitions, written out ------------------------------------------------------

@@ -325,3 +325,30 @@ def test_zero_shot_task_is_its_own_task(tmp_path: Path) -> None:
     # D1: a checkpoint that holds every weight replaces the pretrained ones (nothing fetched)
     assert pretrained_unless_replaced("laion2b_s34b_b79k", None) == "laion2b_s34b_b79k"
     assert pretrained_unless_replaced("laion2b_s34b_b79k", str(ckpt)) is None
+
+
+def test_region_preprocessing_runs_in_the_loader_workers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The task hands its region preprocessing to the datamodule at setup: evaluation batches
+    arrive from the loader's worker as model inputs (the full images stay in the worker),
+    equal to the task's own preprocessing of the samples; teardown takes it back."""
+    from matbench.models.preprocess import MODEL_INPUT, RegionInputs
+
+    dm = MaterialFolderDataModule(
+        str(_folder(tmp_path / "folder")), train_fraction=0.5, val_fraction=0.0, num_workers=1
+    )
+    task = ZeroShotTask(model=TINY, crop_blur_sigma=2.0)
+    arrived = []
+    preprocess = task.preprocess
+    monkeypatch.setattr(task, "preprocess", lambda b: arrived.append(sorted(b)) or preprocess(b))
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False)
+    trainer.test(task, datamodule=dm, verbose=False)
+    assert arrived and all(MODEL_INPUT in keys and "image" not in keys for keys in arrived)
+    assert dm._eval_batch_transform is None  # taken back at teardown
+    plain_batch = next(iter(dm.test_dataloader()))
+    dm.set_eval_batch_transform(RegionInputs(task.preprocessor))
+    batch = next(iter(dm.test_dataloader()))
+    expected = task.preprocessor(plain_batch["image"], plain_batch["mask"])
+    assert torch.equal(batch[MODEL_INPUT], expected)
+    assert torch.equal(preprocess(batch), preprocess(plain_batch))

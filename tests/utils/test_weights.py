@@ -135,3 +135,60 @@ def test_timm_file_with_another_image_size_is_resampled(tmp_path: Path) -> None:
     dst = create_timm_model("test_vit", str(path), num_classes=0, img_size=64)
     assert dst.pos_embed.shape[1] > src.pos_embed.shape[1]
     assert torch.equal(dst.patch_embed.proj.weight, src.patch_embed.proj.weight)
+
+
+def test_sharing_weights_builds_a_model_once_per_scope() -> None:
+    """Inside the scope, builds of one key share one build's tensors (a new module tree each:
+    one user dropping a sub-module leaves the others' alone); weights changed in place since
+    (a checkpoint loaded into them) or converted are detected and built again; outside the
+    scope every call builds."""
+    from matbench.utils.weights import built_once, sharing_weights
+
+    builds = []
+
+    def build() -> nn.Module:
+        builds.append(1)
+        return _net()
+
+    assert built_once(("k",), build) is not built_once(("k",), build)
+    assert len(builds) == 2
+    builds.clear()
+    with sharing_weights():
+        first, second = built_once(("k",), build), built_once(("k",), build)
+        assert len(builds) == 1 and first is not second
+        assert first[0].weight is second[0].weight
+        del first[1]  # a text encoder drops the image tower of its copy
+        assert isinstance(built_once(("k",), build)[1], nn.Linear) and len(builds) == 1
+        with torch.no_grad():
+            second[0].weight.add_(1.0)  # weights written into in place
+        fresh = built_once(("k",), build)
+        assert len(builds) == 2 and fresh[0].weight is not second[0].weight
+        fresh.double()
+        built_once(("k",), build)
+        assert len(builds) == 3
+        built_once(("other",), build)  # one model kept: the oldest goes
+        built_once(("k",), build)
+        assert len(builds) == 5
+    built_once(("k",), build)
+    assert len(builds) == 6
+
+
+def test_frozen_open_clip_and_timm_builds_are_shared(tmp_path: Path) -> None:
+    """The leaderboard's zero-shot model and probe featurizer of one open_clip model read one
+    build; a checkpoint given to the zero-shot task is never loaded into a shared build."""
+    from matbench.models.clip import create_open_clip
+    from matbench.tasks.clip import frozen_clip
+    from matbench.utils.weights import create_timm_model, sharing_weights
+
+    tiny = str(Path(__file__).parents[1] / "models" / "tiny_clip.json")
+    with sharing_weights():
+        zero_shot = frozen_clip(tiny, None, "open_clip", None)
+        visual = create_open_clip(tiny, None, frozen=True).visual
+        weight = next(visual.parameters())
+        assert weight is next(zero_shot.image.visual.parameters())
+        assert zero_shot.text.clip.visual is None and visual is not None  # own module trees
+        trained = create_open_clip(tiny, None)  # not frozen: its own build
+        assert next(trained.visual.parameters()) is not weight
+        timm_a = create_timm_model("test_vit", None, frozen=True, num_classes=0)
+        timm_b = create_timm_model("test_vit", None, frozen=True, num_classes=0)
+        assert next(timm_a.parameters()) is next(timm_b.parameters())

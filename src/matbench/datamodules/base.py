@@ -36,6 +36,24 @@ def list_collate(samples: list[dict[str, Any]]) -> dict[str, list[Any]]:
     return {key: [sample[key] for sample in samples] for key in samples[0]}
 
 
+class TransformedCollate:
+    """A collate function followed by a batch transform, with one CPU thread: in a loader
+    worker (which has one) or in the main process (where small per-sample ops would wait for
+    the compute threads, see :func:`~matbench.utils.threads.one_cpu_thread`)."""
+
+    def __init__(
+        self, collate: Callable[[list[Any]], Any], transform: Callable[[Any], Any]
+    ) -> None:
+        self.collate = collate
+        self.transform = transform
+
+    def __call__(self, samples: list[Any]) -> Any:
+        from matbench.utils.threads import one_cpu_thread
+
+        with one_cpu_thread():
+            return self.transform(self.collate(samples))
+
+
 def split_sha256(record: Any) -> str:
     """SHA-256 of a split's canonical JSON (sorted keys): the results JSON's ``split_sha256``,
     equal for equal splits however the file was formatted."""
@@ -133,6 +151,7 @@ class BaseDataModule(L.LightningDataModule):
         self.predict_dataset: Dataset | None = None
         self._feature_cache: FeatureCache | None = None
         self._cache_views: dict[str, CachedFeatures] = {}
+        self._eval_batch_transform: Callable[[Any], Any] | None = None
 
     # -- the contract tasks and tools read ------------------------------------------------------
     @property
@@ -197,6 +216,13 @@ class BaseDataModule(L.LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         return self._loader(self._require("predict"), train=False)
 
+    def set_eval_batch_transform(self, transform: Callable[[Any], Any] | None) -> None:
+        """Apply ``transform`` to every evaluation batch (validation, test, predict) as it is
+        collated, in the loader's workers, in parallel with the model: a model's own input
+        preprocessing, set by the task at setup (anomalib's pre-processor pattern); None
+        removes it. Loaders made after the call use it."""
+        self._eval_batch_transform = transform
+
     # -- the feature cache ------------------------------------------------------------------
     def use_feature_cache(self, cache: FeatureCache | None) -> list[str]:
         """Serve frozen features from ``cache`` (None: stop) for every stage whose inputs do
@@ -259,12 +285,15 @@ class BaseDataModule(L.LightningDataModule):
                 sampler = SequentialSampler(dataset)
             # Creating an iterator must not draw from the global RNG (training's augmentations).
             generator = torch.Generator().manual_seed(rank)
+        collate = collate_fn or self.loader_collate_fn(train)
+        if not train and self._eval_batch_transform is not None:
+            collate = TransformedCollate(collate, self._eval_batch_transform)
         return DataLoader(
             dataset,
             batch_size=self.batch_size if train else self.eval_batch_size,
             sampler=sampler,
             num_workers=self.num_workers,
-            collate_fn=collate_fn or self.loader_collate_fn(train),
+            collate_fn=collate,
             # Training workers start afresh each epoch, seeded from (seed, epoch, rank), so
             # their augmentations do not depend on how many epochs this process has run.
             persistent_workers=self.num_workers > 0 and not train,

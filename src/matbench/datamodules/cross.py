@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from torch.utils.data import DataLoader, Dataset
@@ -77,6 +78,13 @@ class CrossDatasetDataModule(BaseDataModule):
                         f"{list(got)[:5]}… but the model's label space has {len(expected)} "
                         f"{expected[:5]}…: give it the same label_space"
                     )
+
+    def set_eval_batch_transform(self, transform: Callable[[Any], Any] | None) -> None:
+        """Every datamodule's evaluation batch transform (see
+        :meth:`BaseDataModule.set_eval_batch_transform`)."""
+        super().set_eval_batch_transform(transform)
+        for child in self._children():
+            child.set_eval_batch_transform(transform)
 
     def use_feature_cache(self, cache: FeatureCache | None) -> list[str]:
         """Every datamodule's feature cache (see :meth:`BaseDataModule.use_feature_cache`)."""

@@ -34,15 +34,12 @@ from matbench.datasets.utils import (  # noqa: F401 - re-exported (last release'
     MASK_THRESHOLD,
     Sample,
     file_digest,
+    mask_is_empty,
     read_image,
     read_mask,
     resize_sample,
     split_per_class,
 )
-
-
-def _is_empty_mask(path: Path) -> bool:
-    return not bool(read_mask(path).any())
 
 
 # -- the dataset -------------------------------------------------------------------------------
@@ -179,7 +176,7 @@ class MaterialFolder(Dataset):
     def _fallback_counts(self, has_sidecar: bool) -> dict[str, int]:
         """Samples that silently fall back (all-black mask: the whole image is pooled; no
         sidecar description), warned about by name and counted for the results JSON."""
-        empty = [mask for *_, mask in self.samples if mask is not None and _is_empty_mask(mask)]
+        empty = [mask for *_, mask in self.samples if mask is not None and mask_is_empty(mask)]
         if empty:
             warnings.warn(
                 f"{len(empty)} masks have no material pixel (all values <= {MASK_THRESHOLD}), "

@@ -12,6 +12,7 @@ import hashlib
 import json
 import random
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,7 @@ __all__ = [
     "header_size",
     "list_images",
     "load_rgb",
+    "mask_is_empty",
     "open_image",
     "open_rgb",
     "oriented_size",
@@ -74,8 +76,14 @@ def to_tensor(image: np.ndarray) -> Tensor:
 
 
 def read_image(path: str | Path) -> Tensor:
-    """RGB float image (3, H, W) in [0, 1]; see :func:`matbench.decoding.decode_rgb`."""
-    return torch.from_numpy(decode_rgb(path)).permute(2, 0, 1).float().div_(255.0)
+    """RGB float image (3, H, W) in [0, 1]; see :func:`matbench.decoding.decode_rgb`.
+
+    Converted in NumPy (one thread; the same IEEE division as torch's), since torch's thread
+    pool hands a 0.6 MB conversion off to a busy core: 3x slower on a loaded 2-core machine.
+    """
+    pixels = decode_rgb(path).astype(np.float32)
+    np.divide(pixels, np.float32(255.0), out=pixels)
+    return torch.from_numpy(pixels).permute(2, 0, 1)
 
 
 def read_image_reduced(
@@ -105,10 +113,26 @@ def load_rgb(path: str | Path, max_side: int | None = None) -> Image.Image:
 def read_mask(path: str | Path, threshold: int = MASK_THRESHOLD) -> Tensor:
     """Binary mask (H, W) bool: one channel at its bit depth, above ``threshold / 255`` of full
     scale is the material (``> 127`` for 8-bit files)."""
+    return torch.from_numpy(_mask_array(path, threshold))
+
+
+def _mask_array(path: str | Path, threshold: int) -> np.ndarray:
     values, scale = decode_gray(path)
     if scale == 255:
-        return torch.from_numpy(values > threshold)
-    return torch.from_numpy(values.astype("float64") / scale > threshold / 255.0)
+        return values > threshold
+    return values.astype("float64") / scale > threshold / 255.0
+
+
+def mask_is_empty(path: str | Path, threshold: int = MASK_THRESHOLD) -> bool:
+    """Whether a mask file (see :func:`read_mask`) has no material pixel. Remembered per file
+    (path, inode, size, modification time): a datamodule builds its datasets several times."""
+    stat = Path(path).stat()
+    return _mask_is_empty(str(path), stat.st_ino, stat.st_size, stat.st_mtime_ns, threshold)
+
+
+@lru_cache(maxsize=1 << 18)
+def _mask_is_empty(path: str, inode: int, size: int, mtime_ns: int, threshold: int) -> bool:
+    return not bool(_mask_array(path, threshold).any())
 
 
 def list_images(folder: Path) -> list[Path]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -184,8 +185,13 @@ def main(argv: list[str]) -> int:
     return code
 
 
-def sweep(opts: dict[str, Any], distributed: bool = False) -> int:
-    """Resolve, plan, shard and run; 1 when a run failed."""
+def sweep(
+    opts: dict[str, Any],
+    distributed: bool = False,
+    after_run: Callable[[Any, dict[str, Any]], None] | None = None,
+) -> int:
+    """Resolve, plan, shard and run (``after_run``: see :meth:`Sweep.run_all`); 1 when a run
+    failed."""
     from matbench.errors import ConfigError
     from matbench.leaderboard.models import resolve_model
     from matbench.leaderboard.registry import get_benchmark
@@ -222,6 +228,6 @@ def sweep(opts: dict[str, Any], distributed: bool = False) -> int:
         local_rank=local_rank,
         rank=rank,
     )
-    counts = runner.run_all(mine)
+    counts = runner.run_all(mine, after_run)
     print("leaderboard: " + ", ".join(f"{v} {k}" for k, v in counts.items()), flush=True)
     return 1 if counts["failed"] else 0

@@ -360,12 +360,12 @@ def build_featurizer(spec: ModelSpec, device: str | torch.device = "cpu") -> Ima
     if spec.kind == "open_clip":
         from matbench.models.clip import ImageTower, create_open_clip
 
-        tower = ImageTower(create_open_clip(spec.arch, spec.weights).visual)
+        tower = ImageTower(create_open_clip(spec.arch, spec.weights, frozen=True).visual)
         featurizer = ImageFeaturizer(tower, tower.image_size[0])
     elif spec.kind == "timm":
         from matbench.utils.weights import create_timm_model, timm_normalization
 
-        net = create_timm_model(spec.arch, spec.weights, num_classes=0)
+        net = create_timm_model(spec.arch, spec.weights, frozen=True, num_classes=0)
         mean, std = timm_normalization(net)
         size = (getattr(net, "pretrained_cfg", None) or {}).get("input_size", (3, 224, 224))[-1]
         featurizer = ImageFeaturizer(net, size, tuple(mean.flatten()), tuple(std.flatten()))
@@ -387,13 +387,15 @@ def build_featurizer(spec: ModelSpec, device: str | torch.device = "cpu") -> Ima
 def _hf_featurizer(spec: ModelSpec) -> ImageFeaturizer:
     from transformers import AutoConfig, AutoModel
 
-    from matbench.utils.weights import loading_weights
+    from matbench.utils.weights import built_once, loading_weights
 
-    with loading_weights("model", spec.arch):
-        if spec.weights in RANDOM:
-            model = AutoModel.from_config(AutoConfig.from_pretrained(spec.arch))
-        else:
-            model = AutoModel.from_pretrained(spec.arch)
+    def build() -> nn.Module:
+        with loading_weights("model", spec.arch):
+            if spec.weights in RANDOM:
+                return AutoModel.from_config(AutoConfig.from_pretrained(spec.arch))
+            return AutoModel.from_pretrained(spec.arch)
+
+    model = built_once(("hf", spec.arch, spec.weights), build)
     mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
     processor = Path(spec.arch).expanduser() / "preprocessor_config.json"
     if processor.is_file():

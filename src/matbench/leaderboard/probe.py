@@ -32,8 +32,7 @@ import hashlib
 import json
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +41,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
+
+from matbench.utils.threads import one_cpu_thread
 
 #: The weight decay grid: 97 values ``logspace(-6, 2)``.
 WEIGHT_DECAYS: list[float] = np.logspace(-6, 2, num=97).tolist()
@@ -186,23 +187,6 @@ def linear_probe(
     metrics["sweep"] = {f"{WEIGHT_DECAYS[i]:.3g}": scores[i] for i in sorted(scores)}
     metrics["fits"] = len(scores) + 1
     return metrics
-
-
-@contextmanager
-def one_cpu_thread(device: str | torch.device = "cpu") -> Iterator[None]:
-    """One CPU thread for small tensor work (the probe's fits, per-sample crops): a linear
-    layer on a few thousand features gains nothing from more, and on a busy machine each op's
-    thread hand-off costs 10x the work (measured on 2 loaded cores: 3.0 s vs 0.26 s per
-    10-epoch fit of 200 x 384 features; 130-250 ms vs 12 ms per 224 px background blur)."""
-    if torch.device(device).type != "cpu":
-        yield
-        return
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 # -- features ---------------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ import os
 import random
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -74,10 +75,12 @@ def world_info_from_env() -> tuple[int, int, int]:
 
 def shard(runs: list[Run], rank: int, world: int, seed: int = 0) -> list[Run]:
     """Rank ``rank``'s share: the runs shuffled with ``seed`` (balanced ranks), every
-    ``world``-th from position ``rank``."""
+    ``world``-th from position ``rank``; run in plan order, so that the runs of one model
+    follow each other and share its build."""
     order = list(runs)
     random.Random(seed).shuffle(order)
-    return [r for i, r in enumerate(order) if i % world == rank]
+    mine = {id(r) for i, r in enumerate(order) if i % world == rank}
+    return [r for r in runs if id(r) in mine]
 
 
 @dataclass
@@ -150,8 +153,24 @@ class Sweep:
         return path
 
     # -- running ----------------------------------------------------------------------------------
-    def run_all(self, runs: list[Run]) -> dict[str, int]:
-        """Run ``runs`` in order; returns counts by status (``existing`` for skipped ones)."""
+    def run_all(
+        self,
+        runs: list[Run],
+        after_run: Callable[[Run, dict[str, Any]], None] | None = None,
+    ) -> dict[str, int]:
+        """Run ``runs`` in order; returns counts by status (``existing`` for skipped ones).
+        Consecutive runs of one model share its weights (built or read once, see
+        :func:`~matbench.utils.weights.sharing_weights`). ``after_run(run, record)`` is
+        called after each run that ran (``benchmarks/leaderboard.py`` times the bare
+        forwards there)."""
+        from matbench.utils.weights import sharing_weights
+
+        with sharing_weights():
+            return self._run_all(runs, after_run)
+
+    def _run_all(
+        self, runs: list[Run], after_run: Callable[[Run, dict[str, Any]], None] | None
+    ) -> dict[str, int]:
         counts = {"ok": 0, "failed": 0, "skipped": 0, "existing": 0}
         for i, run in enumerate(runs, 1):
             previous = self.existing(run) if self.skip_existing else None
@@ -164,6 +183,8 @@ class Sweep:
             counts[record["status"]] += 1
             detail = record.get("reason") or record.get("error") or _headline_text(run, record)
             print(f"[{i}/{len(runs)}] {run.key}: {record['status']} {detail}", flush=True)
+            if after_run is not None:
+                after_run(run, record)
         return counts
 
     def run_one(self, run: Run) -> dict[str, Any]:

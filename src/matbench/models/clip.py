@@ -22,6 +22,7 @@ from matbench.models.text import (
 from matbench.models.utils import Freezable
 from matbench.utils.deprecation import renamed_arguments
 from matbench.utils.weights import (
+    built_once,
     create_timm_model,
     loading_weights,
     timm_normalization,
@@ -45,19 +46,30 @@ def resolve_model_name(model: str) -> str:
     return model
 
 
-def create_open_clip(model: str, weights: str | None, argument: str = "weights") -> nn.Module:
-    """An open_clip model by architecture name (or JSON config path); ``pretrained`` a tag,
-    a local file or None; ``argument`` names it in errors."""
+def create_open_clip(
+    model: str, weights: str | None, argument: str = "weights", frozen: bool = False
+) -> nn.Module:
+    """An open_clip model by architecture name (or JSON config path); ``weights`` a tag,
+    a local file or None; ``argument`` names it in errors. ``frozen``: the caller only reads
+    the weights, so inside :func:`~matbench.utils.weights.sharing_weights` one build serves
+    every such caller."""
     import open_clip
 
+    config = model
     model = resolve_model_name(model)
     if model not in open_clip.list_models():
         raise ValueError(
             f"unknown open_clip architecture '{model}' (see open_clip.list_models(), or register "
             "a config with open_clip.add_model_config)"
         )
-    with loading_weights(argument, weights):
-        return open_clip.create_model(model, pretrained=weights)
+
+    def build() -> nn.Module:
+        with loading_weights(argument, weights):
+            return open_clip.create_model(model, pretrained=weights)
+
+    if not frozen:
+        return build()
+    return built_once(("open_clip", config, model, weights), build)
 
 
 class ImageTower(Freezable):
@@ -256,6 +268,8 @@ class MaterialCLIP(nn.Module):
         freeze_fusion_backbone: Freeze the fusion backbone.
         reproject: Re-project frozen embeddings (both towers and the fusion are frozen).
         reproject_dim: Re-projection output size (default: the embedding size).
+        frozen: The open_clip weights are only read (evaluation): inside
+            :func:`~matbench.utils.weights.sharing_weights`, one build serves every such model.
     """
 
     def __init__(
@@ -272,10 +286,11 @@ class MaterialCLIP(nn.Module):
         freeze_fusion_backbone: bool = True,
         reproject: bool = False,
         reproject_dim: int | None = None,
+        frozen: bool = False,
     ) -> None:
         super().__init__()
+        clip = create_open_clip(model, weights, argument="weights", frozen=frozen)
         model = resolve_model_name(model)
-        clip = create_open_clip(model, weights, argument="weights")
         #: The open_clip model's own logit scale and bias (None: it has none), read before the
         #: towers are split; the loss starts from them when it pairs the same two towers.
         self.logit_scale_init = _scalar(getattr(clip, "logit_scale", None))

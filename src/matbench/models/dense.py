@@ -58,7 +58,7 @@ class _OpenCLIPGrid(nn.Module):
         super().__init__()
         from matbench.models.clip import OPENAI_MEAN, OPENAI_STD, create_open_clip
 
-        self.visual = create_open_clip(arch, weights).visual
+        self.visual = create_open_clip(arch, weights, frozen=True).visual
         if not hasattr(self.visual, "forward_intermediates") or not hasattr(
             self.visual, "patch_size"
         ):

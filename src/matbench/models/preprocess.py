@@ -12,6 +12,9 @@ crop rule is :func:`matbench.transforms.crop_region` (the object's box padded to
 
 Regions already cut out by a datamodule (``ObjectCrop(keep_size=True)``) go through
 :meth:`RegionPreprocessor.finish` only, so no sample is cropped twice.
+
+A task hands :class:`RegionInputs` to its datamodule so that this runs in the loader's workers,
+in parallel with the model (:meth:`~matbench.datamodules.base.BaseDataModule.set_eval_batch_transform`).
 """
 
 from __future__ import annotations
@@ -133,3 +136,28 @@ class RegionPreprocessor:
         return torch.stack(
             [self.one(images[i], None if masks is None else masks[i]) for i in range(len(images))]
         )
+
+
+#: Batch key of the model inputs :class:`RegionInputs` computed in the loader.
+MODEL_INPUT = "model_input"
+
+
+class RegionInputs:
+    """A collated batch's regions as model inputs, computed where the batch is collated (a
+    loader worker): ``batch[MODEL_INPUT]`` (B, 3, S, S) in [0, 1] replaces ``image`` and
+    ``mask`` (the full-size images are not moved to the device). Batches without images
+    (served from a feature cache) pass unchanged.
+
+    Args:
+        preprocessor: The model's :class:`RegionPreprocessor`.
+    """
+
+    def __init__(self, preprocessor: RegionPreprocessor) -> None:
+        self.preprocessor = preprocessor
+
+    def __call__(self, batch: Any) -> Any:
+        if not isinstance(batch, dict) or "image" not in batch or "features" in batch:
+            return batch
+        batch = dict(batch)
+        batch[MODEL_INPUT] = self.preprocessor(batch.pop("image"), batch.pop("mask", None))
+        return batch

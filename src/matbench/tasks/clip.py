@@ -300,7 +300,8 @@ def frozen_clip(
 ) -> MaterialCLIP:
     """A CLIP material model with both towers frozen, for evaluation-only tasks: built without
     its pretrained ``weights`` when ``checkpoint`` replaces them (see
-    :func:`~matbench.tasks.base.pretrained_unless_replaced`)."""
+    :func:`~matbench.tasks.base.pretrained_unless_replaced`); otherwise its open_clip weights
+    are only read, and shared within :func:`~matbench.utils.weights.sharing_weights`."""
     return MaterialCLIP(
         model=model,
         weights=pretrained_unless_replaced(weights, checkpoint),
@@ -309,6 +310,7 @@ def frozen_clip(
         freeze_text=True,
         reproject=reproject,
         reproject_dim=reproject_dim,
+        frozen=checkpoint is None,
     )
 
 

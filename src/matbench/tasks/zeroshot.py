@@ -20,7 +20,7 @@ from torchmetrics import Metric
 
 from matbench.errors import ConfigError
 from matbench.metrics import ClassificationMetrics
-from matbench.models.preprocess import RegionPreprocessor
+from matbench.models.preprocess import MODEL_INPUT, RegionInputs, RegionPreprocessor
 from matbench.tasks.base import (
     BaseTask,
     EvalSteps,
@@ -33,6 +33,7 @@ from matbench.tasks.clip import (
     frozen_clip,
     load_clip_task_weights,
 )
+from matbench.utils.threads import one_cpu_thread
 
 #: Template placeholders for the class name: matbench's/open_clip's and CLIP_benchmark's.
 PLACEHOLDERS = ("{}", "{c}")
@@ -336,8 +337,11 @@ class ZeroShotTask(EvalSteps, BaseTask):
         }
         return F.normalize(torch.stack([e.mean(0) for e in embeddings]), dim=-1)
 
-    def _prepare(self) -> None:
-        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer else None
+    def _datamodule(self) -> Any:
+        return getattr(self._trainer, "datamodule", None) if self._trainer else None
+
+    def _check_region(self) -> None:
+        datamodule = self._datamodule()
         if self.hparams.region == "crop" and datamodule_object_crops(datamodule):
             raise ConfigError(
                 f"ZeroShotTask(region='crop') on {type(datamodule).__name__}, whose samples are "
@@ -345,6 +349,22 @@ class ZeroShotTask(EvalSteps, BaseTask):
                 hint="set --model.region full, or turn the datamodule's crop off "
                 "(--data.object_crop false)",
             )
+
+    def setup(self, stage: str) -> None:
+        """Check the region setting against the datamodule and hand it the region
+        preprocessing, which then runs in its loader workers (:class:`RegionInputs`)."""
+        self._check_region()
+        datamodule = self._datamodule()
+        if hasattr(datamodule, "set_eval_batch_transform"):
+            datamodule.set_eval_batch_transform(RegionInputs(self.preprocessor))
+
+    def teardown(self, stage: str) -> None:
+        datamodule = self._datamodule()
+        if hasattr(datamodule, "set_eval_batch_transform"):
+            datamodule.set_eval_batch_transform(None)
+
+    def _prepare(self) -> None:
+        self._check_region()
         classes = self.classes
         self._classes = classes
         self._class_embeddings = self.class_embeddings(classes)
@@ -388,8 +408,13 @@ class ZeroShotTask(EvalSteps, BaseTask):
 
     def preprocess(self, batch: dict[str, Any]) -> Tensor:
         """Model-size (B, 3, S, S) inputs in [0, 1] of a batch (stacked or list-collated): the
-        region (``region``) through ``image_transform`` (see :class:`RegionPreprocessor`)."""
-        return self.preprocessor(batch["image"], batch.get("mask")).to(self.device)
+        region (``region``) through ``image_transform`` (see :class:`RegionPreprocessor`), or
+        the inputs the loader computed already (:class:`RegionInputs`)."""
+        if MODEL_INPUT in batch:
+            return batch[MODEL_INPUT].to(self.device)
+        with one_cpu_thread(self.device):
+            inputs = self.preprocessor(batch["image"], batch.get("mask"))
+        return inputs.to(self.device)
 
     def logits(self, batch: dict[str, Any]) -> Tensor:
         """(B, C) cosine similarities of a batch to the class embeddings."""

@@ -7,7 +7,7 @@ import re
 import socket
 import sys
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
@@ -278,7 +278,11 @@ def loading_weights(argument: str, value: str | None) -> Iterator[None]:
 
 
 def create_timm_model(
-    name: str, weights: str | None = None, argument: str = "weights", **kwargs: Any
+    name: str,
+    weights: str | None = None,
+    argument: str = "weights",
+    frozen: bool = False,
+    **kwargs: Any,
 ) -> nn.Module:
     """A timm model with weights by name or by local file.
 
@@ -290,8 +294,13 @@ def create_timm_model(
             the file lacks, such as a classifier, keep their initialisation); any other
             string = a timm pretrained tag (``<name>.<tag>``).
         argument: The task argument that names ``weights`` (in errors).
+        frozen: The caller only reads the weights: inside :func:`sharing_weights`, one build
+            serves every such caller.
         kwargs: Passed to ``timm.create_model`` (e.g. ``num_classes=0``).
     """
+    if frozen:
+        key = ("timm", name, weights, repr(sorted(kwargs.items())))
+        return built_once(key, lambda: create_timm_model(name, weights, argument, **kwargs))
     import timm
 
     if weights is None:
@@ -350,3 +359,89 @@ def verify_sha256(path: str | Path, expected_prefix: str) -> None:
             f"{path}: sha256 {actual[:16]}… does not match the expected {expected_prefix}…; "
             "the weights file is corrupt or not the one expected"
         )
+
+
+# -- one build per model in a sweep ---------------------------------------------------------------
+class _Built:
+    """A model built inside a :func:`sharing_weights` scope, and the version counter and dtype
+    of each of its tensors then: any in-place change (a checkpoint loaded into it, an
+    optimizer step) or dtype conversion since shows, and the model is built again."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.state = self._state()
+
+    def _tensors(self) -> list[Tensor]:
+        return [*self.model.parameters(), *self.model.buffers()]
+
+    def _state(self) -> list[tuple[int, torch.dtype]]:
+        return [(t._version, t.dtype) for t in self._tensors()]
+
+    def unchanged(self) -> bool:
+        return self._state() == self.state
+
+    def view(self) -> nn.Module:
+        """A new module tree over the same weight tensors: a user may replace or delete its
+        sub-modules and attributes (a text encoder drops the image tower) without touching
+        the built model."""
+        import copy
+
+        memo = {id(t): t for t in self._tensors()}
+        return copy.deepcopy(self.model, memo)
+
+
+class _Shared:
+    """The builds of one :func:`sharing_weights` scope, oldest first."""
+
+    def __init__(self, max_models: int) -> None:
+        self.max_models = max_models
+        self.builds: dict[tuple[Any, ...], _Built] = {}
+
+
+_scope: _Shared | None = None
+
+
+@contextmanager
+def sharing_weights(max_models: int = 1) -> Iterator[None]:
+    """Within this scope, models built by :func:`built_once` with the same key share one
+    build's weights (a sweep evaluates one model with several protocols: it is built, or its
+    weights are read, once). The last ``max_models`` builds are kept."""
+    global _scope
+    outer, _scope = _scope, _Shared(max_models)
+    try:
+        yield
+    finally:
+        _scope = outer
+
+
+def built_once(key: tuple[Any, ...], build: Callable[[], nn.Module]) -> nn.Module:
+    """``build()``, or inside :func:`sharing_weights` a view of the model already built for
+    ``key`` (the same tensors, a new module tree). For read-only users (frozen evaluation):
+    weights changed in place since the build are detected and the model is built again.
+
+    Args:
+        key: Everything the built model depends on (kind, name, weights, arguments); a part
+            naming a local file stands for its size and modification time too.
+        build: Builds the model.
+    """
+    if _scope is None:
+        return build()
+    key = tuple(_file_identity(part) for part in key)
+    builds = _scope.builds
+    entry = builds.pop(key, None)
+    if entry is None or not entry.unchanged():
+        while len(builds) >= _scope.max_models:
+            builds.pop(next(iter(builds)))  # the oldest build
+        entry = _Built(build())
+    builds[key] = entry  # now the newest
+    return entry.view()
+
+
+def _file_identity(part: Any) -> Any:
+    """A key part naming a local file stands for that file's size and modification time too."""
+    if isinstance(part, str) and part and looks_like_path(part):
+        path = Path(part).expanduser()
+        if path.is_file():
+            stat = path.stat()
+            return (part, stat.st_size, stat.st_mtime_ns)
+    return part
