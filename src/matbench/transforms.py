@@ -10,6 +10,7 @@ Boxes are ``(x0, y0, x1, y1)`` in integer pixels with exclusive ends (``image[:,
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -41,10 +42,17 @@ def mask_box(mask: Tensor) -> Box:
     return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
 
 
-def _any(mask: Tensor) -> bool:
+def _any(mask: Tensor | RegionMask) -> bool:
+    if isinstance(mask, RegionMask):
+        return mask.any()
     if mask.device.type == "cpu" and mask.dtype == torch.bool:
         return bool(mask.numpy().any())
     return bool(mask.any())
+
+
+def _int_box(box: Tensor | Sequence[float]) -> Box:
+    values = box.tolist() if isinstance(box, Tensor) else box
+    return tuple(int(v) for v in values)  # type: ignore[return-value]
 
 
 def xywh_to_box(bbox: Sequence[float]) -> Box:
@@ -102,11 +110,24 @@ def expand_box(
 
 
 def gaussian_kernel1d(sigma: float, dtype: torch.dtype = torch.float32) -> Tensor:
-    """Normalised 1-D Gaussian kernel of radius ``ceil(3 sigma)``."""
+    """Normalised 1-D Gaussian kernel of radius ``ceil(3 sigma)`` (a new tensor)."""
+    return _gaussian_kernel(float(sigma), dtype).clone()
+
+
+@functools.lru_cache(maxsize=64)
+def _gaussian_kernel(sigma: float, dtype: torch.dtype) -> Tensor:
+    # cached: every crop of a run is blurred with the same one or two kernels
     radius = max(1, math.ceil(3.0 * sigma))
     x = torch.arange(-radius, radius + 1, dtype=dtype)
     kernel = torch.exp(-0.5 * (x / sigma) ** 2)
     return kernel / kernel.sum()
+
+
+@functools.lru_cache(maxsize=64)
+def _gaussian_kernel_numpy(sigma: float) -> np.ndarray:
+    kernel = _gaussian_kernel(sigma, torch.float32).numpy().copy()
+    kernel.flags.writeable = False
+    return kernel
 
 
 def gaussian_blur(image: Tensor, sigma: float, exact: bool = False) -> Tensor:
@@ -134,7 +155,7 @@ def gaussian_blur(image: Tensor, sigma: float, exact: bool = False) -> Tensor:
 
 def _separable_blur(x: Tensor, sigma: float) -> Tensor:
     channels = x.shape[1]
-    kernel = gaussian_kernel1d(sigma, x.dtype).to(x.device)
+    kernel = _gaussian_kernel(float(sigma), x.dtype).to(x.device)
     radius = kernel.numel() // 2
     x = F.pad(x, (radius, radius, radius, radius), mode="replicate")
     x = F.conv2d(x, kernel.view(1, 1, 1, -1).expand(channels, 1, 1, -1), groups=channels)
@@ -162,9 +183,59 @@ def blur_outside_at(
     return blur_outside(image, mask, sigma * min(image.shape[-2:]) / min(out))
 
 
+class RegionMask:
+    """An object's (height, width) bool mask held as its tight ``box`` and the pixels inside
+    it: what a reader that rasterises one object at a time gives a transform that accepts it
+    (``accepts_region_masks``), instead of a whole-image mask that is False almost
+    everywhere. :func:`crop_region` cuts it as it cuts the whole mask, with the same pixels.
+
+    Args:
+        shape: ``(height, width)`` of the whole mask.
+        box: Tight box ``(x0, y0, x1, y1)`` of the True pixels; None for an empty mask.
+        inside: The mask within ``box``, bool (y1 - y0, x1 - x0); None for an empty mask.
+    """
+
+    def __init__(
+        self, shape: tuple[int, int], box: Box | None = None, inside: np.ndarray | None = None
+    ) -> None:
+        if (box is None) != (inside is None):
+            raise ValueError("a region mask needs both box and inside, or neither")
+        if inside is not None and box is not None:
+            x0, y0, x1, y1 = box
+            if tuple(inside.shape) != (y1 - y0, x1 - x0):
+                raise ValueError(f"inside has shape {tuple(inside.shape)}, box {box}")
+        self.shape = (int(shape[0]), int(shape[1]))
+        self.box = None if box is None else tuple(int(v) for v in box)
+        self.inside = inside
+        self._any: bool | None = None
+
+    def any(self) -> bool:
+        """Whether any pixel is True."""
+        if self._any is None:
+            self._any = self.inside is not None and bool(self.inside.any())
+        return self._any
+
+    def crop(self, box: Box) -> Tensor:
+        """The mask within ``box`` (inside the whole mask), a new bool (y1 - y0, x1 - x0)."""
+        x0, y0, x1, y1 = box
+        out = np.zeros((y1 - y0, x1 - x0), dtype=bool)
+        if self.box is not None:
+            bx0, by0, bx1, by1 = self.box
+            ix0, iy0, ix1, iy1 = max(x0, bx0), max(y0, by0), min(x1, bx1), min(y1, by1)
+            if ix0 < ix1 and iy0 < iy1:
+                out[iy0 - y0 : iy1 - y0, ix0 - x0 : ix1 - x0] = self.inside[
+                    iy0 - by0 : iy1 - by0, ix0 - bx0 : ix1 - bx0
+                ]
+        return torch.from_numpy(out)
+
+    def full(self) -> Tensor:
+        """The whole (height, width) mask."""
+        return self.crop((0, 0, self.shape[1], self.shape[0]))
+
+
 def crop_object(
     image: Tensor,
-    mask: Tensor,
+    mask: Tensor | RegionMask,
     size: int | tuple[int, int] | None = 224,
     min_size: int = 50,
     blur_sigma: float = 4.0,
@@ -177,7 +248,8 @@ def crop_object(
 
     Args:
         image: Float image (3, H, W).
-        mask: Object mask (H, W), bool (any non-zero value is the object).
+        mask: Object mask (H, W), bool (any non-zero value is the object), or a
+            :class:`RegionMask`.
         size: Output side (or ``(height, width)``); None keeps the crop's own size.
         min_size: Smallest side of the crop in original pixels.
         blur_sigma: Gaussian sigma, in *output* pixels, of the blur applied outside the mask
@@ -204,7 +276,7 @@ def crop_object(
 
 def crop_region(
     image: Tensor,
-    mask: Tensor,
+    mask: Tensor | RegionMask,
     min_size: int = 50,
     context: float = 0.0,
     square: bool = False,
@@ -212,17 +284,27 @@ def crop_region(
     image_scale: float = 1.0,
 ) -> tuple[Tensor, Tensor, Box]:
     """The first half of :func:`crop_object` (same arguments): the crop box and the cut-out
-    image and mask, at their own size (views, no copy)."""
+    image and mask, at their own size (views, no copy; a :class:`RegionMask` is cut into a
+    new tensor)."""
     if image.ndim != 3:
         raise ValueError(f"image must be (C, H, W), got shape {tuple(image.shape)}")
     if image_scale == 1.0 and tuple(mask.shape) != tuple(image.shape[-2:]):
         raise ValueError(
             f"mask shape {tuple(mask.shape)} does not match image size {tuple(image.shape[-2:])}"
         )
-    mask = mask.to(torch.bool)
-    if box is None:
-        box = mask_box(mask)
-    crop_box = expand_box(box, (mask.shape[-2], mask.shape[-1]), min_size, context, square)
+    if isinstance(mask, RegionMask):
+        if box is None:
+            if mask.box is None or not mask.any():
+                raise ValueError("mask is empty: no object pixel to crop around")
+            box = mask.box
+        crop_box = expand_box(box, mask.shape, min_size, context, square)
+        crop_mask = mask.crop(crop_box)
+    else:
+        mask = mask.to(torch.bool)
+        if box is None:
+            box = mask_box(mask)
+        crop_box = expand_box(box, (mask.shape[-2], mask.shape[-1]), min_size, context, square)
+        crop_mask = None
     x0, y0, x1, y1 = crop_box
     crop = image[:, y0:y1, x0:x1]
     if image_scale != 1.0:
@@ -231,7 +313,7 @@ def crop_region(
         ix1 = max(ix0 + 1, min(math.ceil(x1 / image_scale), w))
         iy1 = max(iy0 + 1, min(math.ceil(y1 / image_scale), h))
         crop = image[:, iy0:iy1, ix0:ix1]
-    return crop, mask[y0:y1, x0:x1], crop_box
+    return crop, mask[y0:y1, x0:x1] if crop_mask is None else crop_mask, crop_box
 
 
 def finish_object_batch(
@@ -317,12 +399,12 @@ def _gaussian_blur_hwc(x: np.ndarray, sigma: float) -> np.ndarray:
     height, width = x.shape[:2]
     factor = int(sigma // 2)
     if factor > 1 and min(height, width) >= 4 * factor:
-        kernel = gaussian_kernel1d(sigma / factor).numpy()
+        kernel = _gaussian_kernel_numpy(sigma / factor)
         small = _avg_pool_hwc(x, factor)
         small = cv2.sepFilter2D(small, -1, kernel, kernel, borderType=cv2.BORDER_REPLICATE)
         out = cv2.resize(small, (width, height), interpolation=cv2.INTER_LINEAR)
     else:
-        kernel = gaussian_kernel1d(sigma).numpy()
+        kernel = _gaussian_kernel_numpy(float(sigma))
         out = cv2.sepFilter2D(x, -1, kernel, kernel, borderType=cv2.BORDER_REPLICATE)
     return out.reshape(x.shape)  # OpenCV drops a channel axis of length 1
 
@@ -356,8 +438,33 @@ def _resize_crop(crop: Tensor, crop_mask: Tensor, out_hw: tuple[int, int]) -> tu
         crop = crop.to(torch.float32, memory_format=torch.contiguous_format)
     crop = F.interpolate(crop.unsqueeze(0), size=out_hw, mode="bilinear", antialias=True)
     crop = crop.squeeze(0).clamp_(0.0, 1.0)
+    if crop_mask.device.type == "cpu":
+        rows = _nearest_indices(crop_mask.shape[0], out_hw[0])
+        cols = _nearest_indices(crop_mask.shape[1], out_hw[1])
+        mask = (
+            crop_mask.numpy() if crop_mask.dtype == torch.bool else crop_mask.float().numpy() > 0.5
+        )
+        return crop, torch.from_numpy(mask.take(rows, 0).take(cols, 1))
     crop_mask = F.interpolate(crop_mask[None, None].float(), size=out_hw, mode="nearest")[0, 0]
     return crop, crop_mask > 0.5
+
+
+@functools.lru_cache(maxsize=1024)
+def _nearest_indices(input_size: int, output_size: int) -> np.ndarray:
+    """The source index of each output index of PyTorch's ``mode="nearest"`` resize (its
+    float32 ``floor(i * in / out)``, exact at 1x and 2x): a mask resized by indexing, with
+    the same pixels as ``F.interpolate`` at a fraction of its cost."""
+    out = np.arange(output_size)
+    if output_size == input_size:
+        index = out
+    elif output_size == 2 * input_size:
+        index = out >> 1
+    else:
+        scale = np.float32(input_size) / np.float32(output_size)
+        index = np.floor(out.astype(np.float32) * scale).astype(np.int64)
+    index = np.minimum(index, input_size - 1)
+    index.flags.writeable = False
+    return index
 
 
 class ObjectCrop:
@@ -371,7 +478,11 @@ class ObjectCrop:
     blur are left to :func:`finish_object_batch` after the batch reaches its device. With
     ``keep_size`` the region keeps its own size, blurred as if resized to ``size``: for a
     model's own eval transform (:class:`matbench.models.preprocess.RegionPreprocessor`).
+    The ``mask`` may be a :class:`RegionMask` (``accepts_region_masks``).
     """
+
+    #: Readers may give the object's mask as a :class:`RegionMask`.
+    accepts_region_masks = True
 
     def __init__(
         self,
@@ -402,9 +513,9 @@ class ObjectCrop:
     def __call__(self, sample: dict[str, Any]) -> dict[str, Any]:
         box = sample.get("box")
         if sample.get("mask_box") is not None:  # given by the reader: no search of the mask
-            box = tuple(int(v) for v in sample["mask_box"])
+            box = _int_box(sample["mask_box"])
         elif box is not None and not _any(sample["mask"]):
-            box = tuple(int(v) for v in box)
+            box = _int_box(box)
         elif box is not None:
             box = None  # the mask's tight box is exact; the stored box may be rounded
         scale = float(sample.get("image_scale", 1.0))
@@ -419,7 +530,8 @@ class ObjectCrop:
                 scale,
             )
             # copies: a view would carry the whole image's storage to the main process
-            image, mask = image.clone(), mask.clone()
+            image = image.clone()
+            mask = mask if isinstance(sample["mask"], RegionMask) else mask.clone()
             if self.keep_size:
                 image = image.float().div_(255.0) if image.dtype == torch.uint8 else image
                 image = blur_outside_at(image, mask, self.blur_sigma, self.size)

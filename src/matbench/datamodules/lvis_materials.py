@@ -23,6 +23,8 @@ from matbench.transforms import ObjectCrop, finish_object_batch
 class _ObjectTransform:
     """Object crop, optional whole-image context, optional horizontal flip (training)."""
 
+    accepts_region_masks = True  # the mask only reaches the ObjectCrop
+
     def __init__(self, crop: ObjectCrop, context_size: int | None, flip: bool) -> None:
         self.crop = crop
         self.context_size = context_size

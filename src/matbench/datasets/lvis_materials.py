@@ -36,9 +36,10 @@ from torch.utils.data import Dataset
 from matbench.datasets.batched import load_once
 from matbench.datasets.errors import DatasetFormatError, DatasetNotFoundError
 from matbench.datasets.index_cache import Index, StringTable, cached_index, pack_strings
-from matbench.datasets.rle import polygon_region
+from matbench.datasets.rle import polygon_region, polygon_regions
 from matbench.datasets.utils import read_image_reduced
 from matbench.materials.sidecar import MaterialLabel, read_sidecar
+from matbench.transforms import RegionMask
 
 Sample = dict[str, Any]
 _COCO_PREFIX = re.compile(r"^COCO_[a-z]+\d{4}_")
@@ -324,8 +325,11 @@ class LVISMaterials(Dataset):
     A sample holds ``image`` (3, H, W) and ``mask`` (H, W, bool) of the whole COCO image, the
     object ``box`` (x0, y0, x1, y1), ``caption`` (str), ``label`` (index of the object's first
     material in :attr:`materials`), ``key`` (the annotation id as a string), ``index``, and
-    ``mask_box``, the tight box of the mask, when the mask is not empty; ``transforms`` (e.g. :class:`matbench.transforms.ObjectCrop`) then turns it into an object
-    crop.
+    ``mask_box``, the tight box of the mask, when the mask is not empty; ``transforms`` (e.g.
+    :class:`matbench.transforms.ObjectCrop`) then turns it into an object crop. A transform
+    with ``accepts_region_masks`` gets the mask as a :class:`matbench.transforms.RegionMask`
+    (the object's box and the pixels in it) and no ``mask_box``: the same crops, without a
+    whole-image mask per object.
 
     Args:
         annotation_file: LVIS v1 or v0.5 annotation JSON.
@@ -601,7 +605,7 @@ class LVISMaterials(Dataset):
     def __getitem__(self, index: int) -> Sample:
         row = int(self._arrays["image_row"][index])
         image, scale = self._image(row, self.draft_reduction(index))
-        return self._sample(index, image, scale)
+        return self._sample(index, self._regions([index])[0], image, scale)
 
     def __getitems__(self, indices: list[int]) -> list[Sample]:
         """A batch of samples, each image decoded once for all of its objects in the batch
@@ -611,9 +615,40 @@ class LVISMaterials(Dataset):
         for row, index in zip(rows, indices, strict=True):
             reduce[row] = min(reduce.get(row, 8), self.draft_reduction(index))
         images = load_once(rows, lambda row: self._image(row, reduce[row]))
+        regions = self._regions(indices)
         return [
-            self._sample(index, *decoded) for index, decoded in zip(indices, images, strict=True)
+            self._sample(index, region, *decoded)
+            for index, region, decoded in zip(indices, regions, images, strict=True)
         ]
+
+    def _polygons(self, index: int) -> list[np.ndarray]:
+        a = self._arrays
+        p0, p1 = a["poly_offsets"][index], a["poly_offsets"][index + 1]
+        bounds = a["coord_offsets"][p0 : p1 + 1].tolist()
+        coords = a["coords"]
+        return [coords[start:end] for start, end in itertools.pairwise(bounds)]
+
+    def _regions(self, indices: Sequence[int]) -> list[tuple[tuple[int, ...], np.ndarray] | None]:
+        """The rasterised polygons of objects ``indices``: each one's tight box and mask in
+        it (None when no pixel is set), rasterised together (:func:`polygon_regions`)."""
+        a = self._arrays
+        rows = a["image_row"][indices]
+        heights, widths = a["image_height"][rows], a["image_width"][rows]
+        objects = [self._polygons(int(index)) for index in indices]
+        try:
+            return polygon_regions(objects, heights, widths)
+        except Exception:  # noqa: BLE001 - pycocotools raises bare exceptions: find the object
+            for index, polygons, height, width in zip(
+                indices, objects, heights, widths, strict=True
+            ):
+                try:
+                    polygon_region(polygons, int(height), int(width))
+                except Exception as err:  # noqa: BLE001
+                    raise DatasetFormatError(
+                        self.annotation_file,
+                        f"annotation {int(a['id'][index])}: cannot decode polygons ({err})",
+                    ) from err
+            raise
 
     @property
     def _arrays(self) -> dict[str, np.ndarray]:
@@ -640,26 +675,25 @@ class LVISMaterials(Dataset):
         text = " and ".join(self.materials[m] for m in a["mat_ids"][m0:m1].tolist())
         return self.template.format(text) if self.template else text
 
-    def _sample(self, index: int, image: Tensor, scale: float = 1.0) -> Sample:
+    def _sample(
+        self,
+        index: int,
+        region: tuple[tuple[int, ...], np.ndarray] | None,
+        image: Tensor,
+        scale: float = 1.0,
+    ) -> Sample:
         a = self._arrays
         row = int(a["image_row"][index])
         height, width = int(a["image_height"][row]), int(a["image_width"][row])
-        p0, p1 = a["poly_offsets"][index], a["poly_offsets"][index + 1]
-        bounds = a["coord_offsets"][p0 : p1 + 1].tolist()
-        coords = a["coords"]
-        polygons = [coords[start:end] for start, end in itertools.pairwise(bounds)]
-        try:
-            region = polygon_region(polygons, height, width)
-        except Exception as err:  # noqa: BLE001 - pycocotools raises bare exceptions
-            raise DatasetFormatError(
-                self.annotation_file,
-                f"annotation {int(a['id'][index])}: cannot decode polygons ({err})",
-            ) from err
-        # the whole mask, written only where the object is (decode_polygons' pixels)
-        mask = np.zeros((height, width), dtype=bool)
-        if region is not None:
-            (x0, y0, x1, y1), inside = region
-            mask[y0:y1, x0:x1] = inside
+        as_region = getattr(self.transforms, "accepts_region_masks", False)
+        if as_region:  # the transform cuts the object's region: no whole-image mask
+            mask = RegionMask((height, width), *(region or (None, None)))
+        else:  # the whole mask, written only where the object is (decode_polygons' pixels)
+            full = np.zeros((height, width), dtype=bool)
+            if region is not None:
+                (x0, y0, x1, y1), inside = region
+                full[y0:y1, x0:x1] = inside
+            mask = torch.from_numpy(full)
         x, y, w, h = a["bbox"][index].tolist()
         box = (
             int(x),
@@ -669,14 +703,14 @@ class LVISMaterials(Dataset):
         )
         sample: Sample = {
             "image": image,
-            "mask": torch.from_numpy(mask),
+            "mask": mask,
             "box": torch.tensor(box, dtype=torch.int64),
             "caption": self._caption_of(index),
             "label": torch.tensor(int(a["label"][index]), dtype=torch.int64),
             "key": str(int(a["id"][index])),
             "index": index,
         }
-        if region is not None:  # the mask's tight box, so a crop need not search the mask
+        if region is not None and not as_region:  # so that a crop need not search the mask
             sample["mask_box"] = torch.tensor(region[0], dtype=torch.int64)
         if scale != 1.0:
             sample["image_scale"] = scale
