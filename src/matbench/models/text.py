@@ -88,15 +88,15 @@ class MiniLMTextEncoder(Freezable):
 
 @renamed_arguments({"pretrained": "weights"})
 class OpenCLIPTextEncoder(Freezable):
-    """The text tower of an open_clip model: a new one (``model``, ``pretrained``), or the
+    """The text tower of an open_clip model: a new one (``model``, ``weights``), or the
     tower of a model built elsewhere (``clip``: a CLIP model's own tower, whose image tower
     and temperature are dropped here).
 
     Args:
         model: open_clip architecture name (e.g. ``ViT-B-32``; also names the tokenizer).
-        pretrained: open_clip pretrained tag (e.g. ``laion2b_s34b_b79k``), a local
+        weights: open_clip pretrained tag (e.g. ``laion2b_s34b_b79k``), a local
             checkpoint path, or None for random initialisation.
-        argument: The task argument that names ``pretrained`` (in errors).
+        argument: The task argument that names ``weights`` (in errors).
         clip: An open_clip model to take the tower from instead of building one.
         normalize: Return L2-normalised fp32 embeddings (False: the tower's raw features,
             for a model that projects them further).
