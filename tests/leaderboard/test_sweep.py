@@ -191,14 +191,16 @@ def test_matbench_checkpoints_run_what_their_task_supports(
         torch.save({**checkpoint, "pytorch-lightning_version": "2.6.0"}, path)
         return str(path)
 
-    clip = save(ClipMaterialTask(model=TINY_CLIP, text_tower="open_clip"), tmp_path / "clip.ckpt")
+    clip_task = ClipMaterialTask(model=TINY_CLIP, text_tower="open_clip")
+    clip = save(clip_task, tmp_path / "clip.ckpt")
+    clip_task.save_pretrained(tmp_path / "clip_folder")  # the same model as a folder
     matseg = save(MatSegTask(backbone="tu-test_convnext", descriptor_dim=8), tmp_path / "ms.ckpt")
     out = tmp_path / "board"
     code = main(
         [
             "leaderboard",
             "--models",
-            f"{clip},{matseg}",
+            f"{clip},{tmp_path / 'clip_folder'},{matseg}",
             "--benchmarks",
             "fmd,matseg",
             "--root",
@@ -214,7 +216,18 @@ def test_matbench_checkpoints_run_what_their_task_supports(
         ]  # fmt: skip
     )
     assert code == 0
-    status = {(r["model"]["task"], r["benchmark"], r["protocol"]): r for r in load_records(out)}
+    records = load_records(out)
+    folder = {
+        (r["benchmark"], r["protocol"]): r for r in records if r["model"]["name"].endswith("folder")
+    }
+    records = [r for r in records if not r["model"]["name"].endswith("folder")]
+    status = {(r["model"]["task"], r["benchmark"], r["protocol"]): r for r in records}
+    # a save_pretrained folder runs what its .ckpt runs, with the same numbers
+    for (task, benchmark, protocol), record in status.items():
+        if task == "ClipMaterialTask":
+            same = folder[(benchmark, protocol)]
+            assert same["status"] == record["status"], same.get("error")
+            assert same["metrics"] == record["metrics"]
     assert {k: r["status"] for k, r in status.items()} == {
         ("ClipMaterialTask", "fmd", "zero_shot"): "ok",
         ("ClipMaterialTask", "fmd", "linear_probe"): "ok",

@@ -12,14 +12,15 @@ A name is one of (a ``kind:`` prefix may always be given to say which):
                                               (``name@none`` = random init, ``name@file``)
 ``hf:facebook/dinov2-small``                  a Hugging Face ``transformers`` image model, by
                                               hub name or local folder (``@none`` = random init
-                                              from its config)
+                                              from its config); a ``CLIPModel`` is image-text
 ``runs/x/checkpoints/last.ckpt``              a matbench checkpoint (``.ckpt``) or
                                               ``save_pretrained`` folder
 ============================================  ==================================================
 
-What a kind supports: image-text models (open_clip, a CLIP material checkpoint) run zero-shot
-and retrieval; every image model runs the linear probe; ViTs and CNNs (open_clip ViT towers,
-timm, Hugging Face ViTs, a MatSeg checkpoint) run dense descriptors. The rest is skipped with the reason.
+What a kind supports: image-text models (open_clip, a Hugging Face CLIP model, a CLIP material
+checkpoint or folder) run zero-shot and retrieval; every image model runs the linear probe;
+ViTs and CNNs (open_clip ViT towers, timm, Hugging Face ViTs, a MatSeg checkpoint) run dense
+descriptors. The rest is skipped with the reason.
 """
 
 from __future__ import annotations
@@ -197,20 +198,29 @@ _IMAGE_TEXT_TASKS = ("ClipMaterialTask", "ZeroShotTask")
 
 def unsupported(spec: ModelSpec, protocol: str) -> str | None:
     """Why ``spec`` cannot run ``protocol`` (None when it can)."""
-    folder = spec.kind == "matbench" and Path(spec.arch).is_dir()
-    if folder and protocol != "linear_probe":
-        return "a save_pretrained folder runs the linear probe; give the .ckpt for the others"
     if protocol in ("zero_shot", "retrieval"):
-        if spec.kind == "open_clip" or spec.task in _IMAGE_TEXT_TASKS:
+        if spec.kind == "open_clip" or spec.task in _IMAGE_TEXT_TASKS or is_hf_clip(spec):
             return None
         return f"{_describe(spec)} has no text tower: zero-shot needs an image-text model"
     if protocol == "linear_probe":
         return None
     if protocol == "dense":
+        if is_hf_clip(spec):
+            return (
+                "dense descriptors of a Hugging Face CLIP model are not wired (only its pooled "
+                "image features are): the same weights as an open_clip model run them"
+            )
         if spec.kind in ("open_clip", "timm", "hf") or spec.task == "MatSegTask":
             return None
         return f"{_describe(spec)} has no dense descriptors"
     raise ConfigError(f"unknown protocol '{protocol}'")
+
+
+def is_hf_clip(spec: ModelSpec) -> bool:
+    """A Hugging Face ``transformers`` CLIP model (image and text towers)."""
+    from matbench.models.hf_clip import hf_clip_config
+
+    return spec.kind == "hf" and hf_clip_config(spec.arch) is not None
 
 
 def _describe(spec: ModelSpec) -> str:
@@ -219,6 +229,39 @@ def _describe(spec: ModelSpec) -> str:
     return {"timm": "a timm image model", "hf": "a Hugging Face image model"}.get(
         spec.kind, spec.kind
     )
+
+
+def folder_checkpoint(spec: ModelSpec, cache: Path) -> ModelSpec:
+    """``spec`` with a matbench ``save_pretrained`` folder replaced by a Lightning checkpoint
+    of the same task (written once per folder content into ``cache``): every weight, the
+    arguments :meth:`~matbench.tasks.base.BaseTask.from_pretrained` builds it with (weights
+    arguments None, architecture files) and its class names. What runs on a ``.ckpt``
+    (``matbench test --ckpt_path``, a task's ``checkpoint`` argument) then runs on the folder.
+    Other models are returned as they are."""
+    import dataclasses
+
+    if spec.kind != "matbench" or not Path(spec.arch).is_dir():
+        return spec
+    path = Path(cache) / f"{spec.slug}-{spec.identity()[:16]}.ckpt"
+    if not path.is_file():
+        import lightning
+
+        from matbench.api import load
+        from matbench.cache import atomic_torch_save
+
+        task = load(spec.arch).task
+        hparams = {k: v for k, v in task.hparams.items() if k != "ignore"}
+        hparams["_class_path"] = f"{type(task).__module__}.{type(task).__qualname__}"
+        hparams["_instantiator"] = "lightning.pytorch.cli.instantiate_module"
+        checkpoint = {
+            "state_dict": task.state_dict(),
+            "hyper_parameters": hparams,
+            "pytorch-lightning_version": lightning.__version__,
+        }
+        if task.class_names:
+            checkpoint["matbench_class_names"] = list(task.class_names)
+        atomic_torch_save(path, checkpoint)
+    return dataclasses.replace(spec, arch=str(path))
 
 
 def task_section(spec: ModelSpec, benchmark: str, protocol: str) -> tuple[dict[str, Any], str]:
@@ -253,6 +296,10 @@ def task_section(spec: ModelSpec, benchmark: str, protocol: str) -> tuple[dict[s
 def _clip_arguments(spec: ModelSpec) -> dict[str, Any]:
     if spec.kind == "open_clip":
         return {"model": spec.arch, "weights": spec.weights, "text_tower": "open_clip"}
+    if spec.kind == "hf":
+        from matbench.models.hf_clip import HF_PREFIX
+
+        return {"model": HF_PREFIX + spec.arch, "weights": spec.weights, "text_tower": "open_clip"}
     hparams = _hparams(spec)
     args = {k: hparams[k] for k in ("model", "weights", "text_tower") if k in hparams}
     args["weights"] = None  # the checkpoint's weights replace them
@@ -385,6 +432,13 @@ def build_featurizer(spec: ModelSpec, device: str | torch.device = "cpu") -> Ima
 
 
 def _hf_featurizer(spec: ModelSpec) -> ImageFeaturizer:
+    if is_hf_clip(spec):  # the projected image features, as its zero-shot uses them
+        from matbench.models.clip import ImageTower
+        from matbench.models.hf_clip import HFCLIPVisual, create_hf_clip
+
+        visual = HFCLIPVisual(create_hf_clip(spec.arch, spec.weights, frozen=True), spec.arch)
+        tower = ImageTower(visual)
+        return ImageFeaturizer(tower, tower.image_size[0])
     from transformers import AutoConfig, AutoModel
 
     from matbench.utils.weights import built_once, loading_weights

@@ -35,6 +35,8 @@ from matbench.leaderboard.registry import Benchmark
 from matbench.results import atomic_write_text, package_versions
 
 RUNS_DIR = "runs"
+#: save_pretrained folders as Lightning checkpoints (see :func:`folder_checkpoint`).
+CHECKPOINTS_DIR = "checkpoints"
 
 
 @dataclass(frozen=True)
@@ -241,13 +243,14 @@ class Sweep:
     def _lightning_test(self, run: Run) -> dict[str, Any]:
         """``matbench test`` of a generated config, in this process."""
         from matbench.cli import main as cli_main
-        from matbench.leaderboard.models import task_section
+        from matbench.leaderboard.models import folder_checkpoint, task_section
 
         run_dir = self.run_dir(run)
         run_dir.mkdir(parents=True, exist_ok=True)
         for old in run_dir.glob("*.json"):
             old.unlink()  # a retried run: only this attempt's results
-        model, ckpt = task_section(run.model, run.benchmark.name, run.protocol)
+        spec = folder_checkpoint(run.model, self.out / CHECKPOINTS_DIR)
+        model, ckpt = task_section(spec, run.benchmark.name, run.protocol)
         data = run.benchmark.data_section(self.roots)
         if self.num_workers is not None:
             data["init_args"]["num_workers"] = self.num_workers
@@ -269,7 +272,7 @@ class Sweep:
         config_path = run_dir / "config.yaml"
         atomic_write_text(config_path, yaml.safe_dump(config, sort_keys=False))
         argv = ["test", "--config", str(config_path), "--results_dir", str(run_dir)]
-        argv += ["--tag", run.key, *self.overrides, "--debug"]
+        argv += [f"--tag={run.key}", *self.overrides, "--debug"]  # a key may start with "-"
         if ckpt:
             argv += ["--ckpt_path", ckpt]
         cli_main(argv)

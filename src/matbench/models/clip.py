@@ -13,6 +13,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from matbench.errors import ConfigError
+from matbench.models.hf_clip import (
+    HF_PREFIX,
+    HFCLIPText,
+    HFCLIPVisual,
+    create_hf_clip,
+    hf_logit_scale,
+)
 from matbench.models.text import (
     MINILM_NAME,
     MiniLMTextEncoder,
@@ -254,8 +261,11 @@ class MaterialCLIP(nn.Module):
     """Object image embedding and material text embedding in one space.
 
     Args:
-        model: open_clip architecture name (e.g. ``ViT-B-32``, or a registered config).
-        weights: open_clip tag, local checkpoint, or None (random).
+        model: open_clip architecture name (e.g. ``ViT-B-32``, or a registered config), or
+            ``hf:<name or folder>``: a Hugging Face ``transformers`` ``CLIPModel``
+            (:mod:`matbench.models.hf_clip`).
+        weights: open_clip tag, local checkpoint, or None (random); for a Hugging Face model,
+            None (its own weights) or ``"none"`` (random init from its config).
         text_tower: ``"open_clip"`` (the model's own), ``"minilm"`` (offline MiniLM, frozen,
             + learned projection), ``"minilm-random"`` (same, random weights: tests) or a
             Hugging Face MiniLM folder.
@@ -289,13 +299,20 @@ class MaterialCLIP(nn.Module):
         frozen: bool = False,
     ) -> None:
         super().__init__()
-        clip = create_open_clip(model, weights, argument="weights", frozen=frozen)
-        model = resolve_model_name(model)
-        #: The open_clip model's own logit scale and bias (None: it has none), read before the
-        #: towers are split; the loss starts from them when it pairs the same two towers.
-        self.logit_scale_init = _scalar(getattr(clip, "logit_scale", None))
-        self.logit_bias_init = _scalar(getattr(clip, "logit_bias", None))
-        self.image = ImageTower(clip.visual)
+        hf_name = model[len(HF_PREFIX) :] if model.startswith(HF_PREFIX) else None
+        if hf_name is not None:  # a transformers CLIPModel
+            clip = create_hf_clip(hf_name, weights, frozen=frozen)
+            visual: nn.Module = HFCLIPVisual(clip, hf_name)
+            self.logit_scale_init, self.logit_bias_init = hf_logit_scale(clip), None
+        else:
+            clip = create_open_clip(model, weights, argument="weights", frozen=frozen)
+            model = resolve_model_name(model)
+            visual = clip.visual
+            #: The open_clip model's own logit scale and bias (None: it has none), read before
+            #: the towers are split; the loss starts from them when it pairs the same towers.
+            self.logit_scale_init = _scalar(getattr(clip, "logit_scale", None))
+            self.logit_bias_init = _scalar(getattr(clip, "logit_bias", None))
+        self.image = ImageTower(visual)
         self.image.weights_source = weights
         self.dim = self.image.dim
         if text_tower.startswith("open_clip:"):
@@ -303,13 +320,16 @@ class MaterialCLIP(nn.Module):
                 f"text_tower '{text_tower}': a CLIP material model pairs its image tower with "
                 "its own text tower ('open_clip') or a projected MiniLM"
             )
-        text = build_text_encoder(
-            text_tower,
-            weights if text_tower == "open_clip" else None,
-            argument="text_tower",
-            own_clip=(clip, model),
-            name_argument="text_tower",
-        )
+        if hf_name is not None and text_tower == "open_clip":  # the model's own tower
+            text: nn.Module = HFCLIPText(clip, hf_name)
+        else:
+            text = build_text_encoder(
+                text_tower,
+                weights if text_tower == "open_clip" else None,
+                argument="text_tower",
+                own_clip=(clip, model),
+                name_argument="text_tower",
+            )
         # a MiniLM gets a learned projection to the image embedding size
         self.text: nn.Module = (
             ProjectedMiniLM(self.dim, encoder=text) if isinstance(text, MiniLMTextEncoder) else text
