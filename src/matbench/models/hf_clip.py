@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from matbench.models.text import hf_tokens
 from matbench.models.utils import Freezable
 
 #: Prefix of model names that select a Hugging Face CLIP model (``hf:openai/clip-vit-base-patch32``).
@@ -128,16 +129,9 @@ class HFCLIPText(Freezable):
 
     def forward(self, texts: list[str]) -> Tensor:
         device = self.text_projection.weight.device
-        tokens = self.tokenizer(
-            list(texts),
-            padding=True,
-            truncation=True,
-            max_length=self.context_length,
-            return_tensors="pt",
-        )
+        tokens = hf_tokens(self.tokenizer, texts, self.context_length, device)
         out = self.text_model(
-            input_ids=tokens["input_ids"].to(device),
-            attention_mask=tokens["attention_mask"].to(device),
+            input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"]
         )
         return self.text_projection(out.pooler_output)
 

