@@ -7,10 +7,18 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
 from matbench.cli import main
 from matbench.errors import CheckpointError, DatasetFormatError
-from matbench.materials.label import class_materials, label_objects, load_dense_task
+from matbench.materials.label import (
+    LVISLabeller,
+    class_materials,
+    label_lvis,
+    label_objects,
+    load_dense_task,
+    mask_pixels,
+)
 from matbench.materials.prior import load_prior, measured_prior, read_prior
 from matbench.materials.sidecar import read_sidecar
 from tests.data.lvis_materials.data import make as make_lvis
@@ -26,7 +34,7 @@ def test_label_objects_hand_worked() -> None:
     masks = torch.zeros(3, 2, 4, dtype=torch.bool)
     masks[0, 0, :3] = True  # classes 0, 0, 1
     masks[1, :, 1:3] = True  # classes 0, 1, 1, 1
-    (a, b, empty) = label_objects(probabilities, masks)
+    (a, b, empty) = label_objects(probabilities, *mask_pixels(masks))
     assert (a.class_id, a.share, a.pixels) == (0, pytest.approx(2 / 3), 3)
     assert a.confidence == pytest.approx(0.8)
     assert (b.class_id, b.share) == (1, pytest.approx(3 / 4))
@@ -145,3 +153,35 @@ def test_label_prior_build_cli(
     bad.write_text(json.dumps(other))
     with pytest.raises(DatasetFormatError, match=r"other.json: 1 annotation id\(s\) do not exist"):
         main([*prior_args[:3], str(bad), *prior_args[4:], "--out", str(prior), "--debug"])
+
+
+def test_label_in_workers_interrupted_and_resumed(tmp_path: Path, dense_checkpoint: Path) -> None:
+    ann, lvis = _lvis(tmp_path)
+    images = ann.parents[1] / "coco"
+    # Images decoded and masks rasterised in a loader worker.
+    expected = label_lvis(ann, images, dense_checkpoint, tmp_path / "a.json", workers=1)
+
+    # In the main process, stopped after two images: those are in the progress file, and a
+    # rerun labels the rest; the labels are those made in the worker.
+    done: list[int] = []
+
+    def stop_after_two(objects: int) -> None:
+        done.append(objects)
+        if len(done) == 2:
+            raise KeyboardInterrupt
+
+    out = tmp_path / "b.json"
+    with pytest.raises(KeyboardInterrupt):
+        LVISLabeller(ann, images, dense_checkpoint, out).run(False, on_image=stop_after_two)
+    progress = out.with_name(out.name + ".progress.jsonl")
+    assert progress.read_text().count("\n") == 2
+    result = label_lvis(ann, images, dense_checkpoint, out, progress=False)
+    assert progress.read_text().count("\n") == len(lvis["images"])
+    assert result["annotations"] == expected["annotations"]
+    assert result["unknown"] == expected["unknown"]
+
+    # A bad image met in a worker is reported by name, as in the main process.
+    first = images / "train2017" / f"{lvis['images'][0]['id']:012d}.jpg"
+    Image.new("RGB", (10, 8)).save(first)
+    with pytest.raises(DatasetFormatError, match=rf"{first.name}: is 10x8 but .* says"):
+        label_lvis(ann, images, dense_checkpoint, tmp_path / "c.json", workers=1)

@@ -8,7 +8,12 @@ import pytest
 import torch
 
 from matbench.metrics import SegmentationMetrics
-from matbench.metrics.functional import segmentation_confusion, segmentation_metrics
+from matbench.metrics.functional import class_ids, segmentation_confusion, segmentation_metrics
+from matbench.metrics.functional.segmentation import (
+    _fast_confusion,
+    _general_confusion,
+    top_class,
+)
 from tests.metrics import reference
 
 
@@ -68,6 +73,37 @@ def test_matches_loop_reference(
     for pred, target in zip(preds, targets, strict=True):
         metric.update(pred.to(torch.int32), target)
     reference.assert_close(metric.compute(), expected, tol=1e-12)
+
+
+@pytest.mark.parametrize("ignore_index", [255, None, 0, -1, 100_000])
+def test_torch_paths_equal_the_cpu_path(ignore_index: int | None) -> None:
+    # CPU tensors are counted with NumPy; other devices use the torch paths, run here on CPU.
+    preds, targets = _batches(7, 6, ignore_index)
+    targets[0][0, 0, :3] = torch.tensor([6, 9, 254])  # neither classes nor ignore_index
+    for pred, target in zip(preds, targets, strict=True):
+        p, t = pred.reshape(-1), target.reshape(-1)
+        fast = _fast_confusion(p, t, 6, ignore_index)
+        outside = ((t < 0) | (t >= 6)) & (t != (-2 if ignore_index is None else ignore_index))
+        if not outside.any():
+            cpu = segmentation_confusion(pred, target, 6, ignore_index)
+            assert torch.equal(_general_confusion(p, t, 6, ignore_index), cpu)
+            assert torch.equal(fast, cpu) if ignore_index != -1 else fast is None
+        else:
+            assert fast is None
+            with pytest.raises(ValueError, match=r"target \(pixels other than"):
+                _general_confusion(p, t, 6, ignore_index)
+            with pytest.raises(ValueError, match=r"target \(pixels other than"):
+                segmentation_confusion(pred, target, 6, ignore_index)
+
+
+def test_top_class_equals_torch_max_on_ties_and_nan() -> None:
+    scores = torch.randint(0, 3, (2, 7, 5, 6), generator=torch.Generator().manual_seed(0))
+    for x, dim in ((scores.float(), 1), (scores[0].double(), 0), (scores, 1)):  # ties
+        values, ids = top_class(x, dim)
+        assert torch.equal(values, x.amax(dim)) and torch.equal(ids, x.argmax(dim))
+    scores = scores.float()
+    scores[0, 4, 1, 1] = scores[1, 2, 0, 0] = scores[1, 5, 0, 0] = math.nan
+    assert torch.equal(class_ids(scores), scores.argmax(1))
 
 
 def test_dms_script_values_on_a_hand_worked_case() -> None:

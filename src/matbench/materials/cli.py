@@ -104,6 +104,13 @@ def _parser() -> argparse.ArgumentParser:
         help="JSON {segmenter class: material or null} for classes the vocabulary lacks",
     )
     label.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    label.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="loader processes decoding images and masks while the model runs (default 0: "
+        "in the main process; on a GPU use a few)",
+    )
     label.add_argument("--no-progress", action="store_true", help="no progress bar")
     from matbench.materials.caption import add_arguments
 
@@ -222,6 +229,7 @@ def _label(args: argparse.Namespace) -> int:
         class_map=args.class_map,
         device=args.device,
         progress=not args.no_progress,
+        workers=args.workers,
     )
     counts = result["counts"]
     unknown = ", ".join(f"{k}: {v}" for k, v in counts["unknown"].items()) or "none"

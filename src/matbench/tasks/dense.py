@@ -12,6 +12,7 @@ from torchmetrics import Metric
 
 from matbench.errors import ConfigError
 from matbench.metrics import SegmentationMetrics
+from matbench.metrics.functional import class_ids
 from matbench.models.segmentation import (
     Mask2FormerSegmenter,
     SegmenterName,
@@ -194,13 +195,13 @@ class DenseMaterialTask(EvalSteps, BaseTask):
     def _eval_step(self, stage: str, batch: dict[str, Any], dataloader_idx: int) -> None:
         metric = self.eval_metric(stage, dataloader_idx)
         for scores, target in zip(self.segment(batch["image"]), batch["mask"], strict=True):
-            metric.update(scores.argmax(0, keepdim=True), target.unsqueeze(0))
+            metric.update(class_ids(scores, 0).unsqueeze(0), target.unsqueeze(0))
 
     def predict_step(
         self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0
     ) -> list[dict[str, Any]]:
         out = []
         for scores, key in zip(self.segment(batch["image"]), batch["key"], strict=True):
-            labels = scores.argmax(0).to(torch.uint8 if scores.shape[0] <= 256 else torch.int32)
+            labels = class_ids(scores, 0).to(torch.uint8 if scores.shape[0] <= 256 else torch.int32)
             out.append({"key": str(key), "labels": labels.cpu().numpy()})
         return out

@@ -82,6 +82,7 @@ def _split(
     rng: np.random.Generator,
     version: str,
     size: tuple[int, int],
+    objects: int | None,
 ) -> None:
     width, height = size
     images, annotations, sidecar = [], [], {}
@@ -93,7 +94,7 @@ def _split(
         background = rng.integers(60, 200, size=(height, width, 3)).astype(np.uint8)
         canvas = Image.fromarray(background)
         draw = ImageDraw.Draw(canvas)
-        for j in range(2 + i % 2):
+        for j in range(2 + i % 2 if objects is None else objects):
             material_id = (i + j) % len(MATERIALS)
             material = MATERIALS[material_id]
             poly = _polygon(rng, width, height)
@@ -152,12 +153,15 @@ def make(
     version: str = "v1",
     size: tuple[int, int] = (96, 72),
     seed: int = 0,
+    objects: int | None = None,
 ) -> Path:
-    """Write the fake copy into ``root`` and return ``root``."""
+    """Write the fake copy into ``root`` and return ``root``; ``objects`` per image (default
+    2 or 3; LVIS v1 train has 12.7 on average)."""
     root = Path(root)
     rng = np.random.default_rng(seed)
-    _split(root, "train", num_train, 1000, 1, rng, version, size)
-    _split(root, "val", num_val, 2000, 500, rng, version, size)
+    _split(root, "train", num_train, 1000, 1, rng, version, size, objects)
+    first_val_ann = max(500, 1 + num_train * (objects or 3))  # ids unique across the splits
+    _split(root, "val", num_val, 2000, first_val_ann, rng, version, size, objects)
     return root
 
 
