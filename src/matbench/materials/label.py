@@ -159,9 +159,9 @@ class ImageObjects(Dataset):
     any, while the model segments the previous image): the decoded image and the pixels of
     its objects' masks (:func:`mask_pixels`).
 
-    A bad image or polygon is returned as ``("error", path, problem)`` and raised by the
-    labeller as a :class:`~matbench.errors.DatasetFormatError`: a worker's exception would
-    reach the main process as a bare traceback.
+    A bad image or polygon comes back as ``{"image_id", "error": (path, problem)}``, which the
+    labeller raises as a :class:`~matbench.errors.DatasetFormatError`: an exception raised in
+    a worker would reach the main process as a bare traceback.
 
     Args:
         image_ids: The images to load, in order.
