@@ -225,7 +225,20 @@ class LVISLabeller:
     """``materials label`` in its three phases, so that each can be timed: the constructor
     reads and checks the LVIS file, loads the segmenter and opens the progress file;
     :meth:`run` labels the images not labelled yet; :meth:`write` writes the predictions
-    file. :func:`label_lvis` runs them in turn (arguments documented there)."""
+    file. :func:`label_lvis` runs them in turn.
+
+    Args:
+        lvis_path: The LVIS annotation JSON.
+        image_root: The COCO image folder (``train2017/``, ``val2017/``).
+        checkpoint: A :class:`~matbench.tasks.dense.DenseMaterialTask` checkpoint.
+        out: The predictions JSON to write (its progress file is ``<out>.progress.jsonl``).
+        min_share: Smallest share of the mask for the majority class; below: unknown.
+        min_confidence: Smallest mean confidence of the majority class; below: unknown.
+        class_map: JSON ``{class name: material or null}`` for classes the vocabulary lacks.
+        device: Torch device of the segmenter.
+        workers: Loader processes that decode images and rasterise masks while the model
+            runs (0: in the main process).
+    """
 
     def __init__(
         self,
@@ -379,40 +392,13 @@ def label_lvis(
     image_root: str | Path,
     checkpoint: str | Path,
     out: str | Path,
-    min_share: float = 0.5,
-    min_confidence: float = 0.0,
-    class_map: str | Path | None = None,
-    device: str = "cpu",
     progress: bool = True,
-    workers: int = 0,
+    **options: Any,
 ) -> dict[str, Any]:
     """Label every object of an LVIS annotation file with a dense segmenter; write and return
-    the predictions record (see the module docstring).
-
-    Args:
-        lvis_path: The LVIS annotation JSON.
-        image_root: The COCO image folder (``train2017/``, ``val2017/``).
-        checkpoint: A :class:`~matbench.tasks.dense.DenseMaterialTask` checkpoint.
-        out: The predictions JSON to write (its progress file is ``<out>.progress.jsonl``).
-        min_share: Smallest share of the mask for the majority class; below: unknown.
-        min_confidence: Smallest mean confidence of the majority class; below: unknown.
-        class_map: JSON ``{class name: material or null}`` for classes the vocabulary lacks.
-        device: Torch device of the segmenter.
-        progress: Show a progress bar.
-        workers: Loader processes that decode images and rasterise masks while the model
-            runs (0: in the main process).
-    """
-    labeller = LVISLabeller(
-        lvis_path,
-        image_root,
-        checkpoint,
-        out,
-        min_share,
-        min_confidence,
-        class_map,
-        device,
-        workers,
-    )
+    the predictions record (see the module docstring). ``options``: those of
+    :class:`LVISLabeller`; ``progress`` shows a progress bar."""
+    labeller = LVISLabeller(lvis_path, image_root, checkpoint, out, **options)
     labeller.run(progress)
     return labeller.write()
 
