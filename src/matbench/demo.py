@@ -4,7 +4,7 @@
    stream) with :mod:`matbench.synth`, by default in the ``illumination`` mode: materials of
    similar colour under varying coloured light and cast shadows, so that pixel colour cannot
    segment them (as with real material states) and the ``rgb`` baseline is a real opponent.
-2. Train a small U-Net (ConvNeXt-atto encoder, random init) through ``matbench fit``.
+2. Train a small U-Net (ResNet-18 encoder, random init) through ``matbench fit``.
 3. Test it, the ``rgb`` and ``random`` baselines and the zero-shot dense DINOv2 baseline
    through ``matbench test`` on the held-out generated benchmark.
 4. Print a table (triplet accuracy by point and by material, all and soft cases), write a
@@ -32,10 +32,8 @@ COLUMNS = (
     ("soft_by_point", "soft/point"),
     ("soft_by_material", "soft/material"),
 )
-#: The trained model must beat the rgb baseline by this much (all cases, by point). The default
-#: run measured 0.049 (U-Net 0.706, rgb 0.657) on 2 idle CPU cores and 0.037 under heavy load;
-#: the soft cases separate more (0.75 vs 0.55).
-MIN_MARGIN = 0.02
+#: The trained model must beat the rgb baseline by this much (all cases, by point).
+MIN_MARGIN = 0.05
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,13 +43,13 @@ def build_parser() -> argparse.ArgumentParser:
         "CPU, and compare it with the rgb and random baselines.",
     )
     parser.add_argument("--out", default="demo_out", help="output folder (default demo_out)")
-    parser.add_argument("--train-scenes", type=int, default=32, help="generated training scenes")
+    parser.add_argument("--train-scenes", type=int, default=128, help="generated training scenes")
     parser.add_argument("--bench-images", type=int, default=12, help="generated benchmark images")
     parser.add_argument("--steps", type=int, default=200, help="training steps")
     parser.add_argument("--crop", type=int, default=96, help="training crop side (px)")
     parser.add_argument("--batch-size", type=int, default=4, help="training batch size")
     parser.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate")
-    parser.add_argument("--encoder", default="tu-convnext_atto", help="U-Net encoder")
+    parser.add_argument("--encoder", default="tu-resnet18", help="U-Net encoder")
     parser.add_argument("--seed", type=int, default=0, help="seed of data and training")
     parser.add_argument("--workers", type=int, default=2, help="generator processes")
     parser.add_argument(
@@ -231,6 +229,23 @@ def table(rows: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def positions_only(bench: Path) -> dict[str, Any]:
+    """The benchmark's triplet accuracy from where the points lie alone, with no look at the
+    image: the closer two points, the more similar. The level a model must clear to show that
+    it uses the image."""
+    import torch
+
+    from matbench.datasets.matseg import MatSegBenchmark
+    from matbench.metrics.triplet import MatSegMetrics
+
+    metric = MatSegMetrics()
+    for sample in MatSegBenchmark(bench):
+        xy = sample["points"][:, :2].float()
+        similarity = -torch.cdist(xy, xy)
+        metric.update(similarity, sample["weight"], sample["groups"], bool(sample["has_relations"]))
+    return dict(metric.compute())
+
+
 def dense_weights(backbone: str, weights: str) -> tuple[str | None, str]:
     """The dense baseline's weights and its table label: pretrained when they can be had
     (downloaded once by timm, or a local file), else random init, said so in the label."""
@@ -330,6 +345,7 @@ def main(argv: list[str]) -> int:
         ["--config", str(baseline_config(out, bench, "dense", args.seed, dense))], results
     )
     rows[label], runs["dense"] = metrics, str(path) if path else None
+    rows["positions only"], runs["positions only"] = positions_only(bench), None
 
     figure = picture(out, ckpt, bench, args.figure_images)
     summary = {

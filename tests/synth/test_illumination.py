@@ -57,9 +57,8 @@ def test_mode_is_deterministic_and_checked(tmp_path: Path) -> None:
     assert records[0].groups >= 2
 
 
-def _triplet_accuracy(bench: Path, similarity: str) -> float:
-    """All cases, by point, of the ``rgb`` baseline's descriptors or of the points' positions
-    alone (closer points more similar: where the points are, with no look at the image)."""
+def _rgb_accuracy(bench: Path) -> float:
+    """All cases, by point, of the ``rgb`` baseline's descriptors."""
     import torch
 
     from matbench.datasets.matseg import MatSegBenchmark
@@ -69,27 +68,35 @@ def _triplet_accuracy(bench: Path, similarity: str) -> float:
     rgb = MatSegTask(model="rgb").eval()
     metric = MatSegMetrics()
     for sample in MatSegBenchmark(bench):
-        points = sample["points"]
-        if similarity == "rgb":
-            with torch.no_grad():
-                descriptors = point_descriptors(rgb.descriptor_map(sample["image"]), points)
-            scores = descriptors @ descriptors.T
-        else:
-            xy = points[:, :2].float()
-            scores = -torch.cdist(xy, xy)
-        metric.update(scores, sample["weight"], sample["groups"], bool(sample["has_relations"]))
+        with torch.no_grad():
+            descriptors = point_descriptors(rgb.descriptor_map(sample["image"]), sample["points"])
+        metric.update(
+            descriptors @ descriptors.T,
+            sample["weight"],
+            sample["groups"],
+            bool(sample["has_relations"]),
+        )
     return float(metric.compute()["all_by_point"])
 
 
-def test_benchmark_colour_baseline_does_no_better_than_point_positions(tmp_path: Path) -> None:
-    # On the illumination-mode benchmark the rgb baseline scores below the points' positions
-    # alone (points of one material lie closer together; the smooth light only passes that on),
-    # while on the infusion-mode benchmark colour alone nearly solves it.
+def test_benchmark_is_separable_neither_by_colour_nor_by_point_positions(tmp_path: Path) -> None:
+    # On the illumination-mode benchmark neither the rgb baseline nor the points' positions
+    # alone (the demo's "positions only" row) get far above one half: points are spread over
+    # their region (best-candidate sampling), so one material's points are not much closer
+    # together than two materials' (with uniform draws the positions scored 0.73-0.77), and the
+    # smooth light passes no more than that on to rgb. On the infusion-mode benchmark colour
+    # alone nearly solves it.
+    from matbench.demo import positions_only
+
     scores = {}
     for mode in ("illumination", "infusion"):
         write_benchmark(
             tmp_path / mode, 8, seed=0, min_size=128, max_size=160, workers=1, mode=mode
         )
-        scores[mode] = {s: _triplet_accuracy(tmp_path / mode, s) for s in ("rgb", "position")}
-    assert scores["illumination"]["rgb"] < scores["illumination"]["position"], scores
+        scores[mode] = {
+            "rgb": _rgb_accuracy(tmp_path / mode),
+            "position": positions_only(tmp_path / mode)["all_by_point"],
+        }
+    assert scores["illumination"]["position"] < 0.68, scores
+    assert scores["illumination"]["rgb"] < 0.68, scores
     assert scores["infusion"]["rgb"] > scores["illumination"]["rgb"] + 0.2, scores

@@ -17,6 +17,8 @@ PURE_FRACTION = 0.9
 MIX_RANGE = (0.4, 0.6)
 #: ... that together make up at least this fraction.
 MIX_TOTAL = 0.95
+#: Uniform draws per point of best-candidate sampling (:func:`sample_disks`).
+SPREAD_CANDIDATES = 10
 #: Relation weights of the benchmark format (old names of the format module's constants).
 WEIGHT_SQUARE, WEIGHT_ROUND = SQUARE_WEIGHT, ROUND_WEIGHT
 
@@ -46,10 +48,15 @@ def sample_disks(
     min_radius: int = 2,
     margin: float = 1.0,
 ) -> list[tuple[int, int, int]]:
-    """Up to ``count`` disks of ``region``, each at least ``margin`` px inside its border.
+    """Up to ``count`` disks of ``region``, each at least ``margin`` px inside its border,
+    spread over the region.
 
     The radius is ``radius``, or smaller (down to ``min_radius``) when the region is too thin.
     Disks do not overlap where the region has room; centres are always more than ``r`` apart.
+    Centres are drawn by best-candidate sampling (Mitchell): the first uniformly, each further
+    one the farthest from those already chosen among :data:`SPREAD_CANDIDATES` uniform
+    draws. Points of one group are so spread over all of its region rather than clustered, so
+    that where the points lie says little about which group they belong to.
 
     Returns:
         ``(x, y, r)`` tuples; empty if not even a ``min_radius`` disk fits.
@@ -62,17 +69,22 @@ def sample_disks(
     r = min(radius, fit)
     if r < min_radius:
         return []
-    candidates = np.flatnonzero(depth >= r + margin)
-    order = rng.choice(candidates.size, size=min(candidates.size, 64 * count), replace=False)
-    ys, xs = np.divmod(candidates[order], region.shape[1])
+    ys, xs = np.divmod(np.flatnonzero(depth >= r + margin), region.shape[1])
+    # Distance of every candidate centre to the nearest chosen one.
+    nearest = np.full(xs.size, np.inf)
     chosen: list[tuple[int, int, int]] = []
-    # First disjoint disks (spread over the region), then, if too few fit, centres > r apart.
-    for gap in (2 * r + 1, r):
-        for x, y in zip(xs.tolist(), ys.tolist(), strict=True):
-            if len(chosen) == count:
-                return chosen
-            if all((x - cx) ** 2 + (y - cy) ** 2 > gap * gap for cx, cy, _ in chosen):
-                chosen.append((x, y, r))
+    while len(chosen) < count:
+        # Disjoint disks while they fit, then centres more than r apart.
+        eligible = np.flatnonzero(nearest > 2 * r + 1)
+        if eligible.size == 0:
+            eligible = np.flatnonzero(nearest > r)
+        if eligible.size == 0:
+            break
+        draws = eligible[rng.integers(eligible.size, size=1 if not chosen else SPREAD_CANDIDATES)]
+        best = int(draws[np.argmax(nearest[draws])])
+        x, y = int(xs[best]), int(ys[best])
+        chosen.append((x, y, r))
+        nearest = np.minimum(nearest, np.hypot(xs - x, ys - y))
     return chosen
 
 

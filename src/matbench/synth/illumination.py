@@ -30,6 +30,12 @@ from matbench.synth.textures import tile_texture
 SCENE_MODES = ("infusion", "illumination")
 #: Per-channel spread of the materials' colours around the scene's base colour.
 MATERIAL_COLOUR_SPREAD = 6.0
+#: Range of the materials' albedos (a brightness factor on their shared colour).
+ALBEDO_RANGE = (0.55, 1.15)
+#: Range of the materials' texture contrasts (standard deviation, in 8-bit levels).
+CONTRAST_RANGE = (6.0, 48.0)
+#: Blur of the layout maps, as a fraction of the scene's shorter side.
+LAYOUT_SMOOTH = 0.02
 #: Range of the light's brightness gain across a scene.
 LIGHT_RANGE = (0.45, 1.35)
 
@@ -79,20 +85,34 @@ def make_illumination_scene(
     :func:`~matbench.synth.scene.make_scene`; at least two materials are drawn.
     """
     config = config or SceneConfig()
-    (h, w), hard, alphas = draw_layout(rng, images, config, at_least=2)
+    (h, w), hard, alphas = draw_layout(rng, images, config, at_least=2, smooth=LAYOUT_SMOOTH)
     base = rng.uniform(70.0, 170.0, size=3).astype(np.float32)
     canvas = np.zeros((h, w, 3), dtype=np.float32)
-    for alpha in alphas:
+    n = len(alphas)
+    # Stratified albedos and contrasts: the materials of one scene differ in both.
+    albedos = _spread(rng, n, ALBEDO_RANGE)
+    contrasts = _spread(rng, n, CONTRAST_RANGE, log=True)
+    for alpha, albedo, contrast in zip(alphas, albedos, contrasts, strict=True):
         texture = sample_texture(images, rng, config)
         scale = rng.uniform(0.3, 1.0)
         size = (max(8, round(texture.shape[0] * scale)), max(8, round(texture.shape[1] * scale)))
         pattern = _pattern(resize(texture, size))
-        contrast = rng.uniform(6.0, 40.0)
         colour = base + rng.normal(0.0, MATERIAL_COLOUR_SPREAD, size=3).astype(np.float32)
         offset = (int(rng.integers(2 * size[0])), int(rng.integers(2 * size[1])))
         tiled = tile_texture(pattern[..., None], (h, w), offset)[..., 0].astype(np.float32)
-        material = colour + contrast * tiled[..., None]
+        material = albedo * (colour + contrast * tiled[..., None])
         canvas += (material - canvas) * alpha[..., None]
     canvas *= light_field(rng, images, (h, w))
     rgb = np.clip(np.round(canvas), 0, 255).astype(np.uint8)
     return Scene(rgb=rgb, masks=visible_masks(alphas), hard=hard)
+
+
+def _spread(
+    rng: np.random.Generator, n: int, bounds: tuple[float, float], log: bool = False
+) -> np.ndarray:
+    """``n`` values evenly spaced over ``bounds`` (jittered by a quarter step), in random
+    order: any two are at least half a step apart."""
+    low, high = (np.log(bounds[0]), np.log(bounds[1])) if log else bounds
+    levels = rng.permutation(n) + 0.5 + rng.uniform(-0.25, 0.25, size=n)
+    values = low + (high - low) * levels / n
+    return (np.exp(values) if log else values).astype(np.float32)

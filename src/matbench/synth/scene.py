@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from matbench.synth.maps import random_view, resize, soft_map
+from matbench.synth.maps import fuzzy_threshold, random_view, resize, soft_map
 from matbench.synth.sources import NaturalImages, cached_images
 from matbench.synth.textures import find_texture, tile_texture
 
@@ -152,11 +152,17 @@ def sample_texture(
 
 
 def draw_layout(
-    rng: np.random.Generator, images: NaturalImages, config: SceneConfig, at_least: int = 1
+    rng: np.random.Generator,
+    images: NaturalImages,
+    config: SceneConfig,
+    at_least: int = 1,
+    smooth: float = 0.0,
 ) -> tuple[tuple[int, int], bool, list[np.ndarray]]:
     """A scene's size, whether it is hard, and its layers' alphas: layer 0 covers everything,
     every later one (a natural-image soft map) is blended over the earlier ones. The number of
-    layers is drawn in the config's range, raised to ``at_least``."""
+    layers is drawn in the config's range, raised to ``at_least``. With ``smooth`` > 0 each map
+    is blurred (Gaussian, sigma ``smooth`` times the scene's shorter side) and thresholded
+    again, which removes shapes much smaller than that."""
     h = int(rng.integers(config.min_size, config.max_size + 1))
     w = int(rng.integers(config.min_size, config.max_size + 1))
     low, high = max(at_least, config.min_materials), max(at_least, config.max_materials)
@@ -166,7 +172,13 @@ def draw_layout(
     alphas = [np.ones((h, w), dtype=np.float32)]
     for _ in range(1, n):
         source = main_source if rng.random() < config.same_source_prob else images.pick(rng)
-        alphas.append(soft_map(source, rng, (h, w), hard=hard))
+        alpha = soft_map(source, rng, (h, w), hard=hard)
+        if smooth > 0:
+            alpha = ndimage.gaussian_filter(alpha, sigma=smooth * min(h, w))
+            # Re-threshold: hard maps at 0.5; soft maps around 0.5 at twice the slope, so
+            # that the blur removes small shapes without widening the soft transitions.
+            alpha = (alpha > 0.5).astype(np.float32) if hard else fuzzy_threshold(alpha, 0.25, 0.75)
+        alphas.append(alpha)
     return (h, w), hard, alphas
 
 
