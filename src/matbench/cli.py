@@ -10,6 +10,7 @@ import contextlib
 import difflib
 import importlib
 import os
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -111,17 +112,56 @@ def debug_requested(argv: list[str]) -> bool:
 
 def known_error(err: BaseException) -> BaseException | None:
     """The `MatbenchError` behind ``err`` (itself, or a cause: jsonargparse wraps errors raised
-    while it builds the classes of a config), or None."""
+    while it builds the classes of a config; or one raised in a DataLoader worker, see
+    :func:`worker_error`), or None."""
     from matbench.errors import MatbenchError
 
     seen: set[int] = set()
     current: BaseException | None = err
     while current is not None and id(current) not in seen:
+        from_worker = worker_error(current)
+        if from_worker is not None:
+            return from_worker
         if isinstance(current, MatbenchError):
             return current
         seen.add(id(current))
         current = current.__cause__ or current.__context__
     return None
+
+
+#: How PyTorch re-raises an exception of a DataLoader worker in the main process.
+_WORKER_ERROR = re.compile(r"Caught (\w+) in (DataLoader worker process \d+)\.\nOriginal ")
+
+
+def worker_error(err: BaseException) -> BaseException | None:
+    """A `MatbenchError` raised in a DataLoader worker, rebuilt from what PyTorch hands the main
+    process (its class name and the worker's whole traceback flattened into the message of a
+    RuntimeError, or of the same class when it takes one argument), or None.
+
+    The rebuilt error has the original message, the worker's name and the class's hint, so a
+    bad file found in a worker is reported like one found in the main process."""
+    from matbench.errors import MatbenchError
+
+    text = str(err)
+    match = _WORKER_ERROR.match(text)
+    if match is None:
+        return None
+    name, where = match.groups()
+    classes, todo = {}, [MatbenchError]
+    while todo:
+        cls = todo.pop()
+        classes[cls.__name__] = cls
+        todo.extend(cls.__subclasses__())
+    if name not in classes:
+        return None
+    # the traceback ends with "<module>.<Name>: <message>" (the message may span lines)
+    start = max(text.rfind(f".{name}: "), text.rfind(f"\n{name}: "))
+    if start < 0:
+        return None
+    message = text[start + len(name) + 3 :].rstrip("\n")
+    rebuilt = MatbenchError(f"{message} (raised in {where})")
+    rebuilt.hint = classes[name].hint
+    return rebuilt
 
 
 def report_error(err: BaseException) -> None:

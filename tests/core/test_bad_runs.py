@@ -231,3 +231,26 @@ def test_clip_test_output_has_no_world_size_dependent_loss(
     assert not any(key.endswith("loss") for key in cli.trainer.callback_metrics)
     (result,) = Path("results").glob("*ClipMaterialTask*.json")
     assert not any("loss" in key for key in json.loads(result.read_text())["metrics"])
+
+
+# -- a bad file found in a DataLoader worker ---------------------------------------------------
+def test_a_bad_file_found_in_a_loader_worker_is_reported_like_one_in_the_main_process(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """PyTorch re-raises a worker's DatasetFormatError (two arguments) as a bare RuntimeError
+    holding the worker's traceback; the command line still prints one line naming the file."""
+    bench = make_benchmark(tmp_path / "bench")
+    broken = bench / "images" / "c.jpeg"
+    data = broken.read_bytes()
+    broken.write_bytes(data[: data.index(b"\xff\xda") + 16])  # headers kept, scan data cut
+    argv = ["test", "--config", str(RGB_BASELINE), f"--data.root={bench}"]
+    argv += ["--data.num_workers=1", f"--results_dir={tmp_path / 'results'}"]
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    line = next(line for line in err.splitlines() if line.startswith("error: "))
+    assert str(broken) in line and "(raised in DataLoader worker process 0)" in line
+    assert "Traceback" not in err
+    with pytest.raises(RuntimeError, match="Caught DatasetFormatError in DataLoader worker"):
+        main([*argv, "--debug"])
