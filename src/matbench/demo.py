@@ -375,7 +375,7 @@ def main(argv: list[str]) -> int:
     if not trained > colour + MIN_MARGIN:
         print(
             f"[demo] the trained U-Net ({trained:.3f}) does not beat the rgb baseline "
-            f"({colour:.3f}) by {MIN_MARGIN}: train longer (--steps)"
+            f"({colour:.3f}) by {MIN_MARGIN}"
         )
         return 1
     print(f"[demo] trained U-Net {trained:.3f} vs rgb {colour:.3f} (all cases, by point)")
