@@ -15,7 +15,7 @@ folder, then, on the CPU, in one process (imports done before timing):
 Prints each run's images and seconds and the sweep's images/s against the bare forwards'
 (target >= 85 %).
 
-    python -m benchmarks.leaderboard                      # ViT-S/16 (timm) + ViT-B-32 (open_clip)
+    python -m benchmarks.leaderboard                      # ViT-S/16 (timm) + ViT-B-32 (open_clip), ~6 min
     python -m benchmarks.leaderboard --per-class 6 --models timm:test_vit@none   # a quick run
 """
 
@@ -83,7 +83,12 @@ def main() -> None:
         default="timm:vit_small_patch16_224@none,ViT-B-32/none",
         help="comma-separated models (random init by default: nothing is downloaded)",
     )
-    parser.add_argument("--per-class", type=int, default=20, help="fake FMD images per class")
+    parser.add_argument(
+        "--per-class",
+        type=int,
+        default=100,
+        help="fake FMD images per class (default 100: FMD's real size, 1000 images)",
+    )
     parser.add_argument("--batch-size", type=int, default=32, help="batch size of both")
     parser.add_argument(
         "--workers",
