@@ -71,13 +71,8 @@ class ClipMaterialTask(BaseTask):
 
     monitor = "val/loss"
     mode = "min"
-    renamed_arguments = {
-        "pretrained": "weights",
-        "lock_image": "freeze_image",
-        "lock_text": "freeze_text",
-        "fusion_pretrained": "fusion_weights",
-        "lock_fusion_backbone": "freeze_fusion_backbone",
-    }
+    # the task's arguments are its model's: the same renames
+    renamed_arguments = MaterialCLIP.renamed_arguments
 
     def __init__(
         self,

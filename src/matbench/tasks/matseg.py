@@ -15,7 +15,7 @@ from torchmetrics import Metric
 from matbench.metrics import MatSegMetrics
 from matbench.metrics.region_iou import DEFAULT_THRESHOLDS, RegionIoU
 from matbench.models.losses import matseg_loss  # noqa: F401 - also re-exported
-from matbench.models.matseg import build_descriptor_model
+from matbench.models.matseg import MatSegUNet, build_descriptor_model
 from matbench.prediction import PerSampleWriter
 from matbench.prompts import PromptRule, region_prompt
 from matbench.tasks.base import BaseTask
@@ -146,7 +146,8 @@ class MatSegTask(BaseTask):
     ``predict_output`` and ``predict_dir`` are not saved as hyperparameters.
     """
 
-    renamed_arguments = {"encoder": "backbone", "encoder_weights": "backbone_weights"}
+    # the U-Net's renames (its backbone arguments are the task's)
+    renamed_arguments = MatSegUNet.renamed_arguments
 
     def __init__(
         self,

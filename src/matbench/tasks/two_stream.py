@@ -18,7 +18,6 @@ from matbench.errors import ConfigError
 from matbench.models.two_stream import TwoStreamModel
 from matbench.plots import save_confusion_matrix
 from matbench.tasks.base import BaseTask, datamodule_class_names
-from matbench.utils.deprecation import Renamed
 
 
 def check_fits_data(task: TwoStreamTask, datamodule: Any) -> None:
@@ -91,10 +90,8 @@ class TwoStreamTask(BaseTask):
         top_k: k of the top-k accuracy.
     """
 
-    renamed_arguments = {
-        "mask_threshold": "patch_fraction",
-        "finetune": Renamed("freeze_backbone", {"head": True, "full": False}),
-    }
+    # the task's arguments are its model's: the same renames
+    renamed_arguments = TwoStreamModel.renamed_arguments
 
     def __init__(
         self,

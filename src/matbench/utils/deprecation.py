@@ -55,11 +55,6 @@ class Renamed:
 RenameEntry = str | Renamed | None
 
 
-def new_name(entry: RenameEntry) -> str | None:
-    """The new argument name of a rename-table entry (None: removed)."""
-    return None if entry is None else str(entry)
-
-
 def apply_renames(
     owner: str,
     renamed: Mapping[str, RenameEntry],
