@@ -305,15 +305,24 @@ def crop_region(
             box = mask_box(mask)
         crop_box = expand_box(box, (mask.shape[-2], mask.shape[-1]), min_size, context, square)
         crop_mask = None
-    x0, y0, x1, y1 = crop_box
+    x0, y0, x1, y1 = scaled_box(crop_box, image_scale, image.shape[-2], image.shape[-1])
     crop = image[:, y0:y1, x0:x1]
-    if image_scale != 1.0:
-        h, w = image.shape[-2:]
-        ix0, iy0 = min(int(x0 // image_scale), w - 1), min(int(y0 // image_scale), h - 1)
-        ix1 = max(ix0 + 1, min(math.ceil(x1 / image_scale), w))
-        iy1 = max(iy0 + 1, min(math.ceil(y1 / image_scale), h))
-        crop = image[:, iy0:iy1, ix0:ix1]
-    return crop, mask[y0:y1, x0:x1] if crop_mask is None else crop_mask, crop_box
+    if crop_mask is None:
+        x0, y0, x1, y1 = crop_box
+        crop_mask = mask[y0:y1, x0:x1]
+    return crop, crop_mask, crop_box
+
+
+def scaled_box(box: Box, image_scale: float, height: int, width: int) -> Box:
+    """The pixels of ``box`` (in the full-size image) in an image reduced by ``image_scale``
+    to ``height`` x ``width`` (a JPEG decoded at 1/2, 1/4 or 1/8): ``box`` itself at 1."""
+    if image_scale == 1.0:
+        return box
+    x0, y0, x1, y1 = box
+    ix0, iy0 = min(int(x0 // image_scale), width - 1), min(int(y0 // image_scale), height - 1)
+    ix1 = max(ix0 + 1, min(math.ceil(x1 / image_scale), width))
+    iy1 = max(iy0 + 1, min(math.ceil(y1 / image_scale), height))
+    return ix0, iy0, ix1, iy1
 
 
 def finish_object_batch(
@@ -341,6 +350,81 @@ def finish_object_batch(
         mask = torch.where(flip, mask.flip(-1), mask)
     batch["image"], batch["mask"] = image, mask
     return batch
+
+
+def finish_polygon_batch(
+    batch: dict[str, Any],
+    size: int | tuple[int, int],
+    blur_sigma: float,
+    min_size: int = 50,
+    context: float = 0.0,
+    square: bool = False,
+    context_size: int | None = None,
+) -> dict[str, Any]:
+    """Finish a batch of objects read as polygons (an LVIS object batch, see
+    :meth:`matbench.datasets.lvis_materials.LVISMaterials.object_batch`) where the batch is,
+    typically on the GPU after transfer: rasterise every polygon as pycocotools does
+    (:func:`matbench.datasets.rasterise.rasterise_polygons`), take each mask's tight box
+    (the object's ``box`` when the mask is empty) grown by :func:`expand_box`, cut the crop
+    and its mask out of the object's image, then resize, blur and flip them as
+    :func:`finish_object_batch` does; with ``context_size`` also each image at that size
+    (flipped with its object). The arguments are :class:`ObjectCrop`'s. Equal to the batch
+    of the CPU path (``ObjectCrop`` on each sample, then collation). On the CPU it runs on
+    one thread (:func:`~matbench.utils.threads.one_cpu_thread`: many small operations)."""
+    from matbench.utils.threads import one_cpu_thread
+
+    with one_cpu_thread(batch["points"].device):
+        return _finish_polygon_batch(
+            batch, size, blur_sigma, min_size, context, square, context_size
+        )
+
+
+def _finish_polygon_batch(
+    batch: dict[str, Any],
+    size: int | tuple[int, int],
+    blur_sigma: float,
+    min_size: int,
+    context: float,
+    square: bool,
+    context_size: int | None,
+) -> dict[str, Any]:
+    from matbench.datasets.rasterise import rasterise_polygons
+
+    images = batch.pop("images")
+    image_of = batch.pop("image_of")
+    image_scale = batch.pop("image_scale").tolist()
+    image_hw = batch.pop("image_hw")
+    masks = rasterise_polygons(
+        batch.pop("points"), batch.pop("polygon_offsets"), batch.pop("polygon_object"), image_hw
+    )
+    boxes = torch.where(masks.empty[:, None], batch.pop("box"), masks.boxes).tolist()
+    crops, crop_masks = [], []
+    for k, (box, (height, width), image) in enumerate(
+        zip(boxes, image_hw.tolist(), image_of.tolist(), strict=True)
+    ):
+        crop_box = expand_box(tuple(box), (height, width), min_size, context, square)
+        pixels = images[image]
+        x0, y0, x1, y1 = scaled_box(crop_box, image_scale[image], *pixels.shape[-2:])
+        crops.append(pixels[:, y0:y1, x0:x1])
+        crop_masks.append(masks.crop(k, crop_box))
+    if context_size is not None:
+        out = (context_size, context_size)
+        whole = [
+            F.interpolate(
+                image.contiguous().float().div_(255.0)[None],
+                size=out,
+                mode="bilinear",
+                antialias=True,
+            )[0]
+            for image in images
+        ]
+        contexts = torch.stack(whole)[image_of] if whole else torch.zeros(0, 3, *out)
+        flips = batch.get("flip")
+        if flips is not None and bool(flips.any()):
+            contexts = torch.where(flips.view(-1, 1, 1, 1), contexts.flip(-1), contexts)
+        batch["context"] = contexts
+    batch["image"], batch["mask"] = crops, crop_masks
+    return finish_object_batch(batch, size, blur_sigma)
 
 
 def finish_crop(

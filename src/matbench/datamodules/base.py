@@ -127,6 +127,10 @@ class BaseDataModule(L.LightningDataModule):
     #: Training batches hold whole images (see :mod:`matbench.datamodules.sampler`), so a
     #: dataset with ``sample_groups()`` and ``__getitems__`` decodes each image once.
     group_by_image: bool = False
+    #: Training batches are cut only between images (see
+    #: :class:`~matbench.datamodules.sampler.ImageBatchSampler`); the dataset's
+    #: ``__getitem__`` must take a list of indices.
+    image_batches: bool = False
     #: Collate function of every loader.
     collate_fn: Callable[[list[Any]], Any] = staticmethod(default_collate)
     #: Training samples are randomly augmented (their inputs change between epochs).
@@ -288,9 +292,12 @@ class BaseDataModule(L.LightningDataModule):
         collate = collate_fn or self.loader_collate_fn(train)
         if not train and self._eval_batch_transform is not None:
             collate = TransformedCollate(collate, self._eval_batch_transform)
+        batch_size = self.batch_size if train else self.eval_batch_size
+        if getattr(sampler, "yields_batches", False):
+            batch_size = None  # the sampler's items are whole batches
         return DataLoader(
             dataset,
-            batch_size=self.batch_size if train else self.eval_batch_size,
+            batch_size=batch_size,
             sampler=sampler,
             num_workers=self.num_workers,
             collate_fn=collate,
@@ -321,6 +328,11 @@ class BaseDataModule(L.LightningDataModule):
     ) -> EpochSeededSampler:
         """The shuffled training sampler; a :class:`~matbench.datamodules.sampler.GroupedSampler`
         when :attr:`group_by_image` is set and the dataset has ``sample_groups()``."""
+        if self.image_batches and hasattr(dataset, "sample_groups"):
+            from matbench.datamodules.sampler import ImageBatchSampler
+
+            groups = dataset.sample_groups()
+            return ImageBatchSampler(dataset, groups, self.batch_size, world, rank, seed)
         if self.group_by_image and hasattr(dataset, "sample_groups"):
             from matbench.datamodules.sampler import GroupedSampler
 

@@ -17,7 +17,7 @@ from torch.utils.data._utils.collate import default_collate
 from matbench.datamodules.base import BaseDataModule, split_sha256
 from matbench.datamodules.folder import read_split_file
 from matbench.datasets.lvis_materials import LVISMaterials
-from matbench.transforms import ObjectCrop, finish_object_batch
+from matbench.transforms import ObjectCrop, finish_polygon_batch
 
 
 class _ObjectTransform:
@@ -48,6 +48,12 @@ class _ObjectTransform:
         if not self.crop.keep_size:
             sample.pop("box", None)  # regions keep their box (x0, y0, x1, y1) in the image
         return sample
+
+
+def object_batch_collate(batch: dict[str, Any]) -> dict[str, Any]:
+    """The collate function of object batches (:meth:`LVISSplit.__getitems__` with
+    ``object_batches``): the dataset already made the batch."""
+    return batch
 
 
 def region_collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
@@ -113,11 +119,25 @@ class LVISSplit(Dataset):
     sorted union of the parts' vocabularies. Batched reads (``__getitems__``: each image
     decoded once) and image groups (``sample_groups``) pass through to the parts.
 
+    With ``object_batches`` a batched read gives one object batch
+    (:meth:`LVISMaterials.object_batch`: each image once, the objects' polygons as arrays)
+    for :func:`~matbench.transforms.finish_polygon_batch` to finish on the device, and draws
+    ``flip`` (a flag per object, drawn in the order the parts' transforms draw theirs).
+
     Args:
         parts: ``(dataset, image ids or None for all)`` pairs.
+        object_batches: Batched reads give object batches instead of samples.
+        flip: Object batches: draw random horizontal flips.
     """
 
-    def __init__(self, parts: list[tuple[LVISMaterials, set[int] | None]]) -> None:
+    def __init__(
+        self,
+        parts: list[tuple[LVISMaterials, set[int] | None]],
+        object_batches: bool = False,
+        flip: bool = False,
+    ) -> None:
+        self.object_batches = object_batches
+        self.flip = flip
         self.datasets = [dataset for dataset, _ in parts]
         self.materials = sorted({m for dataset in self.datasets for m in dataset.materials})
         lookup = {name: i for i, name in enumerate(self.materials)}
@@ -163,11 +183,19 @@ class LVISSplit(Dataset):
         sample["label"] = torch.as_tensor(self._relabel[int(self.part[index])][int(label)])
         return sample
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def __getitem__(self, index: int | list[int]) -> Any:
+        """Sample ``index``, or a batched read of a list of indices (as a batch sampler such
+        as :class:`~matbench.datamodules.sampler.ImageBatchSampler` gives them)."""
+        if isinstance(index, list):
+            return self.__getitems__(index)
+        if self.object_batches:
+            return self.__getitems__([index])
         dataset = self.datasets[int(self.part[index])]
         return self._finish(index, dataset[int(self.position[index])])
 
-    def __getitems__(self, indices: list[int]) -> list[dict[str, Any]]:
+    def __getitems__(self, indices: list[int]) -> Any:
+        if self.object_batches:
+            return self._object_batch(indices)
         out: list[dict[str, Any] | None] = [None] * len(indices)
         for k, dataset in enumerate(self.datasets):
             slots = [j for j, i in enumerate(indices) if int(self.part[i]) == k]
@@ -177,6 +205,56 @@ class LVISSplit(Dataset):
             for j, sample in zip(slots, samples, strict=True):
                 out[j] = self._finish(indices[j], sample)
         return out  # type: ignore[return-value]
+
+    def _object_batch(self, indices: list[int]) -> dict[str, Any]:
+        indices_array = np.asarray(indices, dtype=np.int64)
+        parts = self.part[indices_array]
+        slots, batches = [], []
+        for k, dataset in enumerate(self.datasets):
+            mine = np.flatnonzero(parts == k)
+            if len(mine):
+                slots.append(mine)
+                batch = dataset.object_batch(self.position[indices_array[mine]])
+                batch["label"] = torch.as_tensor(self._relabel[k])[batch["label"]]
+                batches.append(batch)
+        # the parts' objects one after the other (the order of their draws), then put back
+        # into the order of ``indices``
+        order = torch.from_numpy(np.concatenate(slots))
+        n = len(indices)
+        out: dict[str, Any] = {"images": [image for b in batches for image in b["images"]]}
+        out["image_scale"] = torch.cat([b["image_scale"] for b in batches])
+        image_base = np.cumsum([0] + [len(b["images"]) for b in batches])
+        object_base = np.cumsum([0] + [len(b["label"]) for b in batches])
+        point_base = np.cumsum([0] + [len(b["points"]) for b in batches])
+
+        def placed(key: str, shift: Any = None) -> torch.Tensor:
+            values = torch.cat(
+                [b[key] + (0 if shift is None else int(shift[j])) for j, b in enumerate(batches)]
+            )
+            result = torch.empty_like(values)
+            result[order] = values
+            return result
+
+        out["image_of"] = placed("image_of", image_base)
+        for key in ("image_hw", "box", "label"):
+            out[key] = placed(key)
+        out["points"] = torch.cat([b["points"] for b in batches])
+        out["polygon_offsets"] = torch.cat(
+            [batches[0]["polygon_offsets"][:1]]
+            + [b["polygon_offsets"][1:] + int(point_base[j]) for j, b in enumerate(batches)]
+        )
+        out["polygon_object"] = order[
+            torch.cat([b["polygon_object"] + int(object_base[j]) for j, b in enumerate(batches)])
+        ]
+        for key in ("caption", "key"):
+            values = [v for b in batches for v in b[key]]
+            out[key] = [values[j] for j in torch.argsort(order).tolist()]
+        out["index"] = torch.from_numpy(indices_array.copy())
+        if self.flip:
+            flips = torch.empty(n, dtype=torch.bool)
+            flips[order] = torch.rand(n) < 0.5
+            out["flip"] = flips
+        return out
 
     def sample_groups(self) -> np.ndarray:
         """The image of every sample, distinct across the parts."""
@@ -255,10 +333,17 @@ class LVISMaterialsDataModule(BaseDataModule):
             crop, much less decoding for large objects).
         index_cache: Folder of cached annotation indexes; ``"auto"`` =
             ``$MATBENCH_CACHE_DIR/index``; None = parse the JSON on every run.
-        crop_on_device: Loader workers only cut each object's region out; the resize, the
-            background blur and the flip run on the batch's device after transfer
-            (:meth:`on_after_batch_transfer`), with the same result. Frees the CPU when the
-            loader cannot keep up with a GPU.
+        crop_on_device: Loader workers only decode each image of a batch once and gather
+            its objects' polygons, boxes and labels from the index; the polygons' masks
+            (rasterised exactly as pycocotools does), the crop, the resize, the background
+            blur, the flip and the context run on the batch's device after transfer
+            (:meth:`on_after_batch_transfer`), with the same batches as without it. Frees
+            the CPU when the loader cannot keep up with a GPU.
+        image_batches: Training batches are cut only between images
+            (:class:`~matbench.datamodules.sampler.ImageBatchSampler`, implies
+            ``group_by_image``): at most ``batch_size`` objects each, so no image is decoded
+            for two batches. Batches then vary in size (a few objects fewer than
+            ``batch_size`` on average), hence off by default.
     """
 
     split_name = "lvis_materials_split"
@@ -297,12 +382,14 @@ class LVISMaterialsDataModule(BaseDataModule):
         decode_draft: bool = False,
         index_cache: str | None = "auto",
         crop_on_device: bool = False,
+        image_batches: bool = False,
     ) -> None:
         super().__init__(batch_size, num_workers, eval_batch_size)
         self.save_hyperparameters()
-        self.group_by_image = group_by_image
+        self.group_by_image = group_by_image or image_batches
+        self.image_batches = image_batches
         if crop_on_device:
-            self.collate_fn = region_collate
+            self.collate_fn = object_batch_collate
         if split not in ("seeded", "files"):
             raise ValueError(f"split must be 'seeded' or 'files', got '{split}'")
         self.root = Path(root)
@@ -382,19 +469,20 @@ class LVISMaterialsDataModule(BaseDataModule):
 
     def _dataset(self, split: str, train: bool = False, regions: bool = False) -> LVISSplit:
         hp = self.hparams
+        batches = {"object_batches": hp.crop_on_device and not regions, "flip": train and hp.flip}
         if hp.split == "files":
             if split in ("test", "predict") and hp[f"{split}_annotations"] is None:
                 return self._dataset("test" if split == "predict" else "val", regions=regions)
-            return LVISSplit([(self._file(split, train, regions), None)])
+            return LVISSplit([(self._file(split, train, regions), None)], **batches)
         if split == "predict" and hp.predict_annotations is not None:
-            return LVISSplit([(self._file("predict", regions=regions), None)])
+            return LVISSplit([(self._file("predict", regions=regions), None)], **batches)
         if split == "predict":
             split = "test"
         images = {k: set(v) for k, v in self._split()["splits"].items()}
         if split == "train":
             parts = [(self._file("train", True), None), (self._file("val", True), images["train"])]
-            return LVISSplit(parts)
-        return LVISSplit([(self._file("val", regions=regions), images[split])])
+            return LVISSplit(parts, **batches)
+        return LVISSplit([(self._file("val", regions=regions), images[split])], **batches)
 
     @property
     def object_crops(self) -> bool:
@@ -445,8 +533,18 @@ class LVISMaterialsDataModule(BaseDataModule):
         return self._loader(self._require("predict"), train=False, collate_fn=region_collate)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """With ``crop_on_device``: resize, blur and flip the object crops on the device."""
+        """With ``crop_on_device``: rasterise, crop, resize, blur and flip the objects on the
+        device (:func:`~matbench.transforms.finish_polygon_batch`)."""
         predicting = self.trainer is not None and self.trainer.predicting
         if not self.hparams.crop_on_device or predicting:  # predict: regions stay as they are
             return batch
-        return finish_object_batch(batch, self.hparams.image_size, self.hparams.crop_blur_sigma)
+        hp = self.hparams
+        return finish_polygon_batch(
+            batch,
+            hp.image_size,
+            hp.crop_blur_sigma,
+            min_size=hp.crop_min_size,
+            context=hp.crop_context,
+            square=hp.crop_square,
+            context_size=hp.context_size,
+        )

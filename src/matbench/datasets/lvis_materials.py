@@ -621,6 +621,67 @@ class LVISMaterials(Dataset):
             for index, region, decoded in zip(indices, regions, images, strict=True)
         ]
 
+    def draft_reductions(self, indices: np.ndarray) -> np.ndarray:
+        """:meth:`draft_reduction` of each object of ``indices``."""
+        reduce = np.ones(len(indices), dtype=np.int64)
+        if self.draft_size is None:
+            return reduce
+        side = self._arrays["bbox"][indices, 2:].min(axis=1)
+        for _ in range(3):
+            reduce = np.where(side / (2 * reduce) >= self.draft_size, 2 * reduce, reduce)
+        return reduce
+
+    def object_batch(self, indices: Sequence[int]) -> dict[str, Any]:
+        """Objects ``indices`` as one batch of arrays, for a crop finished where the batch is
+        (:func:`matbench.transforms.finish_polygon_batch`): each image decoded once (uint8,
+        as :meth:`__getitems__` decodes it) and the objects' polygons, boxes and labels
+        gathered from the index without any per-object array work.
+
+        Returns:
+            ``images`` (the distinct images, uint8 (3, h, w), in order of first use),
+            ``image_scale`` (I,) float64 (each image's JPEG reduction),
+            ``image_of`` (N,) the image of each object, ``image_hw`` (N, 2) its full size,
+            ``points`` (K, 2) float64 polygon vertices, ``polygon_offsets`` (P + 1,),
+            ``polygon_object`` (P,), ``box`` (N, 4) the annotation box as an integer box
+            (the crop's centre when the mask is empty), ``label`` (N,), ``caption``,
+            ``key`` (lists) and ``index`` (N,).
+        """
+        a = self._arrays
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        rows = a["image_row"][idx]
+        distinct, first, image_of = np.unique(rows, return_index=True, return_inverse=True)
+        by_first = np.argsort(first, kind="stable")
+        rank = np.empty_like(by_first)
+        rank[by_first] = np.arange(len(by_first))
+        image_of, distinct = rank[image_of.reshape(-1)], distinct[by_first]
+        reduce = np.full(len(distinct), 8, dtype=np.int64)
+        np.minimum.at(reduce, image_of, self.draft_reductions(idx))
+        decoded = [self._image(int(r), int(f)) for r, f in zip(distinct, reduce, strict=True)]
+        p0, p1 = a["poly_offsets"][idx], a["poly_offsets"][idx + 1]
+        polygons = _ranges(p0, p1 - p0)
+        c0, c1 = a["coord_offsets"][polygons], a["coord_offsets"][polygons + 1]
+        x, y, w, h = a["bbox"][idx].T
+        x0, y0 = np.trunc(x), np.trunc(y)  # as _sample's int()
+        box = np.stack(
+            [x0, y0, np.maximum(x0 + 1, np.ceil(x + w)), np.maximum(y0 + 1, np.ceil(y + h))], 1
+        ).astype(np.int64)
+        return {
+            "images": [image for image, _ in decoded],
+            "image_scale": torch.tensor([scale for _, scale in decoded], dtype=torch.float64),
+            "image_of": torch.from_numpy(image_of.astype(np.int64)),
+            "image_hw": torch.from_numpy(
+                np.stack([a["image_height"][rows], a["image_width"][rows]], 1).astype(np.int64)
+            ),
+            "points": torch.from_numpy(a["coords"][_ranges(c0, c1 - c0)].reshape(-1, 2)),
+            "polygon_offsets": torch.from_numpy(_offsets((c1 - c0) // 2)),
+            "polygon_object": torch.from_numpy(np.repeat(np.arange(len(idx)), p1 - p0)),
+            "box": torch.from_numpy(box),
+            "label": torch.from_numpy(a["label"][idx].astype(np.int64)),
+            "caption": [self._caption_of(i) for i in idx.tolist()],
+            "key": [str(k) for k in a["id"][idx].tolist()],
+            "index": torch.from_numpy(idx.copy()),
+        }
+
     def _polygons(self, index: int) -> list[np.ndarray]:
         a = self._arrays
         p0, p1 = a["poly_offsets"][index], a["poly_offsets"][index + 1]
@@ -719,7 +780,13 @@ class LVISMaterials(Dataset):
         return sample
 
 
-def _offsets(lengths: Sequence[int]) -> np.ndarray:
+def _offsets(lengths: Sequence[int] | np.ndarray) -> np.ndarray:
     offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
     return offsets
+
+
+def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """The indices ``start, ..., start + length - 1`` of each range, concatenated."""
+    before = np.cumsum(lengths) - lengths
+    return np.repeat(starts - before, lengths) + np.arange(int(np.sum(lengths)))
