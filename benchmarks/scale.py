@@ -49,11 +49,13 @@ from PIL import Image
 from matbench.datamodules.base import EpochSeededSampler
 from matbench.datamodules.lvis_materials import (
     LVISMaterialsDataModule,
+    _ObjectTransform,
+    object_batch_collate,
     region_collate,
 )
-from matbench.datamodules.sampler import GroupedSampler
+from matbench.datamodules.sampler import GroupedSampler, ImageBatchSampler
 from matbench.datasets.dms import DMS, DMS46_INDICES
-from matbench.transforms import finish_object_batch
+from matbench.transforms import ObjectCrop, finish_object_batch, finish_polygon_batch
 from tests.data.dms.data import taxonomy
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -303,6 +305,9 @@ class PerObject(torch.utils.data.Dataset):
 
 
 def objects_per_second(dataset, sampler, batch_size: int, collate=None) -> float:  # noqa: ANN001
+    if getattr(sampler, "yields_batches", False):  # ImageBatchSampler: its items are batches
+        batch_size = None
+        collate = collate or torch.utils.data.default_collate
     kwargs = {"collate_fn": collate} if collate is not None else {}
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=batch_size, sampler=sampler, num_workers=0, **kwargs
@@ -367,11 +372,14 @@ def where_the_time_goes(dataset, paths: list[Path], batch: int) -> dict[str, flo
     return out
 
 
-def decodes_per_epoch(dataset, sampler, batch: int) -> int:  # noqa: ANN001
+def decodes_per_epoch(dataset, sampler, batch: int | None) -> int:  # noqa: ANN001
     """Image decodes of one epoch of grouped reads: an image whose objects straddle two
-    batches is decoded in each (and by two loader workers when there are several)."""
+    batches is decoded in each (and by two loader workers when there are several). With
+    ``batch`` None the sampler yields the batches."""
     groups = dataset.sample_groups()
     order = list(sampler)
+    if batch is None:
+        return sum(len(set(groups[b].tolist())) for b in order)
     return sum(len(set(groups[order[k : k + batch]].tolist())) for k in range(0, len(order), batch))
 
 
@@ -487,8 +495,12 @@ def bench_loader(tmp: Path, args: argparse.Namespace, parts: set[str]) -> None:
         return dm
 
     cpu = datamodule().train_dataset
-    deferred_dm = datamodule(crop_on_device=True)
-    deferred = deferred_dm.train_dataset
+    batched_dm = datamodule(crop_on_device=True)
+    batched = batched_dm.train_dataset
+    # crop_on_device before object batches: each sample's region cut out in the worker
+    regions = datamodule().train_dataset
+    crop = ObjectCrop(size=224, min_size=50, blur_sigma=4.0, square=True, finish_on_device=True)
+    regions.transforms = _ObjectTransform(crop, None, flip=True)
     draft = datamodule(decode_draft=True).train_dataset
     n = len(cpu)
     images = cpu.datasets[0].images
@@ -497,6 +509,9 @@ def bench_loader(tmp: Path, args: argparse.Namespace, parts: set[str]) -> None:
 
     def grouped(dataset) -> GroupedSampler:  # noqa: ANN001
         return GroupedSampler(dataset, dataset.sample_groups(), 1, 0, seed=0)
+
+    def whole_images(dataset) -> ImageBatchSampler:  # noqa: ANN001
+        return ImageBatchSampler(dataset, dataset.sample_groups(), args.batch, 1, 0, seed=0)
 
     if "loader" in parts:
         rates: dict[str, list[float]] = {}
@@ -508,8 +523,15 @@ def bench_loader(tmp: Path, args: argparse.Namespace, parts: set[str]) -> None:
             "grouped, torch finish": lambda: with_torch_finish(
                 lambda: objects_per_second(cpu, grouped(cpu), args.batch)
             ),
+            "grouped+device regions": lambda: objects_per_second(
+                regions, grouped(regions), args.batch, region_collate
+            ),
             "grouped+device": lambda: objects_per_second(
-                deferred, grouped(deferred), args.batch, region_collate
+                batched, grouped(batched), args.batch, object_batch_collate
+            ),
+            "image batches": lambda: objects_per_second(cpu, whole_images(cpu), args.batch),
+            "image batches+device": lambda: objects_per_second(
+                batched, whole_images(batched), args.batch, object_batch_collate
             ),
             "grouped+draft": lambda: objects_per_second(draft, grouped(draft), args.batch),
         }
@@ -519,32 +541,45 @@ def bench_loader(tmp: Path, args: argparse.Namespace, parts: set[str]) -> None:
                 torch.manual_seed(0)
                 rates.setdefault(name, []).append(run())
         best = {k: max(v) for k, v in rates.items()}
-        # The device half of crop_on_device, timed here on the CPU (on a GPU it is far less).
+        # The device halves, timed here on the CPU (on a GPU they take far less).
         loader = torch.utils.data.DataLoader(
-            deferred, batch_size=args.batch, sampler=grouped(deferred), collate_fn=region_collate
+            regions, batch_size=args.batch, sampler=grouped(regions), collate_fn=region_collate
         )
         batches = list(loader)
         start = CLOCK()
         for batch in batches:
             finish_object_batch(batch, 224, 4.0)
-        finish_cpu = n / (CLOCK() - start)
+        finish_regions = n / (CLOCK() - start)
+        loader = torch.utils.data.DataLoader(
+            batched,
+            batch_size=None,
+            sampler=whole_images(batched),
+            collate_fn=object_batch_collate,
+        )
+        batches = list(loader)
+        start = CLOCK()
+        for batch in batches:
+            finish_polygon_batch(batch, 224, 4.0, min_size=50, square=True)
+        finish_polygons = n / (CLOCK() - start)
         per_object = best["per-object"]
         clock = "CPU" if CLOCK is time.process_time else "wall"
         parts_ms = where_the_time_goes(cpu.datasets[0], paths, args.batch)
         for name in paths_of:
             print(
-                f"loader     {name:<22} {best[name]:7.1f} objects/{clock} s | "
+                f"loader     {name:<24} {best[name]:7.1f} objects/{clock} s | "
                 f"{best[name] / per_object:5.2f}x per-object (target >= 5x) | "
                 f"{best[name] / best['bound']:6.1%} of the decode-once bound (target >= 85%)"
             )
         decodes = decodes_per_epoch(cpu, grouped(cpu), args.batch)
+        aligned = decodes_per_epoch(cpu, whole_images(cpu), None)
         print(
             f"loader     decode-once bound {best['bound']:8.1f} objects/{clock} s (bare decodes "
             f"of the {len(paths)} images) | grouped reads decode {decodes} images for "
             f"{len(paths)} (batches of {args.batch} split images): with no per-object work at "
-            f"all they would reach {len(paths) / decodes:.1%} of the bound | device half of "
-            "crop_on_device on this CPU: "
-            f"{finish_cpu:.1f} objects/s | rounds: "
+            f"all they would reach {len(paths) / decodes:.1%} of the bound; image batches "
+            f"decode {aligned} | device halves on this CPU: regions {finish_regions:.1f} "
+            f"objects/s, object batches (rasterise, crop, resize, blur) {finish_polygons:.1f} "
+            "objects/s | rounds: "
             + ", ".join(f"{k} {[round(v, 1) for v in vs]}" for k, vs in rates.items()),
             flush=True,
         )

@@ -25,7 +25,10 @@ def _random_polygon(rng: np.random.Generator, height: int, width: int) -> list[f
     k = int(rng.integers(3, 12))
     kind = int(rng.integers(0, 6))
     if kind == 0:  # anywhere, often crossing the border or entirely outside
-        xs, ys = rng.uniform(-0.5 * width, 1.5 * width, k), rng.uniform(-0.5 * height, 1.5 * height, k)
+        xs, ys = (
+            rng.uniform(-0.5 * width, 1.5 * width, k),
+            rng.uniform(-0.5 * height, 1.5 * height, k),
+        )
     elif kind == 1:  # tiny: a few pixels or less
         cx, cy = rng.uniform(0, width), rng.uniform(0, height)
         xs, ys = cx + rng.uniform(-1.5, 1.5, k), cy + rng.uniform(-1.5, 1.5, k)
@@ -85,8 +88,7 @@ def test_rasterise_equals_pycocotools_on_random_polygons() -> None:
     for _ in range(100):  # 100 batches of 24 objects of 1-3 polygons each
         sizes = [(int(rng.integers(5, 60)), int(rng.integers(5, 60))) for _ in range(24)]
         objects = [
-            [_random_polygon(rng, *size) for _ in range(int(rng.integers(1, 4)))]
-            for size in sizes
+            [_random_polygon(rng, *size) for _ in range(int(rng.integers(1, 4)))] for size in sizes
         ]
         _assert_pycocotools_masks(objects, sizes)
 
@@ -119,7 +121,13 @@ def _add_odd_objects(root: Path) -> None:
     }
     for ann_id, (polygons, bbox) in odd.items():
         data["annotations"].append(
-            {"id": ann_id, "image_id": image, "category_id": 1, "segmentation": polygons, "bbox": bbox}
+            {
+                "id": ann_id,
+                "image_id": image,
+                "category_id": 1,
+                "segmentation": polygons,
+                "bbox": bbox,
+            }
         )
         sidecar["annotations"][str(ann_id)] = {"materials": ["metal"]}
     path.write_text(json.dumps(data))
@@ -167,7 +175,10 @@ def _epoch(root: Path, on_device: bool, **kwargs) -> tuple[list[dict], int]:  # 
     ],
 )
 def test_object_batches_equal_the_cpu_path(lvis_root: Path, options: dict) -> None:
-    (cpu, _), (device, flips) = _epoch(lvis_root, False, **options), _epoch(lvis_root, True, **options)
+    (cpu, _), (device, flips) = (
+        _epoch(lvis_root, False, **options),
+        _epoch(lvis_root, True, **options),
+    )
     assert len(cpu) == len(device) > 2 and flips > 2
     for a, b in zip(cpu, device, strict=True):
         assert a.keys() == b.keys()

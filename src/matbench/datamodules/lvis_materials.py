@@ -16,7 +16,7 @@ from torch.utils.data._utils.collate import default_collate
 
 from matbench.datamodules.base import BaseDataModule, split_sha256
 from matbench.datamodules.folder import read_split_file
-from matbench.datasets.lvis_materials import LVISMaterials
+from matbench.datasets.lvis_materials import LVISMaterials, object_batch_tensors
 from matbench.transforms import ObjectCrop, finish_polygon_batch
 
 
@@ -54,6 +54,27 @@ def object_batch_collate(batch: dict[str, Any]) -> dict[str, Any]:
     """The collate function of object batches (:meth:`LVISSplit.__getitems__` with
     ``object_batches``): the dataset already made the batch."""
     return batch
+
+
+def _merge_object_arrays(batches: list[dict[str, Any]]) -> dict[str, Any]:
+    """Object arrays of several parts (:meth:`LVISMaterials.object_arrays`) as one, the
+    parts' objects one after the other."""
+    image_base = np.cumsum([0] + [len(b["images"]) for b in batches])
+    object_base = np.cumsum([0] + [len(b["label"]) for b in batches])
+    point_base = np.cumsum([0] + [len(b["points"]) for b in batches])
+    out: dict[str, Any] = {"images": [image for b in batches for image in b["images"]]}
+    for key in ("image_scale", "image_hw", "points", "box", "label"):
+        out[key] = np.concatenate([b[key] for b in batches])
+    out["image_of"] = np.concatenate([b["image_of"] + image_base[j] for j, b in enumerate(batches)])
+    out["polygon_object"] = np.concatenate(
+        [b["polygon_object"] + object_base[j] for j, b in enumerate(batches)]
+    )
+    out["polygon_offsets"] = np.concatenate(
+        [[0]] + [b["polygon_offsets"][1:] + point_base[j] for j, b in enumerate(batches)]
+    )
+    for key in ("caption", "key"):
+        out[key] = [value for b in batches for value in b[key]]
+    return out
 
 
 def region_collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
@@ -142,6 +163,7 @@ class LVISSplit(Dataset):
         self.materials = sorted({m for dataset in self.datasets for m in dataset.materials})
         lookup = {name: i for i, name in enumerate(self.materials)}
         self._relabel = [[lookup[m] for m in d.materials] for d in self.datasets]
+        self._relabel_arrays = [np.asarray(r, dtype=np.int64) for r in self._relabel]
         parts_of, positions = [], []
         for k, (dataset, images) in enumerate(parts):
             a = dataset.index.arrays
@@ -211,50 +233,33 @@ class LVISSplit(Dataset):
         parts = self.part[indices_array]
         slots, batches = [], []
         for k, dataset in enumerate(self.datasets):
-            mine = np.flatnonzero(parts == k)
-            if len(mine):
-                slots.append(mine)
-                batch = dataset.object_batch(self.position[indices_array[mine]])
-                batch["label"] = torch.as_tensor(self._relabel[k])[batch["label"]]
-                batches.append(batch)
+            mine = np.flatnonzero(parts == k) if len(self.datasets) > 1 else None
+            if mine is not None and not len(mine):
+                continue
+            positions = self.position[indices_array if mine is None else indices_array[mine]]
+            batch = dataset.object_arrays(positions)
+            batch["label"] = self._relabel_arrays[k][batch["label"]]
+            slots.append(np.arange(len(indices)) if mine is None else mine)
+            batches.append(batch)
+        out = batches[0] if len(batches) == 1 else _merge_object_arrays(batches)
         # the parts' objects one after the other (the order of their draws), then put back
         # into the order of ``indices``
-        order = torch.from_numpy(np.concatenate(slots))
+        order = np.concatenate(slots)
         n = len(indices)
-        out: dict[str, Any] = {"images": [image for b in batches for image in b["images"]]}
-        out["image_scale"] = torch.cat([b["image_scale"] for b in batches])
-        image_base = np.cumsum([0] + [len(b["images"]) for b in batches])
-        object_base = np.cumsum([0] + [len(b["label"]) for b in batches])
-        point_base = np.cumsum([0] + [len(b["points"]) for b in batches])
-
-        def placed(key: str, shift: Any = None) -> torch.Tensor:
-            values = torch.cat(
-                [b[key] + (0 if shift is None else int(shift[j])) for j, b in enumerate(batches)]
-            )
-            result = torch.empty_like(values)
-            result[order] = values
-            return result
-
-        out["image_of"] = placed("image_of", image_base)
-        for key in ("image_hw", "box", "label"):
-            out[key] = placed(key)
-        out["points"] = torch.cat([b["points"] for b in batches])
-        out["polygon_offsets"] = torch.cat(
-            [batches[0]["polygon_offsets"][:1]]
-            + [b["polygon_offsets"][1:] + int(point_base[j]) for j, b in enumerate(batches)]
-        )
-        out["polygon_object"] = order[
-            torch.cat([b["polygon_object"] + int(object_base[j]) for j, b in enumerate(batches)])
-        ]
-        for key in ("caption", "key"):
-            values = [v for b in batches for v in b[key]]
-            out[key] = [values[j] for j in torch.argsort(order).tolist()]
-        out["index"] = torch.from_numpy(indices_array.copy())
+        inverse = None
+        if not np.array_equal(order, np.arange(n)):
+            inverse = np.argsort(order)
+            for key in ("image_of", "image_hw", "box", "label"):
+                out[key] = out[key][inverse]
+            out["polygon_object"] = order[out["polygon_object"]]
+            for key in ("caption", "key"):
+                out[key] = [out[key][j] for j in inverse.tolist()]
+        out["index"] = indices_array
+        result = object_batch_tensors(out)
         if self.flip:
-            flips = torch.empty(n, dtype=torch.bool)
-            flips[order] = torch.rand(n) < 0.5
-            out["flip"] = flips
-        return out
+            flips = torch.rand(n) < 0.5
+            result["flip"] = flips if inverse is None else flips[torch.from_numpy(inverse)]
+        return result
 
     def sample_groups(self) -> np.ndarray:
         """The image of every sample, distinct across the parts."""

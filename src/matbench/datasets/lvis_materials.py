@@ -646,6 +646,11 @@ class LVISMaterials(Dataset):
             (the crop's centre when the mask is empty), ``label`` (N,), ``caption``,
             ``key`` (lists) and ``index`` (N,).
         """
+        return object_batch_tensors(self.object_arrays(indices))
+
+    def object_arrays(self, indices: Sequence[int] | np.ndarray) -> dict[str, Any]:
+        """:meth:`object_batch` with NumPy arrays instead of tensors (``images`` are
+        tensors), to be merged with other parts' before the tensors are made."""
         a = self._arrays
         idx = np.asarray(indices, dtype=np.int64).reshape(-1)
         rows = a["image_row"][idx]
@@ -654,8 +659,11 @@ class LVISMaterials(Dataset):
         rank = np.empty_like(by_first)
         rank[by_first] = np.arange(len(by_first))
         image_of, distinct = rank[image_of.reshape(-1)], distinct[by_first]
-        reduce = np.full(len(distinct), 8, dtype=np.int64)
-        np.minimum.at(reduce, image_of, self.draft_reductions(idx))
+        if self.draft_size is None:
+            reduce = np.ones(len(distinct), dtype=np.int64)
+        else:
+            reduce = np.full(len(distinct), 8, dtype=np.int64)
+            np.minimum.at(reduce, image_of, self.draft_reductions(idx))
         decoded = [self._image(int(r), int(f)) for r, f in zip(distinct, reduce, strict=True)]
         p0, p1 = a["poly_offsets"][idx], a["poly_offsets"][idx + 1]
         polygons = _ranges(p0, p1 - p0)
@@ -664,22 +672,20 @@ class LVISMaterials(Dataset):
         x0, y0 = np.trunc(x), np.trunc(y)  # as _sample's int()
         box = np.stack(
             [x0, y0, np.maximum(x0 + 1, np.ceil(x + w)), np.maximum(y0 + 1, np.ceil(y + h))], 1
-        ).astype(np.int64)
+        )
         return {
             "images": [image for image, _ in decoded],
-            "image_scale": torch.tensor([scale for _, scale in decoded], dtype=torch.float64),
-            "image_of": torch.from_numpy(image_of.astype(np.int64)),
-            "image_hw": torch.from_numpy(
-                np.stack([a["image_height"][rows], a["image_width"][rows]], 1).astype(np.int64)
-            ),
-            "points": torch.from_numpy(a["coords"][_ranges(c0, c1 - c0)].reshape(-1, 2)),
-            "polygon_offsets": torch.from_numpy(_offsets((c1 - c0) // 2)),
-            "polygon_object": torch.from_numpy(np.repeat(np.arange(len(idx)), p1 - p0)),
-            "box": torch.from_numpy(box),
-            "label": torch.from_numpy(a["label"][idx].astype(np.int64)),
+            "image_scale": np.array([scale for _, scale in decoded], dtype=np.float64),
+            "image_of": image_of.astype(np.int64),
+            "image_hw": np.stack([a["image_height"][rows], a["image_width"][rows]], 1),
+            "points": a["coords"][_ranges(c0, c1 - c0)].reshape(-1, 2),
+            "polygon_offsets": _offsets((c1 - c0) // 2),
+            "polygon_object": np.repeat(np.arange(len(idx)), p1 - p0),
+            "box": box.astype(np.int64),
+            "label": a["label"][idx],
             "caption": [self._caption_of(i) for i in idx.tolist()],
             "key": [str(k) for k in a["id"][idx].tolist()],
-            "index": torch.from_numpy(idx.copy()),
+            "index": idx,
         }
 
     def _polygons(self, index: int) -> list[np.ndarray]:
@@ -784,6 +790,16 @@ def _offsets(lengths: Sequence[int] | np.ndarray) -> np.ndarray:
     offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
     return offsets
+
+
+def object_batch_tensors(arrays: dict[str, Any]) -> dict[str, Any]:
+    """:meth:`LVISMaterials.object_arrays` (or a merge of several) with tensors."""
+    out = dict(arrays)
+    for key, value in arrays.items():
+        if isinstance(value, np.ndarray):
+            dtype = np.float64 if value.dtype.kind == "f" else np.int64
+            out[key] = torch.from_numpy(np.ascontiguousarray(value, dtype=dtype))
+    return out
 
 
 def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:

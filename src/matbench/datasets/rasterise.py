@@ -148,7 +148,9 @@ def rasterise_polygons(
     edge, d = _segments(steps)
     t = torch.where(flip[edge], run[edge] - d, d)
     tf = t.double()
-    flat = torch.trunc(torch.where(along_x[edge], ys[edge], xs[edge]).double() + slope[edge] * tf + 0.5)
+    flat = torch.trunc(
+        torch.where(along_x[edge], ys[edge], xs[edge]).double() + slope[edge] * tf + 0.5
+    )
     u = torch.where(along_x[edge], t + xs[edge], flat.long())
     v = torch.where(along_x[edge], flat.long(), t + ys[edge])
 
@@ -196,9 +198,9 @@ def rasterise_polygons(
     slot_column, slot_row = slot_position // column_height, slot_position % column_height
     pixel = slot_row < win_h[slot_object]
     object_offsets = _offsets(win_w * win_h)
-    target = (
-        object_offsets[:-1][slot_object] + slot_row * win_w[slot_object] + slot_column
-    )[pixel & parity]
+    target = (object_offsets[:-1][slot_object] + slot_row * win_w[slot_object] + slot_column)[
+        pixel & parity
+    ]
     pixels = torch.zeros(int(object_offsets[-1]), dtype=torch.bool, device=device)
     pixels[target] = True
 

@@ -32,6 +32,7 @@ from matbench.decoding import (
     open_image,
     open_rgb,
     oriented_size,
+    rgb_pixels,
 )
 from matbench.errors import DatasetFormatError
 
@@ -94,9 +95,9 @@ def read_image_reduced(
     (3, H, W) with ``as_uint8``, a channels-first view of the decoded (H, W, 3) array) and the
     factor it was reduced by (1.0 for a full decode)."""
     rgb, scale = open_rgb(path, reduce=reduce)
+    if as_uint8:  # a (3, H, W) view of the decoded pixels: crops are cut before any copy
+        return torch.from_numpy(rgb_pixels(rgb)).permute(2, 0, 1), scale
     image = torch.from_numpy(np.array(rgb, dtype=np.uint8)).permute(2, 0, 1)
-    if as_uint8:  # a (3, H, W) view of the (H, W, 3) pixels: crops are cut before any copy
-        return image, scale
     # channels first while still uint8: converting a strided view to float is slow
     return image.contiguous().float().div_(255.0), scale
 
