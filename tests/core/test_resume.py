@@ -29,13 +29,18 @@ def _fit(root: Path, epochs: int, *extra: str) -> Path:
     return last
 
 
-# noise 0.5: random augmentation in the data; group 3: GroupedSampler batches
-@pytest.mark.parametrize(("noise", "group"), [("0.0", "1"), ("0.5", "1"), ("0.5", "3")])
+# noise 0.5: random augmentation in the data; group 3: GroupedSampler batches; whole: batches
+# cut between "images" (ImageBatchSampler)
+@pytest.mark.parametrize(
+    ("noise", "group", "whole"),
+    [("0.0", "1", "false"), ("0.5", "1", "false"), ("0.5", "3", "false"), ("0.5", "5", "true")],
+)
 def test_resume_equals_uninterrupted(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, noise: str, group: str
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, noise: str, group: str, whole: str
 ) -> None:
     monkeypatch.chdir(tmp_path)
     aug = ("--data.init_args.noise", noise, "--data.init_args.group", group)
+    aug += ("--data.init_args.image_batches", whole)
     straight = torch.load(_fit(tmp_path / "a", 3, *aug), weights_only=True)
     first = _fit(tmp_path / "b", 1, *aug)
     # resuming continues in the run that wrote the checkpoint

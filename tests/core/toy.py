@@ -30,7 +30,9 @@ class IndexDataset(Dataset):
     def __len__(self) -> int:
         return len(self.x)
 
-    def __getitem__(self, i: int) -> dict:
+    def __getitem__(self, i: int | list[int]) -> dict | list[dict]:
+        if isinstance(i, list):  # a whole batch (ImageBatchSampler)
+            return [self[j] for j in i]
         x = self.x[i]
         if self.noise:  # a random augmentation drawn from the global RNG
             x = x + self.noise * torch.randn_like(x)
@@ -46,6 +48,7 @@ class ToyDataModule(BaseDataModule):
         num_workers: Loader workers.
         noise: Standard deviation of random noise added to training samples.
         group: Training samples come in "images" of this many (> 1: grouped batches).
+        image_batches: Training batches cut only between "images" (``ImageBatchSampler``).
     """
 
     def __init__(
@@ -55,10 +58,12 @@ class ToyDataModule(BaseDataModule):
         num_workers: int = 0,
         noise: float = 0.0,
         group: int = 1,
+        image_batches: bool = False,
     ) -> None:
         super().__init__(batch_size=batch_size, num_workers=num_workers)
         self.save_hyperparameters()
         self.group_by_image = group > 1
+        self.image_batches = image_batches
 
     def setup(self, stage: str | None = None) -> None:
         n = self.hparams.num_samples

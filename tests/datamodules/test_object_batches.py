@@ -10,11 +10,13 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from pycocotools import mask as mask_utils
 
 from matbench.datamodules.lvis_materials import LVISMaterialsDataModule
 from matbench.datamodules.sampler import ImageBatchSampler, pack_groups
 from matbench.datasets.rasterise import rasterise_polygons
+from matbench.decoding import rgb_pixels
 from matbench.utils.threads import one_cpu_thread
 from tests.data.lvis_materials.data import make as make_lvis
 
@@ -193,7 +195,12 @@ def test_object_batches_equal_the_cpu_path(lvis_root: Path, options: dict) -> No
 
 def test_image_batches_hold_whole_images(lvis_root: Path) -> None:
     dm = LVISMaterialsDataModule(
-        root=str(lvis_root), image_size=16, batch_size=9, image_batches=True, crop_on_device=True
+        root=str(lvis_root),
+        image_size=16,
+        batch_size=9,
+        image_batches=True,
+        crop_on_device=True,
+        num_workers=1,  # the images (views of PIL's memory) cross to the main process
     )
     dm.setup("fit")
     loader = dm.train_dataloader()
@@ -204,7 +211,22 @@ def test_image_batches_hold_whole_images(lvis_root: Path) -> None:
         index = batch["index"].numpy()
         assert len(index) <= 9 and len(batch["images"]) == len(set(groups[index].tolist()))
         seen += index.tolist()
+        finished = dm.on_after_batch_transfer(batch, 0)
+        assert finished["image"].shape == (len(index), 3, 16, 16)
     assert sorted(seen) == list(range(len(dm.train_dataset)))  # no padding at world size 1
+
+
+def test_rgb_pixels_are_pils_pixels_with_or_without_a_copy() -> None:
+    rng = np.random.default_rng(0)
+    small = Image.fromarray(rng.integers(0, 255, (30, 25, 3), dtype=np.uint8))
+    large = Image.fromarray(rng.integers(0, 255, (3000, 2500, 3), dtype=np.uint8))
+    view = rgb_pixels(small)  # a view of PIL's memory, which outlives the image object
+    assert not view.flags.owndata
+    expected = np.asarray(small).copy()
+    del small
+    assert np.array_equal(view, expected)
+    copy = rgb_pixels(large)  # in several memory blocks: copied
+    assert copy.flags.owndata and np.array_equal(copy, np.asarray(large))
 
 
 # -- the image-aligned batch sampler -----------------------------------------------------------

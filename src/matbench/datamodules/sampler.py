@@ -200,8 +200,10 @@ class ImageBatchSampler(GroupedSampler):
         return [batches[k % len(batches)] for k in range(wanted)] if batches else []
 
     def __iter__(self) -> Iterator[list[int]]:  # type: ignore[override]
-        batches = self.epoch_batches()[self.rank :: self.num_replicas]
-        return iter([batch.tolist() for batch in batches])
+        # a generator: the epoch is read at the first batch, as a BatchSampler reads its
+        # sampler (Lightning may make the iterator before it sets the epoch of a resumed run)
+        for batch in self.epoch_batches()[self.rank :: self.num_replicas]:
+            yield batch.tolist()
 
     def __len__(self) -> int:
         return self.batches_per_rank
