@@ -131,7 +131,8 @@ def _add_odd_objects(root: Path) -> None:
                 "bbox": bbox,
             }
         )
-        sidecar["annotations"][str(ann_id)] = {"materials": ["metal"]}
+        materials = ["metal", "wood"] if ann_id == 9002 else ["metal"]  # two materials
+        sidecar["annotations"][str(ann_id)] = {"materials": materials}
     path.write_text(json.dumps(data))
     sidecar_path.write_text(json.dumps(sidecar))
 
@@ -172,8 +173,14 @@ def _epoch(root: Path, on_device: bool, **kwargs) -> tuple[list[dict], int]:  # 
     "options",
     [
         {},  # seeded split: the training set has two parts (both annotation files)
-        {"image_batches": True, "context_size": 16},
-        {"group_by_image": True, "decode_draft": True, "split": "files", "crop_context": 0.2},
+        {"image_batches": True, "context_size": 16, "template": "an object made of {}"},
+        {
+            "group_by_image": True,
+            "decode_draft": True,
+            "split": "files",
+            "crop_context": 0.2,
+            "caption": "sidecar",
+        },
     ],
 )
 def test_object_batches_equal_the_cpu_path(lvis_root: Path, options: dict) -> None:
@@ -191,6 +198,8 @@ def test_object_batches_equal_the_cpu_path(lvis_root: Path, options: dict) -> No
                 assert value == b[key], key
     keys = {k for batch in cpu for k in batch["key"]}
     assert {"9001", "9002", "9003"} <= keys
+    captions = {c for batch in cpu for c in batch["caption"]}
+    assert any(" and " in c for c in captions)
 
 
 def test_image_batches_hold_whole_images(lvis_root: Path) -> None:

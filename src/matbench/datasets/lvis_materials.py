@@ -683,7 +683,7 @@ class LVISMaterials(Dataset):
             "polygon_object": np.repeat(np.arange(len(idx)), p1 - p0),
             "box": box.astype(np.int64),
             "label": a["label"][idx],
-            "caption": [self._caption_of(i) for i in idx.tolist()],
+            "caption": self._captions(idx),
             "key": [str(k) for k in a["id"][idx].tolist()],
             "index": idx,
         }
@@ -731,6 +731,23 @@ class LVISMaterials(Dataset):
         state = dict(self.__dict__)
         state.pop("_array_views", None)
         return state
+
+    def _captions(self, indices: np.ndarray) -> list[str]:
+        """``[self._caption_of(i) for i in indices]``, the objects of one material (most)
+        looked up in a list of the materials' captions."""
+        a = self._arrays
+        m0 = a["mat_offsets"][indices]
+        lookup = (a["mat_offsets"][indices + 1] - m0) == 1
+        if self.caption_mode == "sidecar":
+            lookup &= ~a["has_text"][indices]
+        if not lookup.all():
+            return [self._caption_of(i) for i in indices.tolist()]
+        captions = self.__dict__.get("_material_captions")
+        if captions is None:
+            template = self.template
+            captions = [template.format(m) if template else m for m in self.materials]
+            self.__dict__["_material_captions"] = captions
+        return [captions[m] for m in a["mat_ids"][m0].tolist()]
 
     def _caption_of(self, index: int) -> str:
         a = self._arrays
