@@ -166,38 +166,6 @@ def test_fgovd_objects_group_by_image(tmp_path: Path) -> None:
         assert torch.equal(sample["image"], dataset[index]["image"])
 
 
-@pytest.mark.parametrize("draft", [False, True])
-def test_crop_on_device_equals_the_cpu_path(lvis_root: Path, draft: bool) -> None:
-    def first_batch(on_device: bool) -> dict:
-        dm = LVISMaterialsDataModule(
-            root=str(lvis_root),
-            split="files",
-            image_size=32,
-            batch_size=6,
-            context_size=16,
-            crop_blur_sigma=4.0,
-            crop_min_size=8,
-            crop_on_device=on_device,
-            decode_draft=draft,
-        )
-        dm.setup("fit")
-        torch.manual_seed(0)  # the flips
-        batch = next(iter(dm.train_dataloader()))
-        if on_device:
-            assert "image" not in batch and len(batch["images"]) < len(batch["index"])
-            assert 0 < int(batch["flip"].sum()) < len(batch["flip"])  # both kinds in the batch
-            batch = dm.on_after_batch_transfer(batch, 0)
-        return batch
-
-    cpu, device = first_batch(False), first_batch(True)
-    assert cpu.keys() == device.keys()
-    for key, value in cpu.items():
-        if isinstance(value, torch.Tensor):
-            assert torch.equal(value, device[key]), key
-        else:
-            assert value == device[key], key
-
-
 def test_decode_equals_pils_exif_transpose_and_convert(tmp_path: Path) -> None:
     from PIL import ImageOps
 
