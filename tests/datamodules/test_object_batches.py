@@ -180,6 +180,7 @@ def _epoch(root: Path, on_device: bool, **kwargs) -> tuple[list[dict], int]:  # 
             "split": "files",
             "crop_context": 0.2,
             "caption": "sidecar",
+            "context_size": 12,
         },
     ],
 )
