@@ -43,17 +43,27 @@ class ObjectMasks:
     boxes: Tensor
     empty: Tensor
 
+    def _bounds(self) -> tuple[list[list[int]], list[int]]:
+        # read once: on a GPU each read of a single value waits for the device
+        bounds = self.__dict__.get("_bounds_lists")
+        if bounds is None:
+            bounds = self.__dict__["_bounds_lists"] = (
+                self.windows.tolist(),
+                self.offsets.tolist(),
+            )
+        return bounds
+
     def window_mask(self, k: int) -> Tensor:
         """Object ``k``'s mask inside its window, (y1 - y0, x1 - x0) bool (a view)."""
-        x0, y0, x1, y1 = (int(v) for v in self.windows[k].tolist())
-        start, end = int(self.offsets[k]), int(self.offsets[k + 1])
-        return self.pixels[start:end].view(y1 - y0, x1 - x0)
+        windows, offsets = self._bounds()
+        x0, y0, x1, y1 = windows[k]
+        return self.pixels[offsets[k] : offsets[k + 1]].view(y1 - y0, x1 - x0)
 
     def crop(self, k: int, box: tuple[int, int, int, int]) -> Tensor:
         """Object ``k``'s mask inside ``box`` (any box of the image), a new bool tensor."""
         x0, y0, x1, y1 = box
         out = torch.zeros((y1 - y0, x1 - x0), dtype=torch.bool, device=self.pixels.device)
-        wx0, wy0, wx1, wy1 = (int(v) for v in self.windows[k].tolist())
+        wx0, wy0, wx1, wy1 = self._bounds()[0][k]
         ix0, iy0, ix1, iy1 = max(x0, wx0), max(y0, wy0), min(x1, wx1), min(y1, wy1)
         if ix0 < ix1 and iy0 < iy1:
             out[iy0 - y0 : iy1 - y0, ix0 - x0 : ix1 - x0] = self.window_mask(k)[
