@@ -3,11 +3,12 @@
 The ``illumination`` generator mode. Real material states are not separable by pixel colour: a
 wet and a dry patch of one soil share a hue, and one material changes colour across a photo as
 light and shadow move over it. Here every material of a scene gets one shared base colour (plus
-a small per-material offset) and keeps only its texture's *pattern* (luminance, at a contrast of
-its own); layouts are natural-image soft maps as in :func:`~matbench.synth.scene.make_scene`;
-then the whole scene is lit by a smooth field of brightness and of colour (two light colours
-blended by a further map) and darkened by cast shadows with a cool tint. So one material spans
-many colours, and different materials share them: only texture tells them apart.
+a small per-material offset) and keeps only its texture's *pattern* (luminance, normalised
+locally so that it is stationary), at a contrast, grain and albedo of its own; layouts are
+natural-image soft maps as in :func:`~matbench.synth.scene.make_scene`; then the whole scene is
+lit by a smooth field of brightness and of colour (two light colours blended by a further map)
+and darkened by cast shadows with a penumbra and a cool tint. So one material spans many
+colours, and different materials share them: only texture tells them apart.
 """
 
 from __future__ import annotations
@@ -34,16 +35,27 @@ MATERIAL_COLOUR_SPREAD = 6.0
 ALBEDO_RANGE = (0.55, 1.15)
 #: Range of the materials' texture contrasts (standard deviation, in 8-bit levels).
 CONTRAST_RANGE = (6.0, 48.0)
+#: Range of the materials' texture scales (their grain, relative to the cut texture).
+SCALE_RANGE = (0.2, 1.0)
 #: Blur of the layout maps, as a fraction of the scene's shorter side.
 LAYOUT_SMOOTH = 0.02
+#: Penumbra of the cast shadows (Gaussian sigma), as a fraction of the scene's shorter side.
+SHADOW_SOFTNESS = (0.015, 0.03)
 #: Range of the light's brightness gain across a scene.
 LIGHT_RANGE = (0.45, 1.35)
 
 
 def _pattern(texture: np.ndarray) -> np.ndarray:
-    """A texture's luminance pattern, zero mean and unit standard deviation."""
+    """A texture's luminance pattern, normalised locally (zero mean, unit standard deviation
+    in a window of a tenth of its size): stationary, so that its contrast is the material's
+    everywhere rather than the source photo's light and flat patches."""
     lum = texture.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
-    return (lum - lum.mean()) / max(float(lum.std()), 1.0)
+    sigma = max(1.5, 0.1 * min(lum.shape))
+    mean = ndimage.gaussian_filter(lum, sigma)
+    spread = np.sqrt(np.maximum(ndimage.gaussian_filter(lum * lum, sigma) - mean * mean, 0.0))
+    floor = max(0.25 * float(lum.std()), 1.0)
+    pattern = np.clip((lum - mean) / np.maximum(spread, floor), -3.0, 3.0)
+    return (pattern - pattern.mean()) / max(float(pattern.std()), 1e-6)
 
 
 def _smooth_field(rng: np.random.Generator, size: tuple[int, int], cells: int) -> np.ndarray:
@@ -69,7 +81,7 @@ def light_field(
     gain = brightness[..., None] * (warm * mix + cool * (1.0 - mix))
     if rng.random() < 0.8:
         shadow = soft_map(images.pick(rng), rng, (h, w), hard=True)
-        shadow = ndimage.gaussian_filter(shadow, sigma=rng.uniform(0.5, 2.0))
+        shadow = ndimage.gaussian_filter(shadow, sigma=rng.uniform(*SHADOW_SOFTNESS) * min(h, w))
         depth = rng.uniform(0.35, 0.6)
         tint = np.array([0.85, 0.92, 1.0], dtype=np.float32)
         gain = gain * (1.0 - depth * shadow[..., None] * (2.0 - tint))
@@ -92,9 +104,9 @@ def make_illumination_scene(
     # Stratified albedos and contrasts: the materials of one scene differ in both.
     albedos = _spread(rng, n, ALBEDO_RANGE)
     contrasts = _spread(rng, n, CONTRAST_RANGE, log=True)
-    for alpha, albedo, contrast in zip(alphas, albedos, contrasts, strict=True):
+    scales = _spread(rng, n, SCALE_RANGE, log=True)
+    for alpha, albedo, contrast, scale in zip(alphas, albedos, contrasts, scales, strict=True):
         texture = sample_texture(images, rng, config)
-        scale = rng.uniform(0.3, 1.0)
         size = (max(8, round(texture.shape[0] * scale)), max(8, round(texture.shape[1] * scale)))
         pattern = _pattern(resize(texture, size))
         colour = base + rng.normal(0.0, MATERIAL_COLOUR_SPREAD, size=3).astype(np.float32)
