@@ -352,6 +352,16 @@ def finish_object_batch(
     return batch
 
 
+def context_image(image: Tensor, size: int) -> Tensor:
+    """An object's whole image as its context: float in [0, 1] (a uint8 image converted as
+    :func:`matbench.datasets.utils.read_image` converts), resized (bilinear, antialiased) to
+    ``size`` x ``size``. One definition for the loader's and the device's object paths, whose
+    batches must be equal."""
+    if image.dtype == torch.uint8:
+        image = image.contiguous().float().div_(255.0)
+    return F.interpolate(image[None], size=(size, size), mode="bilinear", antialias=True)[0]
+
+
 def finish_polygon_batch(
     batch: dict[str, Any],
     size: int | tuple[int, int],
@@ -408,17 +418,10 @@ def _finish_polygon_batch(
         crops.append(pixels[:, y0:y1, x0:x1])
         crop_masks.append(masks.crop(k, crop_box))
     if context_size is not None:
-        out = (context_size, context_size)
-        whole = [
-            F.interpolate(
-                image.contiguous().float().div_(255.0)[None],
-                size=out,
-                mode="bilinear",
-                antialias=True,
-            )[0]
-            for image in images
-        ]
-        contexts = torch.stack(whole)[image_of] if whole else torch.zeros(0, 3, *out)
+        whole = [context_image(image, context_size) for image in images]
+        contexts = (
+            torch.stack(whole)[image_of] if whole else torch.zeros(0, 3, context_size, context_size)
+        )
         flips = batch.get("flip")
         if flips is not None and bool(flips.any()):
             contexts = torch.where(flips.view(-1, 1, 1, 1), contexts.flip(-1), contexts)

@@ -10,14 +10,13 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.data._utils.collate import default_collate
 
 from matbench.datamodules.base import BaseDataModule, split_sha256
 from matbench.datamodules.folder import read_split_file
 from matbench.datasets.lvis_materials import LVISMaterials, object_batch_tensors
-from matbench.transforms import ObjectCrop, finish_polygon_batch
+from matbench.transforms import ObjectCrop, context_image, finish_polygon_batch
 
 
 class _ObjectTransform:
@@ -31,9 +30,7 @@ class _ObjectTransform:
         self.flip = flip
 
     def __call__(self, sample: dict[str, Any]) -> dict[str, Any]:
-        context = sample["image"]
-        if context.dtype == torch.uint8 and self.context_size is not None:
-            context = context.contiguous().float().div_(255.0)
+        image = sample["image"]
         sample = self.crop(sample)
         flip = self.flip and bool(torch.rand(()) < 0.5)
         if self.crop.finish_on_device:
@@ -42,8 +39,7 @@ class _ObjectTransform:
             sample["image"] = sample["image"].flip(-1)
             sample["mask"] = sample["mask"].flip(-1)
         if self.context_size is not None:
-            size = (self.context_size, self.context_size)
-            context = F.interpolate(context[None], size=size, mode="bilinear", antialias=True)[0]
+            context = context_image(image, self.context_size)
             sample["context"] = context.flip(-1) if flip else context
         if not self.crop.keep_size:
             sample.pop("box", None)  # regions keep their box (x0, y0, x1, y1) in the image
