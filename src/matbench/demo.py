@@ -20,6 +20,7 @@ import argparse
 import json
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -229,21 +230,34 @@ def table(rows: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def benchmark_scores(bench: Path, similarity: Callable[[dict[str, Any]], Any]) -> dict[str, Any]:
+    """The triplet metrics of a MatSeg benchmark folder when each sample's (N, N) point
+    similarity is ``similarity(sample)``."""
+    from matbench.datasets.matseg import MatSegBenchmark
+    from matbench.metrics.triplet import MatSegMetrics
+
+    metric = MatSegMetrics()
+    for sample in MatSegBenchmark(bench):
+        metric.update(
+            similarity(sample).float(),
+            sample["weight"],
+            sample["groups"],
+            bool(sample["has_relations"]),
+        )
+    return dict(metric.compute())
+
+
 def positions_only(bench: Path) -> dict[str, Any]:
     """The benchmark's triplet accuracy from where the points lie alone, with no look at the
     image: the closer two points, the more similar. The level a model must clear to show that
     it uses the image."""
     import torch
 
-    from matbench.datasets.matseg import MatSegBenchmark
-    from matbench.metrics.triplet import MatSegMetrics
-
-    metric = MatSegMetrics()
-    for sample in MatSegBenchmark(bench):
+    def closeness(sample: dict[str, Any]) -> Any:
         xy = sample["points"][:, :2].float()
-        similarity = -torch.cdist(xy, xy)
-        metric.update(similarity, sample["weight"], sample["groups"], bool(sample["has_relations"]))
-    return dict(metric.compute())
+        return -torch.cdist(xy, xy)
+
+    return benchmark_scores(bench, closeness)
 
 
 def dense_weights(backbone: str, weights: str) -> tuple[str | None, str]:

@@ -61,22 +61,17 @@ def _rgb_accuracy(bench: Path) -> float:
     """All cases, by point, of the ``rgb`` baseline's descriptors."""
     import torch
 
-    from matbench.datasets.matseg import MatSegBenchmark
-    from matbench.metrics.triplet import MatSegMetrics
+    from matbench.demo import benchmark_scores
     from matbench.tasks.matseg import MatSegTask, point_descriptors
 
     rgb = MatSegTask(model="rgb").eval()
-    metric = MatSegMetrics()
-    for sample in MatSegBenchmark(bench):
+
+    def similarity(sample: dict) -> torch.Tensor:
         with torch.no_grad():
             descriptors = point_descriptors(rgb.descriptor_map(sample["image"]), sample["points"])
-        metric.update(
-            descriptors @ descriptors.T,
-            sample["weight"],
-            sample["groups"],
-            bool(sample["has_relations"]),
-        )
-    return float(metric.compute()["all_by_point"])
+        return descriptors @ descriptors.T
+
+    return float(benchmark_scores(bench, similarity)["all_by_point"])
 
 
 def test_benchmark_is_separable_neither_by_colour_nor_by_point_positions(tmp_path: Path) -> None:
@@ -109,12 +104,11 @@ def _local_contrast_accuracy(bench: Path) -> float:
     import torch
     from scipy import ndimage
 
-    from matbench.datasets.matseg import MatSegBenchmark
-    from matbench.metrics.triplet import MatSegMetrics
+    from matbench.demo import benchmark_scores
 
-    metric = MatSegMetrics()
     weights = np.array([0.299, 0.587, 0.114])[:, None, None]
-    for sample in MatSegBenchmark(bench):
+
+    def similarity(sample: dict) -> torch.Tensor:
         lum = (sample["image"].double().numpy() * weights).sum(0) * 255.0 + 1.0
         log_lum = np.log(lum)
         gradient = np.hypot(ndimage.sobel(log_lum, 1), ndimage.sobel(log_lum, 0))
@@ -126,13 +120,9 @@ def _local_contrast_accuracy(bench: Path) -> float:
             features.append(np.log(ndimage.gaussian_filter(gradient, sigma) + 1e-3))
         x, y = sample["points"][:, 0].numpy(), sample["points"][:, 1].numpy()
         points = torch.from_numpy(np.stack(features)[:, y, x].T.copy())
-        metric.update(
-            -torch.cdist(points, points).float(),
-            sample["weight"],
-            sample["groups"],
-            bool(sample["has_relations"]),
-        )
-    return float(metric.compute()["all_by_point"])
+        return -torch.cdist(points, points)
+
+    return float(benchmark_scores(bench, similarity)["all_by_point"])
 
 
 def test_benchmark_is_separable_by_texture(tmp_path: Path) -> None:
