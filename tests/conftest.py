@@ -10,6 +10,22 @@ import torch
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
+# Spawned processes (DDP ranks, CLI runs) print every thread's Python stack if they die of a
+# fatal signal, so that a crash inside a rank leaves more than its exit signal behind.
+os.environ.setdefault("PYTHONFAULTHANDLER", "1")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A DDP test runs once more only when a rank process died of a signal (rank 1 of
+    ``clip_lvis_open_clip_text`` died of SIGABRT once in CI, its stderr cut from the log, and
+    not in 30 repeats here): a wrong metric or an exception raised in a rank still fails at
+    once."""
+    for item in items:
+        if item.get_closest_marker("ddp") is not None:
+            item.add_marker(
+                pytest.mark.flaky(reruns=1, only_rerun=[r"ProcessExitedException: .*signal"])
+            )
+
 
 @pytest.fixture(autouse=True)
 def _offline(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
