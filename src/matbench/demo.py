@@ -4,7 +4,8 @@
    stream) with :mod:`matbench.synth`, by default in the ``illumination`` mode: materials of
    similar colour under varying coloured light and cast shadows, so that pixel colour cannot
    segment them (as with real material states) and the ``rgb`` baseline is a real opponent.
-2. Train a small U-Net (ResNet-18 encoder, random init) through ``matbench fit``.
+2. Train a small U-Net (the first three stages of a ResNet-18, random init) through
+   ``matbench fit``.
 3. Test it, the ``rgb`` and ``random`` baselines and the zero-shot dense DINOv2 baseline
    through ``matbench test`` on the held-out generated benchmark.
 4. Print a table (triplet accuracy by point and by material, all and soft cases), write a
@@ -46,11 +47,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", default="demo_out", help="output folder (default demo_out)")
     parser.add_argument("--train-scenes", type=int, default=128, help="generated training scenes")
     parser.add_argument("--bench-images", type=int, default=12, help="generated benchmark images")
-    parser.add_argument("--steps", type=int, default=200, help="training steps")
+    parser.add_argument("--steps", type=int, default=600, help="training steps")
     parser.add_argument("--crop", type=int, default=96, help="training crop side (px)")
     parser.add_argument("--batch-size", type=int, default=4, help="training batch size")
     parser.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate")
     parser.add_argument("--encoder", default="tu-resnet18", help="U-Net encoder")
+    parser.add_argument(
+        "--encoder-depth",
+        type=int,
+        default=3,
+        help="encoder stages the U-Net uses, 1-5 (default 3: learns texture on a CPU budget)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of data and training")
     parser.add_argument("--workers", type=int, default=2, help="generator processes")
     parser.add_argument(
@@ -146,6 +153,7 @@ def train_config(out: Path, train: Path, bench: Path, args: argparse.Namespace) 
                 "model": "unet",
                 "backbone": args.encoder,
                 "backbone_weights": None,
+                "backbone_depth": args.encoder_depth,
                 "descriptor_dim": 128,
                 "temperature": 0.2,
                 "lr": args.lr,

@@ -61,6 +61,34 @@ def test_unet_local_weights_and_unknown_encoder(tmp_path: Path) -> None:
         MatSegUNet("tu-nonexistent_net")
 
 
+@pytest.mark.parametrize("depth", [1, 3])
+def test_shallow_unet(depth: int, tmp_path: Path) -> None:
+    reference = timm.create_model("resnet18", pretrained=False)
+    with torch.no_grad():
+        reference.conv1.weight.fill_(0.125)
+    path = tmp_path / "encoder.pth"
+    torch.save(reference.state_dict(), path)
+    model = MatSegUNet(
+        "tu-resnet18", backbone_weights=str(path), descriptor_dim=8, backbone_depth=depth
+    ).eval()
+    assert model.stride == 2**depth
+    assert len(model.encoder.out_channels) == depth + 1
+    assert torch.all(dict(model.encoder.named_parameters())["model.conv1.weight"] == 0.125)
+    # the later stages are not built at all
+    assert not any(name.startswith("model.layer4") for name, _ in model.encoder.named_parameters())
+    with torch.no_grad():
+        out = model(torch.rand(2, 3, 21, 38))
+    assert out.shape == (2, 8, 21, 38)
+    assert torch.allclose(out.norm(dim=1), torch.ones(2, 21, 38), atol=1e-5)
+
+
+def test_unet_depth_and_decoder_errors() -> None:
+    with pytest.raises(ValueError, match="backbone_depth must be 1 to 5, got 6"):
+        MatSegUNet("tu-test_convnext", backbone_depth=6)
+    with pytest.raises(ValueError, match=r"one entry per encoder stage \(3\)"):
+        MatSegUNet("tu-test_convnext", decoder_channels=(32, 16), backbone_depth=3)
+
+
 def test_pyramid_pooling_keeps_shape() -> None:
     ppm = PyramidPooling(12)
     x = torch.randn(2, 12, 5, 7)

@@ -23,6 +23,8 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 #: smp ``encoder_weights`` values that mean "the timm default pretrained tag" for ``tu-`` names.
 _DEFAULT_TAGS = {"imagenet", "true", "default", "timm"}
+#: The U-Net decoder's channels at full depth (five blocks, deepest first).
+DECODER_CHANNELS = (256, 128, 64, 32, 16)
 
 
 class PyramidPooling(nn.Module):
@@ -61,7 +63,7 @@ class PyramidPooling(nn.Module):
         return self.fuse(torch.cat([x, *pooled], dim=1))
 
 
-def _build_encoder(encoder: str, encoder_weights: str | None) -> nn.Module:
+def _build_encoder(encoder: str, encoder_weights: str | None, depth: int = 5) -> nn.Module:
     """The smp encoder with weights by hub name or local file (see `MatSegUNet`)."""
     from segmentation_models_pytorch.encoders import get_encoder
 
@@ -80,7 +82,7 @@ def _build_encoder(encoder: str, encoder_weights: str | None) -> nn.Module:
         if encoder_weights.lower() not in _DEFAULT_TAGS and "." not in encoder:
             name = f"{encoder}.{encoder_weights}"
         smp_weights = True
-    encoder_module = get_encoder(name, in_channels=3, depth=5, weights=smp_weights, **kwargs)
+    encoder_module = get_encoder(name, in_channels=3, depth=depth, weights=smp_weights, **kwargs)
     if local is not None:
         load_weights(encoder_module, local)
     return encoder_module
@@ -96,13 +98,21 @@ class MatSegUNet(nn.Module):
     size are padded (edge replication) to the encoder stride and the output is cropped back, so
     the descriptor map has exactly the input's height and width.
 
+    ``backbone_depth`` below 5 keeps only the encoder's first stages (smp's ``encoder_depth``):
+    a shallower, faster net whose descriptors see a smaller neighbourhood (stride
+    ``2 ** backbone_depth``). Trained from scratch on little data, the first three stages of a
+    ResNet-18 learn lighting-invariant texture that the full depth does not (``docs/index.md``,
+    the demo).
+
     Args:
         backbone: smp encoder name, e.g. ``tu-convnext_atto`` or ``tu-convnext_base``.
         backbone_weights: Pretrained encoder weights: a hub name (smp's ``imagenet``; for ``tu-`` encoders
             ``imagenet`` means timm's default tag and any other value a timm tag), a local file
             path (a timm/smp encoder state dict), or None for random initialisation.
         descriptor_dim: Channels of the descriptor map.
-        decoder_channels: Channels of the five decoder blocks.
+        decoder_channels: Channels of the decoder blocks, one per encoder stage; by default the
+            last ``backbone_depth`` of (256, 128, 64, 32, 16).
+        backbone_depth: Encoder stages used, 1 to 5 (the pyramid pooling sits on the last).
     """
 
     def __init__(
@@ -110,19 +120,29 @@ class MatSegUNet(nn.Module):
         backbone: str = "tu-convnext_atto",
         backbone_weights: str | None = None,
         descriptor_dim: int = 128,
-        decoder_channels: tuple[int, ...] = (256, 128, 64, 32, 16),
+        decoder_channels: tuple[int, ...] | None = None,
+        backbone_depth: int = 5,
     ) -> None:
         super().__init__()
         from segmentation_models_pytorch.decoders.unet.decoder import UnetDecoder
 
+        if not 1 <= backbone_depth <= 5:
+            raise ValueError(f"backbone_depth must be 1 to 5, got {backbone_depth}")
+        if decoder_channels is None:
+            decoder_channels = DECODER_CHANNELS[len(DECODER_CHANNELS) - backbone_depth :]
+        if len(decoder_channels) != backbone_depth:
+            raise ValueError(
+                f"decoder_channels needs one entry per encoder stage ({backbone_depth}), got "
+                f"{tuple(decoder_channels)}"
+            )
         self.descriptor_dim = descriptor_dim
         with loading_weights("backbone_weights", backbone_weights):
-            self.encoder = _build_encoder(backbone, backbone_weights)
+            self.encoder = _build_encoder(backbone, backbone_weights, backbone_depth)
         channels = list(self.encoder.out_channels)
         self.stride = 2 ** (len(channels) - 1)
         self.ppm = PyramidPooling(channels[-1])
         self.decoder = UnetDecoder(
-            encoder_channels=channels, decoder_channels=decoder_channels, n_blocks=5
+            encoder_channels=channels, decoder_channels=decoder_channels, n_blocks=backbone_depth
         )
         self.head = nn.Conv2d(decoder_channels[-1], descriptor_dim, 1)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
@@ -192,10 +212,11 @@ def build_descriptor_model(
     seed: int = 0,
     weights: str | None = None,
     image_size: int | None = None,
+    backbone_depth: int = 5,
 ) -> nn.Module:
     """A MatSeg descriptor model by kind.
 
-    ``unet`` (:class:`MatSegUNet` with ``backbone``, ``backbone_weights``), ``rgb``
+    ``unet`` (:class:`MatSegUNet` with ``backbone``, ``backbone_weights``, ``backbone_depth``), ``rgb``
     (:class:`RGBDescriptor`), ``random`` (:class:`RandomDescriptor`), ``dense``
     (:class:`~matbench.models.dense.DenseFeatureDescriptor`: ``backbone`` a timm ViT or
     ``open_clip:<arch>``, ``backbone_weights`` its weights, ``image_size`` the longest side it
@@ -203,7 +224,7 @@ def build_descriptor_model(
     ``backbone`` one of its ConvNeXt variants, ``weights`` the released checkpoint).
     """
     if model == "unet":
-        return MatSegUNet(backbone, backbone_weights, descriptor_dim)
+        return MatSegUNet(backbone, backbone_weights, descriptor_dim, backbone_depth=backbone_depth)
     if model == "rgb":
         return RGBDescriptor()
     if model == "random":

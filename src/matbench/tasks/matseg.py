@@ -121,6 +121,8 @@ class MatSegTask(BaseTask):
             ``official``: ``convnext_base`` (the release) or a smaller variant.
         backbone_weights: Pretrained backbone weights (``unet``, ``dense``): hub name or tag,
             local file path, or None.
+        backbone_depth: ``unet``: encoder stages used, 1 to 5 (see
+            :class:`~matbench.models.matseg.MatSegUNet`).
         weights: Weights of the whole ``official`` net: the released checkpoint's path.
         descriptor_dim: Descriptor channels (``unet``, ``official``, ``random``).
         image_size: ``dense``: longest side a timm ViT sees (None = the image's own size).
@@ -154,6 +156,7 @@ class MatSegTask(BaseTask):
         model: Literal["unet", "rgb", "random", "dense", "official"] = "unet",
         backbone: str = "tu-convnext_atto",
         backbone_weights: str | None = None,
+        backbone_depth: int = 5,
         weights: str | None = None,
         descriptor_dim: int = 128,
         image_size: int | None = None,
@@ -191,6 +194,7 @@ class MatSegTask(BaseTask):
             hp.seed,
             hp.get("weights"),
             hp.get("image_size"),
+            hp.get("backbone_depth", 5),
         )
 
     @property
