@@ -65,11 +65,13 @@ SAM2_CONFIG = {
 }
 
 
-def write_config(folder: Path, kind: str = "sam") -> Path:
-    """Write a tiny ``config.json`` for ``kind`` (``sam`` or ``sam2``) into ``folder``."""
+def write_config(folder: Path, kind: str = "sam", values: dict | None = None) -> Path:
+    """Write a tiny ``config.json`` for ``kind`` (``sam`` or ``sam2``) into ``folder``
+    (``values``: another config of that kind instead of the tiny one)."""
     from transformers import Sam2Config, SamConfig
 
-    cls, values = (SamConfig, SAM_CONFIG) if kind == "sam" else (Sam2Config, SAM2_CONFIG)
+    cls, tiny = (SamConfig, SAM_CONFIG) if kind == "sam" else (Sam2Config, SAM2_CONFIG)
+    values = tiny if values is None else values
     folder.mkdir(parents=True, exist_ok=True)
     cls(**values).save_pretrained(str(folder))
     return folder / "config.json"
