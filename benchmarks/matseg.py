@@ -13,7 +13,8 @@
 3. Prompted path, in images/second, side by side: ``matbench test`` of a tiny random SAM
    (:class:`PromptedMatSegTask`: benchmark images from disk, seeded prompts, one batched decode
    per image, hard similarity, triplet metric; the images decoded in the main process, as the
-   shipped SAM configs do, or by ``--prompt-workers`` loader workers) against the bare model forward over the same images and prompts, in memory.
+   shipped SAM configs do, or by ``--prompt-workers`` loader workers) against the bare model
+   forward over the same images and prompts, in memory.
    Two tiny SAMs: one at SAM's own input geometry (images resized to 1024 px, 16 px patches,
    so 64 x 64 tokens) but 64 channels wide and 2 layers deep, and the tests' SAM at 64 px (8 x 8
    tokens), whose forward is little more than resizing, so that it shows the fixed cost per
@@ -126,11 +127,11 @@ def prompted(tmp: Path, images: int, num_points: int, warmup: int, workers: int)
     """Images/second of ``test`` with two tiny SAMs against their bare forward (module
     docstring)."""
     write_benchmark(tmp / "bench", images + warmup, seed=2, min_size=256, max_size=384, workers=2)
-    for name, values in (
-        ("tiny SAM at SAM's geometry (1024 px, 64 wide)", sam_geometry_config()),
-        ("the tests' tiny SAM (64 px)", None),
+    for folder, name, values in (
+        ("sam_geometry", "tiny SAM at SAM's geometry (1024 px, 64 wide)", sam_geometry_config()),
+        ("tests_sam", "the tests' tiny SAM (64 px)", None),
     ):
-        config = write_config(tmp / name.split()[1], "sam", values)
+        config = write_config(tmp / folder, "sam", values)
         prompted_rate(tmp, config, name, images, num_points, warmup, workers)
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from matbench.synth import SceneConfig, make_scene, write_benchmark, write_scenes
 from matbench.synth.benchmark import scene_maker
-from matbench.synth.illumination import make_illumination_scene
+from matbench.synth.illumination import LUMA_WEIGHTS, make_illumination_scene
 from matbench.synth.scene import resolve_images
 
 CONFIG = SceneConfig(min_size=64, max_size=96, min_materials=2, max_materials=3, hard_prob=1.0)
@@ -106,7 +106,7 @@ def _local_contrast_accuracy(bench: Path) -> float:
 
     from matbench.demo import benchmark_scores
 
-    weights = np.array([0.299, 0.587, 0.114])[:, None, None]
+    weights = np.array(LUMA_WEIGHTS)[:, None, None]
 
     def similarity(sample: dict) -> torch.Tensor:
         lum = (sample["image"].double().numpy() * weights).sum(0) * 255.0 + 1.0

@@ -43,13 +43,15 @@ LAYOUT_SMOOTH = 0.02
 SHADOW_SOFTNESS = (0.015, 0.03)
 #: Range of the light's brightness gain across a scene.
 LIGHT_RANGE = (0.45, 1.35)
+#: RGB weights of luminance (ITU-R BT.601), which the texture patterns are made of.
+LUMA_WEIGHTS = (0.299, 0.587, 0.114)
 
 
 def _pattern(texture: np.ndarray) -> np.ndarray:
     """A texture's luminance pattern, normalised locally (zero mean, unit standard deviation
     in a window of a tenth of its size): stationary, so that its contrast is the material's
     everywhere rather than the source photo's light and flat patches."""
-    lum = texture.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    lum = texture.astype(np.float32) @ np.array(LUMA_WEIGHTS, dtype=np.float32)
     sigma = max(1.5, 0.1 * min(lum.shape))
     mean = ndimage.gaussian_filter(lum, sigma)
     spread = np.sqrt(np.maximum(ndimage.gaussian_filter(lum * lum, sigma) - mean * mean, 0.0))
